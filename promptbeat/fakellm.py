@@ -1,0 +1,274 @@
+"""A fake OpenAI-compatible HTTP server with scriptable failures, for tests, benchmarks and demos."""
+
+import argparse
+import json
+import logging
+import re
+import signal
+import socketserver
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+logger = logging.getLogger(__name__)
+
+MODELS = ("fake-model", "gpt-4o-mini")
+INVALID_API_KEY = "sk-invalid"
+ERROR_MODEL = "fake-error-500"
+# Lazy kind so that "500x2" splits into kind "500" and count 2.
+FAIL_DIRECTIVE = re.compile(r"\[\[fail:([a-z0-9]+?)(?:x(\d+))?\]\]")
+SLEEP_DIRECTIVE = re.compile(r"\[\[sleep:(\d+(?:\.\d+)?)\]\]")
+# kind -> (status, type, code, message), modelled on real OpenAI error bodies.
+FAILURES = {
+    "500": (500, "server_error", "server_error", "The server had an error while processing your request."),
+    "429": (429, "requests", "rate_limit_exceeded", "Rate limit reached for requests."),
+    "quota": (429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota."),
+    "401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    "400": (400, "invalid_request_error", "invalid_request_error", "Invalid request."),
+    "404": (404, "invalid_request_error", "model_not_found", "The model does not exist."),
+}
+RATE_LIMIT_HEADERS = {"Retry-After": "1", "retry-after-ms": "1000"}
+
+
+def error_body(message, type_, code=None, param=None):
+    """Build an error body in OpenAI's shape."""
+    return {"error": {"message": message, "type": type_, "code": code, "param": param}}
+
+
+def failure_response(kind):
+    """Return (status, body, headers) for a named failure kind."""
+    status, type_, code, message = FAILURES[kind]
+    headers = RATE_LIMIT_HEADERS if code == "rate_limit_exceeded" else {}
+    return status, error_body(message, type_, code), headers
+
+
+def message_text(content):
+    """Flatten message content, which may be a string or a list of text parts."""
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else ""
+
+
+def completion_body(model, messages):
+    """Build a deterministic chat.completion echoing the last user message."""
+    user_texts = [message_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    content = "echo: " + (user_texts[-1] if user_texts else "")
+    prompt_tokens = max(1, sum(len(message_text(m.get("content")).split()) for m in messages))
+    completion_tokens = len(content.split())
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Thread-per-connection server with a deep accept backlog for bursts of clients."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def server_bind(self):
+        # HTTPServer.server_bind calls getfqdn(), which can stall for seconds without DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+class FakeLLMHandler(BaseHTTPRequestHandler):
+    """Route requests to the chat, models and /_fake control endpoints."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 60  # drop idle keep-alive connections so their threads do not pile up
+
+    def do_GET(self):
+        fake = self.server.fake
+        routes = {"/v1/models": lambda: {"object": "list", "data": [
+                      {"id": m, "object": "model", "created": 0, "owned_by": "fakellm"} for m in MODELS]},
+                  "/_fake/requests": lambda: {"requests": fake.requests},
+                  "/_fake/health": lambda: {"ok": True}}
+        route = routes.get(self.path.split("?")[0])
+        if route is None:
+            return self.send_json(404, error_body("Unknown path " + self.path, "invalid_request_error"))
+        self.send_json(200, route())
+
+    def do_POST(self):
+        fake = self.server.fake
+        try:
+            payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            return self.send_json(400, error_body("Body must be a JSON object.", "invalid_request_error"))
+        if self.path == "/v1/chat/completions":
+            messages = payload.get("messages")
+            if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+                return self.send_json(400, error_body("messages must be a list of objects.",
+                                                      "invalid_request_error", param="messages"))
+            return self.send_json(*fake.answer_chat(payload, dict(self.headers.items())))
+        if self.path == "/_fake/script":
+            responses = payload.get("responses")
+            if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
+                return self.send_json(400, error_body("responses must be a list of objects.",
+                                                      "invalid_request_error", param="responses"))
+            return self.send_json(200, {"queued": fake.queue_responses(responses)})
+        if self.path == "/_fake/reset":
+            fake.reset()
+            return self.send_json(200, {"ok": True})
+        self.send_json(404, error_body("Unknown path " + self.path, "invalid_request_error"))
+
+    def send_json(self, status, body, headers=None):
+        """Write a JSON response with an exact Content-Length so keep-alive works."""
+        data = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, str(value))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (e.g. its timeout fired during a scripted sleep).
+            self.close_connection = True
+
+    def log_message(self, format, *args):
+        logger.info("%s %s", self.address_string(), format % args)
+
+
+class FakeLLMServer:
+    """An in-process fake OpenAI server; use as a context manager or call start()/stop()."""
+
+    def __init__(self, host="127.0.0.1", port=0, latency=0.0):
+        self.host, self._port, self.latency = host, port, latency
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd = self._thread = None
+        self.reset()
+
+    @property
+    def port(self):
+        """The bound port (the requested one until started)."""
+        return self._httpd.server_address[1] if self._httpd else self._port
+
+    @property
+    def url(self):
+        """Base URL for openai.OpenAI(base_url=...), ending in /v1."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def requests(self):
+        """A copy of the recorded chat requests, oldest first."""
+        with self._lock:
+            return [dict(r) for r in self._requests]
+
+    def reset(self):
+        """Forget recorded requests, failure counters and scripted responses."""
+        with self._lock:
+            self._requests, self._fail_counts, self._script = [], {}, []
+
+    def queue_responses(self, responses):
+        """Queue raw responses to return, in order, to the next chat requests."""
+        with self._lock:
+            self._script.extend(responses)
+            return len(self._script)
+
+    def start(self):
+        """Bind and serve in a background thread; returns self."""
+        self._stopping.clear()
+        self._httpd = _HTTPServer((self.host, self._port), FakeLLMHandler)
+        self._httpd.fake = self
+        # A short poll interval keeps stop() fast; the default 0.5 s adds up across many tests.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fakellm", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Stop serving, wake sleeping handlers and close the listening socket."""
+        if self._httpd is None:
+            return
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+        self._httpd = self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def answer_chat(self, payload, headers):
+        """Record a chat request, wait out its latency and return (status, body, headers)."""
+        headers = {k.lower(): v for k, v in headers.items()}
+        scheme, _, key = headers.pop("authorization", "").partition(" ")
+        key = key.strip() if scheme.lower() == "bearer" else ""
+        model, messages = payload.get("model", ""), payload["messages"]
+        user_texts = [message_text(m.get("content")) for m in messages if m.get("role") == "user"]
+        prompt = user_texts[-1] if user_texts else ""
+        with self._lock:
+            # Only the key's presence is stored, so /_fake/requests cannot leak it.
+            self._requests.append({"model": model, "messages": messages, "headers": headers,
+                                   "authorization_present": bool(key), "time": time.time()})
+            # Pop on arrival so concurrent callers get scripted responses in arrival order.
+            scripted = self._script.pop(0) if self._script and key and key != INVALID_API_KEY else None
+        sleep = SLEEP_DIRECTIVE.search(prompt)
+        self._stopping.wait(self.latency + (float(sleep.group(1)) if sleep else 0.0))
+        return self._decide(key, payload, prompt, scripted)
+
+    def _decide(self, key, payload, prompt, scripted):
+        """Pick the response: auth errors, then scripted, then error model, then directives."""
+        model, messages = payload.get("model", ""), payload["messages"]
+        if not key:
+            return 401, error_body("You didn't provide an API key.", "invalid_request_error", "missing_api_key"), {}
+        if key == INVALID_API_KEY:
+            return failure_response("401")
+        if scripted is not None:
+            status = scripted.get("status", 200)
+            default = (completion_body(model, messages) if status < 400
+                       else error_body("Scripted error.", "server_error"))
+            return status, scripted.get("body", default), scripted.get("headers", {})
+        if payload.get("stream"):
+            return 400, error_body("stream is not supported by the fake server.", "invalid_request_error"), {}
+        if model == ERROR_MODEL:
+            return failure_response("500")
+        fail = FAIL_DIRECTIVE.search(prompt)
+        if fail and fail.group(1) in FAILURES and self._should_fail(prompt, fail.group(2)):
+            return failure_response(fail.group(1))
+        return 200, completion_body(model, messages), {}
+
+    def _should_fail(self, prompt, limit):
+        """Count this prompt's attempt; 'xN' directives fail only the first N attempts."""
+        with self._lock:
+            self._fail_counts[prompt] = attempt = self._fail_counts.get(prompt, 0) + 1
+        return limit is None or attempt <= int(limit)
+
+
+def main(argv=None):
+    """Run the fake server in the foreground until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m promptbeat.fakellm", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8089, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every chat request")
+    parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
+    stop_requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop_requested.set())
+    with FakeLLMServer(args.host, args.port, args.latency) as server:
+        print(f"FAKELLM_URL={server.url}", flush=True)
+        stop_requested.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

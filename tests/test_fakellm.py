@@ -1,0 +1,242 @@
+"""Tests for the fake OpenAI server, driven through the real openai client over HTTP."""
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import openai
+import pytest
+
+from promptbeat.fakellm import FakeLLMServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "sk-test"
+
+
+@contextmanager
+def fake_openai(latency=0.0, **client_options):
+    """Yield (server, client) and close both, so no socket outlives the test."""
+    with FakeLLMServer(latency=latency) as server:
+        options = {"base_url": server.url, "api_key": API_KEY, "max_retries": 0, **client_options}
+        with openai.OpenAI(**options) as client:
+            yield server, client
+
+
+def ask(client, prompt, model="fake-model"):
+    """Send one user prompt and return the completion."""
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}])
+
+
+def http_json(url, payload=None, headers=None):
+    """Call a raw endpoint with urllib and return (status, decoded JSON body)."""
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def control_url(server, path):
+    """URL of a /_fake control endpoint (outside the /v1 prefix)."""
+    return f"http://{server.host}:{server.port}{path}"
+
+
+def test_completion_echoes_last_user_message_with_usage():
+    with fake_openai() as (server, client):
+        completion = client.chat.completions.create(
+            model="fake-model",
+            messages=[
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "first question"},
+                {"role": "user", "content": "hello there world"},
+            ],
+        )
+    assert completion.object == "chat.completion"
+    assert completion.model == "fake-model"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content == "echo: hello there world"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 3 + 2 + 3
+    assert completion.usage.completion_tokens == 4
+    assert completion.usage.total_tokens == 12
+    [recorded] = server.requests
+    assert recorded["model"] == "fake-model"
+    assert recorded["messages"][-1]["content"] == "hello there world"
+    assert recorded["authorization_present"] is True
+    assert "authorization" not in recorded["headers"]
+
+
+def test_models_are_listed():
+    with fake_openai() as (_, client):
+        assert {model.id for model in client.models.list()} >= {"fake-model", "gpt-4o-mini"}
+
+
+@pytest.mark.parametrize(
+    ("directive", "exception", "status", "code"),
+    [
+        ("[[fail:500]]", openai.InternalServerError, 500, "server_error"),
+        ("[[fail:429]]", openai.RateLimitError, 429, "rate_limit_exceeded"),
+        ("[[fail:quota]]", openai.RateLimitError, 429, "insufficient_quota"),
+        ("[[fail:401]]", openai.AuthenticationError, 401, "invalid_api_key"),
+        ("[[fail:400]]", openai.BadRequestError, 400, "invalid_request_error"),
+        ("[[fail:404]]", openai.NotFoundError, 404, "model_not_found"),
+    ],
+)
+def test_fail_directive_maps_to_openai_exception(directive, exception, status, code):
+    with fake_openai() as (_, client), pytest.raises(exception) as caught:
+        ask(client, f"summarise the news {directive}")
+    assert caught.value.status_code == status
+    assert caught.value.code == code
+    assert caught.value.body["param"] is None
+
+
+def test_rate_limit_carries_retry_after_headers():
+    with fake_openai() as (_, client), pytest.raises(openai.RateLimitError) as caught:
+        ask(client, "[[fail:429]]")
+    assert caught.value.response.headers["retry-after"] == "1"
+    assert caught.value.response.headers["retry-after-ms"] == "1000"
+
+
+def test_quota_error_is_not_marked_retryable_by_headers():
+    with fake_openai() as (_, client), pytest.raises(openai.RateLimitError) as caught:
+        ask(client, "[[fail:quota]]")
+    assert caught.value.type == "insufficient_quota"
+    assert "retry-after" not in caught.value.response.headers
+
+
+def test_error_model_fails_without_changing_the_prompt():
+    with fake_openai() as (_, client), pytest.raises(openai.InternalServerError):
+        ask(client, "plain prompt", model="fake-error-500")
+
+
+def test_invalid_and_missing_api_keys_are_rejected():
+    with fake_openai(api_key="sk-invalid") as (server, client):
+        with pytest.raises(openai.AuthenticationError):
+            ask(client, "hello")
+        status, body = http_json(f"{server.url}/chat/completions",
+                                 {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 401
+    assert body["error"]["code"] == "missing_api_key"
+    assert set(body["error"]) == {"message", "type", "code", "param"}
+
+
+def test_counted_failure_fails_first_attempts_then_succeeds():
+    prompt = "flaky upstream [[fail:500x2]]"
+    with fake_openai() as (_, client):
+        for _ in range(2):
+            with pytest.raises(openai.InternalServerError):
+                ask(client, prompt)
+        assert ask(client, prompt).choices[0].message.content == "echo: " + prompt
+        # The counter is keyed by prompt text, so another prompt starts afresh.
+        with pytest.raises(openai.InternalServerError):
+            ask(client, "other prompt [[fail:500x2]]")
+
+
+def test_counted_failure_lets_client_retries_recover():
+    with fake_openai(max_retries=2) as (server, client):
+        assert ask(client, "[[fail:500x2]]").choices[0].message.content == "echo: [[fail:500x2]]"
+    assert len(server.requests) == 3
+
+
+def test_sleep_directive_past_client_timeout_raises_timeout():
+    with fake_openai(timeout=0.5) as (_, client):
+        started = time.monotonic()
+        with pytest.raises(openai.APITimeoutError):
+            ask(client, "stall [[sleep:2]]")
+        assert time.monotonic() - started < 1.5
+
+
+def test_script_queue_is_served_in_order_then_back_to_normal():
+    with fake_openai() as (server, client):
+        status, body = http_json(control_url(server, "/_fake/script"), {"responses": [
+            {"status": 429, "headers": {"Retry-After": "3"},
+             "body": {"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded",
+                                "param": None}}},
+            {"status": 503},
+            {"status": 200, "body": {"id": "chatcmpl-scripted", "object": "chat.completion", "created": 0,
+                                     "model": "fake-model", "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": "scripted"}}]}},
+        ]})
+        assert (status, body) == (200, {"queued": 3})
+        with pytest.raises(openai.RateLimitError) as caught:
+            ask(client, "one")
+        assert caught.value.response.headers["retry-after"] == "3"
+        with pytest.raises(openai.InternalServerError):
+            ask(client, "two")
+        assert ask(client, "three").choices[0].message.content == "scripted"
+        assert ask(client, "four").choices[0].message.content == "echo: four"
+
+
+def test_recorded_requests_never_expose_the_api_key():
+    with fake_openai() as (server, client):
+        ask(client, "remember me")
+        with urllib.request.urlopen(control_url(server, "/_fake/requests"), timeout=10) as response:
+            raw = response.read().decode()
+    assert API_KEY not in raw
+    [recorded] = json.loads(raw)["requests"]
+    assert recorded["authorization_present"] is True
+    assert recorded["messages"] == [{"role": "user", "content": "remember me"}]
+
+
+def test_reset_clears_requests_counters_and_script():
+    with fake_openai() as (server, client):
+        with pytest.raises(openai.InternalServerError):
+            ask(client, "[[fail:500x1]]")
+        http_json(control_url(server, "/_fake/script"), {"responses": [{"status": 500}]})
+        assert http_json(control_url(server, "/_fake/reset"), {}) == (200, {"ok": True})
+        assert server.requests == []
+        with pytest.raises(openai.InternalServerError):
+            ask(client, "[[fail:500x1]]")
+        assert ask(client, "fine").choices[0].message.content == "echo: fine"
+        assert http_json(control_url(server, "/_fake/health")) == (200, {"ok": True})
+
+
+def test_concurrent_requests_overlap_their_latency():
+    with fake_openai(latency=0.5) as (_, client), ThreadPoolExecutor(max_workers=50) as pool:
+        started = time.monotonic()
+        answers = list(pool.map(lambda n: ask(client, f"request {n}").choices[0].message.content, range(50)))
+        elapsed = time.monotonic() - started
+    assert answers == [f"echo: request {n}" for n in range(50)]
+    assert elapsed < 5
+
+
+def read_line(stream, timeout):
+    """Read one line from a pipe, failing instead of hanging if none arrives."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, "no output from the fake server within %s s" % timeout
+    return stream.readline()
+
+
+def test_cli_prints_url_serves_and_exits_on_sigterm():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "promptbeat.fakellm", "--port", "0"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = read_line(process.stdout, timeout=20)
+        assert line.startswith("FAKELLM_URL=http://127.0.0.1:")
+        url = line.strip().split("=", 1)[1]
+        assert url.endswith("/v1")
+        with openai.OpenAI(base_url=url, api_key=API_KEY, max_retries=0) as client:
+            assert ask(client, "over the wire").choices[0].message.content == "echo: over the wire"
+        os.kill(process.pid, signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert stdout == ""
