@@ -1,0 +1,1 @@
+"""promptbeat: run LLM prompts on a schedule."""

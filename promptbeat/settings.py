@@ -1,0 +1,135 @@
+"""Typed settings read once from the environment, with defaults for local use."""
+import os
+from dataclasses import dataclass, field
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when the environment is missing or malformed."""
+
+
+def _str(environ, name, default=None):
+    value = environ.get(name, "").strip()
+    return value or default
+
+
+def _int(environ, name, default):
+    raw = _str(environ, name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(environ, name, default):
+    raw = _str(environ, name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(environ, name, default):
+    raw = _str(environ, name)
+    if raw is None:
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob promptbeat reads from the environment, in one place."""
+
+    secret_key: str
+    database_url: str = "sqlite:///promptbeat.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    default_model: str = "gpt-4o-mini"
+    min_interval_seconds: int = 10
+    max_prompt_chars: int = 20_000
+    llm_timeout_seconds: float = 120.0
+    reconcile_seconds: int = 30
+    beat_max_loop_interval: int = 5
+    beat_lock_timeout: int = 25
+    redbeat_key_prefix: str = "promptbeat:"
+
+    @classmethod
+    def from_environ(cls, environ=None):
+        """Read settings; fail fast on a missing SECRET_KEY or a malformed number."""
+        environ = os.environ if environ is None else environ
+        secret_key = _str(environ, "SECRET_KEY")
+        if not secret_key:
+            raise ConfigError(
+                "SECRET_KEY is not set. Set it to a long random string "
+                "(`python3 dev.py start` generates one for local use)."
+            )
+        return cls(
+            secret_key=secret_key,
+            database_url=_str(environ, "DATABASE_URL", cls.database_url),
+            redis_url=_str(environ, "REDIS_URL", cls.redis_url),
+            openai_api_key=_str(environ, "OPENAI_API_KEY"),
+            openai_base_url=_str(environ, "OPENAI_BASE_URL"),
+            default_model=_str(environ, "PROMPTBEAT_DEFAULT_MODEL", cls.default_model),
+            min_interval_seconds=_int(environ, "PROMPTBEAT_MIN_INTERVAL_SECONDS", cls.min_interval_seconds),
+            max_prompt_chars=_int(environ, "PROMPTBEAT_MAX_PROMPT_CHARS", cls.max_prompt_chars),
+            llm_timeout_seconds=_float(environ, "PROMPTBEAT_LLM_TIMEOUT", cls.llm_timeout_seconds),
+            reconcile_seconds=_int(environ, "PROMPTBEAT_RECONCILE_SECONDS", cls.reconcile_seconds),
+            beat_max_loop_interval=_int(environ, "PROMPTBEAT_BEAT_MAX_LOOP_INTERVAL", cls.beat_max_loop_interval),
+            beat_lock_timeout=_int(environ, "PROMPTBEAT_BEAT_LOCK_TIMEOUT", cls.beat_lock_timeout),
+            redbeat_key_prefix=_str(environ, "PROMPTBEAT_REDBEAT_PREFIX", cls.redbeat_key_prefix),
+        )
+
+    def flask_config(self):
+        """The Flask config mapping, Celery and RedBeat knobs included."""
+        return {
+            "SECRET_KEY": self.secret_key,
+            "SQLALCHEMY_DATABASE_URI": self.database_url,
+            "SQLALCHEMY_ENGINE_OPTIONS": engine_options(self.database_url),
+            "PROMPTBEAT": self,
+            "CELERY": celery_config(self),
+        }
+
+
+def engine_options(database_url):
+    """Engine options that suit the backend: a busy timeout for SQLite, pre-ping elsewhere."""
+    if database_url.startswith("sqlite"):
+        # Web, worker and beat write the same file; wait for the lock instead of failing.
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True, "pool_recycle": 1800}
+
+
+def celery_config(settings):
+    """Every Celery and RedBeat setting promptbeat relies on, set explicitly."""
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        # Longer than the longest run, so an unacked message is not redelivered mid-run.
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "task_ignore_result": True,
+        # No result backend, so no backend_cleanup entry in beat either.
+        "result_expires": None,
+        "task_default_queue": "promptbeat",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # LLM calls are long; a worker should not hoard messages another worker could run.
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "redbeat_redis_url": settings.redis_url,
+        "redbeat_redis_options": {},
+        "redbeat_key_prefix": settings.redbeat_key_prefix,
+        # A new entry is picked up within a few seconds, and a standby beat takes over
+        # within lock timeout + loop interval (about 30 s) instead of RedBeat's 25 minutes.
+        "beat_max_loop_interval": settings.beat_max_loop_interval,
+        "redbeat_lock_timeout": settings.beat_lock_timeout,
+    }

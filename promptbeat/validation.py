@@ -1,0 +1,173 @@
+"""Validation of task input, shared by the form and the API so both accept the same things."""
+import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from croniter import croniter
+
+from promptbeat.models import ScheduleType
+
+FIELDS = (
+    "name", "prompt", "system_prompt", "model", "temperature", "max_tokens", "schedule_type",
+    "interval_minutes", "interval_seconds", "time", "cron", "timezone", "enabled",
+)
+HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+MAX_TEMPERATURE = 2.0
+MAX_TOKENS = 1_000_000
+
+
+class TaskInputError(ValueError):
+    """Input that cannot be saved, with a message per field."""
+
+    def __init__(self, errors):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def task_values(task):
+    """A task's current values in input form, as the base for a partial update."""
+    values = {
+        "name": task.name, "prompt": task.prompt, "system_prompt": task.system_prompt,
+        "model": task.model, "temperature": task.temperature, "max_tokens": task.max_tokens,
+        "schedule_type": task.schedule_type, "time": task.fixed_time, "cron": task.cron,
+        "timezone": task.timezone, "enabled": task.enabled,
+    }
+    if task.interval_seconds is not None:
+        values["interval_seconds"] = task.interval_seconds
+    return values
+
+
+def validate_task(data, settings, base=None):
+    """Check input (merged over base for updates); returns model attributes or raises TaskInputError."""
+    errors = {}
+    unknown = sorted(set(data) - set(FIELDS))
+    for field in unknown:
+        errors[field] = "Unknown field."
+    merged = dict(base or {})
+    if base and ("interval_minutes" in data or "interval_seconds" in data):
+        merged.pop("interval_seconds", None)
+    merged.update({k: v for k, v in data.items() if k in FIELDS})
+
+    clean = {}
+    clean["name"] = _text(merged, "name", errors, required=True, limit=200)
+    clean["prompt"] = _text(merged, "prompt", errors, required=True, limit=settings.max_prompt_chars)
+    clean["system_prompt"] = _text(merged, "system_prompt", errors, limit=settings.max_prompt_chars) or None
+    clean["model"] = _text(merged, "model", errors, limit=200) or settings.default_model
+    clean["temperature"] = _number(merged, "temperature", errors, float, 0.0, MAX_TEMPERATURE, default=0.7)
+    clean["max_tokens"] = _number(merged, "max_tokens", errors, int, 1, MAX_TOKENS, default=None)
+    clean["enabled"] = _boolean(merged, "enabled", errors, default=True)
+    clean["timezone"] = _zone(merged, errors)
+    clean.update(_schedule(merged, settings, errors))
+    if errors:
+        raise TaskInputError(errors)
+    return clean
+
+
+def _text(data, field, errors, required=False, limit=None):
+    value = data.get(field)
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        errors[field] = "Must be text."
+        return None
+    value = value.strip()
+    if required and not value:
+        errors[field] = "This field is required."
+    elif limit and len(value) > limit:
+        errors[field] = f"Must be at most {limit} characters (got {len(value)})."
+    return value
+
+
+def _number(data, field, errors, kind, low, high, default):
+    value = data.get(field)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        errors[field] = "Must be a number."
+        return None
+    try:
+        number = kind(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+    except (TypeError, ValueError):
+        errors[field] = "Must be a whole number." if kind is int else "Must be a number."
+        return None
+    if not low <= number <= high:
+        errors[field] = f"Must be between {low:g} and {high:g}."
+        return None
+    return number
+
+
+def _boolean(data, field, errors, default):
+    value = data.get(field, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on", "y"}:
+        return True
+    if isinstance(value, str) and value.lower() in {"false", "0", "no", "off", "n", ""}:
+        return False
+    errors[field] = "Must be true or false."
+    return default
+
+
+def _zone(data, errors):
+    name = data.get("timezone") or "UTC"
+    if not isinstance(name, str) or name not in _zones():
+        errors["timezone"] = f"Unknown time zone {name!r}; use an IANA name such as Europe/Berlin."
+        return "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors["timezone"] = f"Unknown time zone {name!r}."
+    return name
+
+
+_ZONES = None
+
+
+def _zones():
+    global _ZONES
+    if _ZONES is None:
+        _ZONES = frozenset(available_timezones()) | {"UTC"}
+    return _ZONES
+
+
+def _schedule(data, settings, errors):
+    kind = data.get("schedule_type") or ScheduleType.INTERVAL
+    if kind not in set(ScheduleType):
+        errors["schedule_type"] = "Must be one of: interval, fixed_time, crontab."
+        return {}
+    schedule = {"schedule_type": kind, "interval_seconds": None, "fixed_time": None, "cron": None}
+    if kind == ScheduleType.INTERVAL:
+        schedule["interval_seconds"] = _interval(data, settings, errors)
+    elif kind == ScheduleType.FIXED_TIME:
+        value = data.get("time")
+        if not isinstance(value, str) or not HHMM.match(value.strip()):
+            errors["time"] = "Use HH:MM in 24-hour time, for example 09:30."
+        else:
+            schedule["fixed_time"] = value.strip()
+    else:
+        value = data.get("cron")
+        expression = " ".join(value.split()) if isinstance(value, str) else ""
+        if len(expression.split(" ")) != 5 or not croniter.is_valid(expression):
+            errors["cron"] = "Use a 5-field cron expression: minute hour day-of-month month day-of-week, e.g. '0 9 * * 1-5'."
+        else:
+            schedule["cron"] = expression
+    return schedule
+
+
+def _interval(data, settings, errors):
+    minimum = settings.min_interval_seconds
+    if data.get("interval_seconds") not in (None, ""):
+        seconds = _number(data, "interval_seconds", errors, int, minimum, 366 * 86400, default=None)
+        field = "interval_seconds"
+    elif data.get("interval_minutes") not in (None, ""):
+        minutes = _number(data, "interval_minutes", errors, int, 1, 366 * 1440, default=None)
+        seconds = minutes * 60 if minutes is not None else None
+        field = "interval_minutes"
+    else:
+        errors["interval_minutes"] = "Give the interval: interval_minutes (or interval_seconds)."
+        return None
+    if seconds is not None and seconds < minimum:
+        errors[field] = f"The interval must be at least {minimum} seconds."
+        return None
+    return seconds

@@ -1,0 +1,100 @@
+"""Sign-in for people (session cookies) and for programs (bearer API tokens)."""
+import functools
+from datetime import timedelta
+
+from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+from flask_login import LoginManager, login_user, logout_user
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFProtect
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired
+
+from promptbeat.extensions import db
+from promptbeat.models import ApiToken, User, hash_token, utcnow
+
+bp = Blueprint("auth", __name__)
+# last_used_at is for people to spot stale tokens; minute precision spares a write per request.
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+login_manager = LoginManager()
+login_manager.login_view = "auth.login"
+csrf = CSRFProtect()
+
+
+@login_manager.user_loader
+def load_user(user_id):
+    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired()])
+    password = PasswordField("Password", validators=[DataRequired()])
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = db.session.execute(db.select(User).filter_by(email=form.email.data.strip().lower())).scalar()
+        if user and user.check_password(form.password.data):
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")) or url_for("tasks.index"))
+        flash("Wrong email or password.", "error")
+    return render_template("login.html", form=form)
+
+
+@bp.post("/logout")
+def logout():
+    logout_user()
+    return redirect(url_for("auth.login"))
+
+
+def _safe_next(target):
+    # Only same-site paths: an open redirect after sign-in is a phishing aid.
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return None
+
+
+def token_required(view):
+    """Require `Authorization: Bearer <token>`; answers 401 JSON otherwise."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _unauthorized("Send an API token: Authorization: Bearer <token>.")
+        row = db.session.execute(db.select(ApiToken).filter_by(token_hash=hash_token(token.strip()))).scalar()
+        if row is None:
+            return _unauthorized("The API token is not valid.")
+        if row.last_used_at is None or utcnow() - row.last_used_at > TOKEN_TOUCH_INTERVAL:
+            row.last_used_at = utcnow()
+            db.session.commit()
+        g.api_user = row.user
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _unauthorized(message):
+    response = jsonify(error="unauthorized", message=message)
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Bearer realm="promptbeat"'
+    return response
+
+
+def create_user(email, password):
+    """Create a user with a first API token; returns (user, plaintext token)."""
+    email = email.strip().lower()
+    if "@" not in email:
+        raise ValueError(f"{email!r} is not an email address")
+    if len(password) < 8:
+        raise ValueError("the password must be at least 8 characters")
+    if db.session.execute(db.select(User).filter_by(email=email)).scalar():
+        raise ValueError(f"a user {email} already exists")
+    user = User(email=email)
+    user.set_password(password)
+    token, plaintext = ApiToken.issue(user)
+    db.session.add_all([user, token])
+    db.session.commit()
+    return user, plaintext

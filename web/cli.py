@@ -1,0 +1,44 @@
+"""Admin commands: `flask --app web create-admin EMAIL --password PASSWORD` and `ensure-admin`."""
+import secrets
+
+import click
+from flask import current_app
+
+from promptbeat.extensions import db
+from promptbeat.models import Task, User
+from promptbeat.sync import reconcile
+from web.auth import create_user
+
+
+def register(app):
+    """Attach the admin commands to app.cli."""
+
+    @app.cli.command("create-admin")
+    @click.argument("email")
+    @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+    def create_admin(email, password):
+        """Create an admin user; the last line printed is a new API token."""
+        try:
+            user, token = create_user(email, password)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"Created admin {user.email}. API token (shown once):")
+        click.echo(token)
+
+    @app.cli.command("ensure-admin")
+    def ensure_admin():
+        """Create admin@localhost with a random password when there are no users yet."""
+        if db.session.execute(db.select(User.id).limit(1)).first():
+            return
+        password = secrets.token_urlsafe(12)
+        user, token = create_user("admin@localhost", password)
+        click.echo(f"Created the first user: {user.email} / password {password}")
+        click.echo("API token (shown once):")
+        click.echo(token)
+
+    @app.cli.command("reconcile")
+    def reconcile_command():
+        """Rewrite beat's entries in Redis from the database (beat also does this by itself)."""
+        tasks = db.session.execute(db.select(Task)).scalars().all()
+        result = reconcile(current_app.extensions["celery"], tasks)
+        click.echo(f"added {result.added}, updated {result.updated}, removed {result.removed}, unchanged {result.unchanged}")

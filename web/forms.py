@@ -1,0 +1,84 @@
+"""The task form: WTForms for rendering and CSRF, the shared validator for the rules."""
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, SelectField, StringField, TextAreaField
+
+from promptbeat.validation import TaskInputError, validate_task
+
+SCHEDULE_CHOICES = [
+    ("interval", "Every N minutes"),
+    ("fixed_time", "Every day at"),
+    ("crontab", "Cron expression"),
+]
+# Form field names that differ from the shared validator's.
+FIELD_FOR_INPUT = {"interval_seconds": "interval_minutes"}
+
+
+class TaskForm(FlaskForm):
+    name = StringField("Name")
+    prompt = TextAreaField("Prompt")
+    system_prompt = TextAreaField("System prompt (optional)")
+    model = StringField("Model")
+    temperature = StringField("Temperature", default="0.7")
+    max_tokens = StringField("Max tokens (optional)")
+    schedule_type = SelectField("Schedule", choices=SCHEDULE_CHOICES, default="interval")
+    interval_minutes = StringField("Every (minutes)", default="30")
+    time = StringField("At (HH:MM)")
+    cron = StringField("Cron expression")
+    timezone = StringField("Time zone", default="UTC")
+    enabled = BooleanField("Enabled", default=True)
+
+    def input_data(self):
+        """The submitted values, shaped as the shared validator expects."""
+        data = {name: getattr(self, name).data for name in (
+            "name", "prompt", "system_prompt", "model", "temperature", "max_tokens",
+            "schedule_type", "time", "cron", "timezone", "enabled",
+        )}
+        if self.schedule_type.data == "interval":
+            data["interval_minutes"] = self.interval_minutes.data
+            try:
+                minutes = float(self.interval_minutes.data)
+            except (TypeError, ValueError):
+                minutes = None
+            # An interval set through the API in seconds shows as a fraction of a minute.
+            if minutes is not None and not minutes.is_integer():
+                data["interval_seconds"] = round(minutes * 60)
+                del data["interval_minutes"]
+        return data
+
+    def validated(self, settings, base=None):
+        """Validated values, or None with the messages attached to their fields."""
+        if not self.validate_on_submit():
+            return None
+        try:
+            return validate_task(self.input_data(), settings, base=base)
+        except TaskInputError as exc:
+            self.attach_errors(exc.errors)
+            return None
+
+    def attach_errors(self, errors):
+        """Show the shared validator's messages next to the right fields."""
+        for field_name, message in errors.items():
+            field = getattr(self, FIELD_FOR_INPUT.get(field_name, field_name), None)
+            if field is not None:
+                field.errors = list(field.errors) + [message]
+
+    @classmethod
+    def for_task(cls, task):
+        """A form filled with a task's current values."""
+        form = cls(obj=None)
+        if not form.is_submitted():
+            form.name.data = task.name
+            form.prompt.data = task.prompt
+            form.system_prompt.data = task.system_prompt or ""
+            form.model.data = task.model
+            form.temperature.data = str(task.temperature)
+            form.max_tokens.data = str(task.max_tokens or "")
+            form.schedule_type.data = task.schedule_type
+            if task.interval_seconds:
+                minutes = task.interval_seconds / 60
+                form.interval_minutes.data = str(int(minutes)) if minutes.is_integer() else f"{minutes:g}"
+            form.time.data = task.fixed_time or ""
+            form.cron.data = task.cron or ""
+            form.timezone.data = task.timezone
+            form.enabled.data = task.enabled
+        return form

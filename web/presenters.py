@@ -1,0 +1,79 @@
+"""How tasks and executions are shown: the shapes shared by pages and the API."""
+from sqlalchemy import func
+
+from promptbeat import schedules
+from promptbeat.extensions import db
+from promptbeat.models import Execution, ScheduleType
+
+
+def iso(moment):
+    """ISO 8601 in UTC, or None."""
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def latest_executions(task_ids):
+    """The newest execution of each task, in one query: {task_id: Execution}."""
+    if not task_ids:
+        return {}
+    newest = (
+        db.select(func.max(Execution.id))
+        .where(Execution.task_id.in_(task_ids))
+        .group_by(Execution.task_id)
+    )
+    rows = db.session.execute(db.select(Execution).where(Execution.id.in_(newest))).scalars()
+    return {row.task_id: row for row in rows}
+
+
+def next_run(task):
+    """When beat will next fire the task, or None when it is disabled."""
+    return schedules.next_runs(task, 1)[0] if task.enabled else None
+
+
+def task_json(task, last_execution=None):
+    """A task as the API returns it."""
+    data = {
+        "id": task.id,
+        "name": task.name,
+        "prompt": task.prompt,
+        "system_prompt": task.system_prompt,
+        "model": task.model,
+        "temperature": task.temperature,
+        "max_tokens": task.max_tokens,
+        "schedule_type": task.schedule_type,
+        "interval_seconds": task.interval_seconds,
+        "interval_minutes": task.interval_seconds / 60 if task.interval_seconds else None,
+        "time": task.fixed_time,
+        "cron": task.cron,
+        "timezone": task.timezone,
+        "enabled": task.enabled,
+        "schedule_description": schedules.describe(task),
+        "next_run_at": iso(next_run(task)),
+        "created_at": iso(task.created_at),
+        "updated_at": iso(task.updated_at),
+        "last_run": execution_json(last_execution, brief=True) if last_execution else None,
+    }
+    if task.schedule_type != ScheduleType.INTERVAL:
+        data["interval_minutes"] = None
+    return data
+
+
+def execution_json(execution, brief=False):
+    """An execution as the API returns it; brief leaves out the output."""
+    data = {
+        "id": execution.id,
+        "task_id": execution.task_id,
+        "status": execution.status,
+        "trigger": execution.trigger,
+        "model": execution.model,
+        "created_at": iso(execution.created_at),
+        "started_at": iso(execution.started_at),
+        "finished_at": iso(execution.finished_at),
+        "duration_ms": execution.duration_ms,
+        "error": execution.error,
+        "prompt_tokens": execution.prompt_tokens,
+        "completion_tokens": execution.completion_tokens,
+        "total_tokens": execution.total_tokens,
+    }
+    if not brief:
+        data["output"] = execution.output
+    return data
