@@ -13,9 +13,12 @@ from promptbeat.settings import Settings
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_app(settings=None, **overrides):
-    """Build the core app; roles add their own parts on top. Reads the environment unless given settings."""
-    app = Flask("promptbeat", instance_path=str(Path.cwd() / "instance"))
+def create_app(settings=None, import_name="promptbeat", **overrides):
+    """Build the core app; roles add their own parts on top. Reads the environment unless given settings.
+
+    import_name decides where Flask looks for templates and static files (the web role passes "web").
+    """
+    app = Flask(import_name, instance_path=str(Path.cwd() / "instance"))
     settings = settings or Settings.from_environ()
     app.config.update(settings.flask_config())
     app.config.update(overrides)

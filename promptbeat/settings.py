@@ -61,6 +61,9 @@ class Settings:
     beat_lock_timeout: int = 25
     redbeat_key_prefix: str = "promptbeat:"
 
+    def __post_init__(self):
+        object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
+
     @classmethod
     def from_environ(cls, environ=None):
         """Read settings; fail fast on a missing SECRET_KEY or a malformed number."""
@@ -96,6 +99,14 @@ class Settings:
             "PROMPTBEAT": self,
             "CELERY": celery_config(self),
         }
+
+
+def normalize_database_url(url):
+    """Pin plain PostgreSQL URLs to psycopg2, the driver promptbeat ships with."""
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg2://" + url[len(scheme):]
+    return url
 
 
 def engine_options(database_url):

@@ -8,7 +8,7 @@ from web.auth import csrf, login_manager
 
 def create_app(settings=None, **overrides):
     """Build the web app: the core plus sign-in, CSRF, pages, the API and admin commands."""
-    app = create_core_app(settings, **overrides)
+    app = create_core_app(settings, import_name=__name__, **overrides)
     login_manager.init_app(app)
     csrf.init_app(app)
     app.register_blueprint(auth.bp)

@@ -1,13 +1,13 @@
 """The task form: WTForms for rendering and CSRF, the shared validator for the rules."""
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, SelectChoice, SelectField, StringField, TextAreaField
 
 from promptbeat.validation import TaskInputError, validate_task
 
 SCHEDULE_CHOICES = [
-    ("interval", "Every N minutes"),
-    ("fixed_time", "Every day at"),
-    ("crontab", "Cron expression"),
+    SelectChoice("interval", "Every N minutes"),
+    SelectChoice("fixed_time", "Every day at"),
+    SelectChoice("crontab", "Cron expression"),
 ]
 # Form field names that differ from the shared validator's.
 FIELD_FOR_INPUT = {"interval_seconds": "interval_minutes"}

@@ -1,0 +1,191 @@
+"""Fixtures: a real database (SQLite, and PostgreSQL when given), real Redis, the app, and live roles."""
+import os
+import re
+import secrets
+
+import pytest
+import redis as redis_lib
+
+from promptbeat.extensions import db
+from promptbeat.fakellm import FakeLLMServer
+from promptbeat.models import ApiToken, User
+from promptbeat.settings import Settings
+from tests import services
+
+REQUIRE_SERVICES = os.environ.get("PROMPTBEAT_REQUIRE_SERVICES") == "1"
+TEST_API_KEY = "sk-test-" + secrets.token_hex(8)
+
+
+def _missing(what):
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required here (PROMPTBEAT_REQUIRE_SERVICES=1) but not configured")
+    pytest.skip(f"{what} not configured")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """PROMPTBEAT_TEST_REDIS_URL (its database is emptied), else a private redis-server."""
+    url = os.environ.get("PROMPTBEAT_TEST_REDIS_URL")
+    if url:
+        client = redis_lib.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+        yield url
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail("PROMPTBEAT_TEST_REDIS_URL is required here (PROMPTBEAT_REQUIRE_SERVICES=1)")
+    private = services.PrivateRedis(tmp_path_factory.mktemp("redis"))
+    yield private.url
+    private.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def fake_llm():
+    """The project's OpenAI-compatible fake server on 127.0.0.1, shared by the session."""
+    with FakeLLMServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request, tmp_path_factory):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'promptbeat.db'}"
+    url = os.environ.get("PROMPTBEAT_TEST_DATABASE_URL")
+    if not url:
+        _missing("PostgreSQL (PROMPTBEAT_TEST_DATABASE_URL)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def role_environ(database_url, redis_url, fake_llm):
+    """The environment every role gets: the same one the in-process app reads."""
+    return {
+        "SECRET_KEY": "test-" + secrets.token_hex(16),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "OPENAI_API_KEY": TEST_API_KEY,
+        "OPENAI_BASE_URL": fake_llm.url,
+        "PROMPTBEAT_DEFAULT_MODEL": "fake-model",
+        "PROMPTBEAT_BEAT_MAX_LOOP_INTERVAL": "1",
+        "PROMPTBEAT_RECONCILE_SECONDS": "2",
+        "PROMPTBEAT_LLM_TIMEOUT": "10",
+    }
+
+
+@pytest.fixture(scope="session")
+def app(role_environ):
+    """The web app on a freshly migrated database."""
+    from flask_migrate import upgrade
+
+    from web import create_app
+
+    flask_app = create_app(Settings.from_environ(role_environ))
+    with flask_app.app_context():
+        with db.engine.begin() as connection:
+            db.metadata.drop_all(connection)
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        upgrade()
+    yield flask_app
+    with flask_app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _clean_state(request):
+    """Empty tables and task entries before each test that uses the app."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    flask_app = request.getfixturevalue("app")
+    with flask_app.app_context():
+        for table in reversed(db.metadata.sorted_tables):
+            db.session.execute(table.delete())
+        db.session.commit()
+        _clear_redis(flask_app)
+    yield
+    with flask_app.app_context():
+        db.session.remove()
+
+
+def _clear_redis(flask_app):
+    settings = flask_app.config["PROMPTBEAT"]
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    try:
+        prefix = settings.redbeat_key_prefix
+        for key in client.scan_iter(match=f"{prefix}task:*"):
+            client.delete(key)
+        client.delete(f"{prefix}:schedule", "promptbeat")
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def api_token(app):
+    """A user with a fresh API token; returns the plaintext token."""
+    with app.app_context():
+        user = User(email="admin@example.com")
+        user.set_password("correct horse battery")
+        token, plaintext = ApiToken.issue(user)
+        db.session.add_all([user, token])
+        db.session.commit()
+    return plaintext
+
+
+@pytest.fixture
+def api(client, api_token):
+    """Call the JSON API as a signed-in program: api.post('/tasks', json=...)."""
+
+    class Api:
+        headers = {"Authorization": f"Bearer {api_token}"}
+
+        def __getattr__(self, method):
+            def call(path, **kwargs):
+                return getattr(client, method)("/api" + path, headers=self.headers, **kwargs)
+            return call
+
+    return Api()
+
+
+CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(page_html):
+    """The CSRF token a rendered form carries."""
+    match = CSRF.search(page_html)
+    assert match, "no CSRF token on the page"
+    return match.group(1) or match.group(2)
+
+
+@pytest.fixture
+def signed_in(client, api_token):
+    """A browser session signed in through the real login form."""
+    page = client.get("/login").get_data(as_text=True)
+    response = client.post("/login", data={
+        "email": "admin@example.com", "password": "correct horse battery", "csrf_token": csrf_token(page),
+    })
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client
+
+
+@pytest.fixture(scope="session")
+def live_roles(role_environ, app, tmp_path_factory):
+    """A real worker and a real beat subprocess against the session's database and Redis."""
+    logs = tmp_path_factory.mktemp("logs")
+    env = services.role_env(role_environ)
+    worker = services.start_worker(env, logs / "worker.log")
+    beat = services.start_beat(env, logs / "beat.log")
+    yield {"worker": worker, "beat": beat, "env": env, "logs": logs}
+    beat.stop()
+    worker.stop()
