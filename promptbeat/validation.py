@@ -92,9 +92,14 @@ def _number(data, field, errors, kind, low, high, default):
         errors[field] = "Must be a whole number." if kind is int else "Must be a number."
         return None
     if not low <= number <= high:
-        errors[field] = f"Must be between {low:g} and {high:g}."
+        errors[field] = f"Must be between {_plain(low)} and {_plain(high)}."
         return None
     return number
+
+
+def _plain(number):
+    # "2" rather than "2.0", and "1000000" rather than "1e+06".
+    return f"{number:g}" if isinstance(number, float) else str(number)
 
 
 def _boolean(data, field, errors, default):
