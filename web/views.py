@@ -117,7 +117,9 @@ def _saved_message(task, verb):
     if task.enabled and task.schedule_type == "interval":
         return f"“{task.name}” {verb}; its first run has started."
     if task.enabled:
-        return f"“{task.name}” {verb}; next run {schedules.describe(task).lower()}."
+        words = schedules.describe(task)
+        # Lower only the first letter: zone names and weekdays keep their case.
+        return f"“{task.name}” {verb}; next run {words[:1].lower()}{words[1:]}."
     return f"“{task.name}” {verb}; it is disabled and will not run."
 
 
