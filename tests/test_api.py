@@ -1,0 +1,248 @@
+"""The JSON API's shapes and effects: tasks, their RedBeat entries, and queued runs (no worker here)."""
+import base64
+import json
+import time
+
+import pytest
+
+from promptbeat.entries import TaskEntry
+from promptbeat.schedules import ZonedCrontab
+
+TASK_FIELDS = {
+    "name", "prompt", "system_prompt", "model", "temperature", "max_tokens", "schedule_type",
+    "interval_minutes", "interval_seconds", "time", "cron", "timezone", "enabled",
+}
+EXECUTION_FIELDS = {
+    "id", "status", "trigger", "started_at", "finished_at", "duration_ms", "output", "error",
+    "prompt_tokens", "completion_tokens",
+}
+INTERVAL = {"name": "Feed check", "prompt": "Summarise the feed", "interval_seconds": 600}
+CRONTAB = {"name": "Weekday briefing", "prompt": "Brief me", "schedule_type": "crontab", "cron": "0 9 * * 1-5",
+           "timezone": "Europe/Berlin"}
+FIXED_TIME = {"name": "Morning note", "prompt": "Write a note", "schedule_type": "fixed_time", "time": "09:00",
+              "timezone": "Asia/Shanghai"}
+
+
+def entry_key(task_id):
+    return f"promptbeat:task:{task_id}"
+
+
+def queued_messages(redis_client):
+    """The Celery messages waiting in the promptbeat queue: (task name, args, kwargs), oldest first."""
+    messages = []
+    for raw in reversed(redis_client.lrange("promptbeat", 0, -1)):
+        message = json.loads(raw)
+        assert message["properties"]["body_encoding"] == "base64"
+        args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        messages.append((message["headers"]["task"], args, kwargs))
+    return messages
+
+
+def stored_entry(app, task_id):
+    return TaskEntry.from_key(entry_key(task_id), app=app.extensions["celery"])
+
+
+def create(api, payload):
+    response = api.post("/tasks", json=payload)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def test_create_returns_201_with_the_task(api):
+    payload = {
+        "name": "Weekday briefing", "prompt": "Brief me on {topic}", "system_prompt": "Be terse.",
+        "model": "gpt-4o-mini", "temperature": 0.2, "max_tokens": 300, "schedule_type": "crontab",
+        "cron": "0 9 * * 1-5", "timezone": "Europe/Berlin", "enabled": True,
+    }
+    response = api.post("/tasks", json=payload)
+    assert response.status_code == 201
+    task = response.get_json()
+    assert isinstance(task["id"], int)
+    assert response.headers["Location"] == f"/api/tasks/{task['id']}"
+    assert TASK_FIELDS <= set(task)
+    assert {k: task[k] for k in TASK_FIELDS} == {
+        **payload, "interval_minutes": None, "interval_seconds": None, "time": None,
+    }
+    assert task["schedule_description"] == "At 09:00, Monday through Friday (Europe/Berlin)"
+    assert task["next_run_at"].endswith("Z")
+    assert task["last_run"] is None
+
+
+def test_create_fills_in_defaults(api):
+    task = create(api, {"name": "  Feed check  ", "prompt": "Summarise", "interval_seconds": 90})
+    assert {k: task[k] for k in TASK_FIELDS} == {
+        "name": "Feed check", "prompt": "Summarise", "system_prompt": None, "model": "fake-model",
+        "temperature": 0.7, "max_tokens": None, "schedule_type": "interval", "interval_minutes": 1.5,
+        "interval_seconds": 90, "time": None, "cron": None, "timezone": "UTC", "enabled": True,
+    }
+    assert task["schedule_description"] == "Every 90 seconds"
+
+
+def test_create_accepts_the_interval_in_minutes(api):
+    task = create(api, {"name": "n", "prompt": "p", "interval_minutes": 30, "enabled": False})
+    assert (task["interval_seconds"], task["interval_minutes"]) == (1800, 30)
+
+
+def test_creating_an_enabled_interval_task_queues_an_immediate_run(app, api, redis_client):
+    task = create(api, INTERVAL)
+
+    (execution,) = api.get(f"/tasks/{task['id']}/executions").get_json()["executions"]
+    assert (execution["status"], execution["trigger"]) == ("queued", "immediate")
+    assert execution["started_at"] is None and execution["output"] is None
+    assert task["last_run"]["id"] == execution["id"]
+
+    assert queued_messages(redis_client) == [
+        ("promptbeat.execute_task", [task["id"]], {"trigger": "immediate", "execution_id": execution["id"]}),
+    ]
+    # Beat's first fire comes one interval after this run.
+    assert redis_client.zscore("promptbeat::schedule", entry_key(task["id"])) == pytest.approx(time.time() + 600, abs=3)
+    assert stored_entry(app, task["id"]).schedule.run_every.total_seconds() == 600
+
+
+@pytest.mark.parametrize("payload", [FIXED_TIME, CRONTAB], ids=["fixed_time", "crontab"])
+def test_creating_a_clock_task_registers_it_without_running_it(app, api, redis_client, payload):
+    task = create(api, payload)
+    assert api.get(f"/tasks/{task['id']}/executions").get_json() == {"executions": []}
+    assert queued_messages(redis_client) == []
+    schedule = stored_entry(app, task["id"]).schedule
+    assert isinstance(schedule, ZonedCrontab)
+    assert schedule.tz_name == payload["timezone"]
+
+
+def test_creating_a_disabled_task_neither_registers_nor_runs_it(api, redis_client):
+    task = create(api, {**INTERVAL, "enabled": False})
+    assert task["enabled"] is False
+    assert task["next_run_at"] is None
+    assert api.get(f"/tasks/{task['id']}/executions").get_json() == {"executions": []}
+    assert queued_messages(redis_client) == []
+    assert not redis_client.exists(entry_key(task["id"]))
+
+
+def test_list_and_get(api):
+    assert api.get("/tasks").get_json() == {"tasks": []}
+    first = create(api, CRONTAB)
+    second = create(api, {**INTERVAL, "enabled": False})
+
+    listed = api.get("/tasks").get_json()["tasks"]
+    assert [t["id"] for t in listed] == [first["id"], second["id"]]
+    assert listed == [first, second]
+
+    response = api.get(f"/tasks/{second['id']}")
+    assert response.status_code == 200
+    assert response.get_json() == second
+
+
+def test_patch_changes_only_the_given_fields(app, api, redis_client):
+    task = create(api, CRONTAB)
+    response = api.patch(f"/tasks/{task['id']}", json={"prompt": "Brief me, briefly", "temperature": 0})
+    assert response.status_code == 200
+    updated = response.get_json()
+    assert (updated["prompt"], updated["temperature"]) == ("Brief me, briefly", 0)
+    unchanged = TASK_FIELDS - {"prompt", "temperature"}
+    assert {k: updated[k] for k in unchanged} == {k: task[k] for k in unchanged}
+    assert api.get(f"/tasks/{task['id']}").get_json() == updated
+    assert queued_messages(redis_client) == []
+
+
+def test_patch_of_the_schedule_rewrites_the_beat_entry(app, api):
+    task = create(api, CRONTAB)
+    response = api.patch(f"/tasks/{task['id']}", json={"cron": "30 7 * * *", "timezone": "Asia/Tokyo"})
+    assert response.status_code == 200
+    assert response.get_json()["schedule_description"] == "At 07:30 (Asia/Tokyo)"
+    assert stored_entry(app, task["id"]).schedule == ZonedCrontab("30 7 * * *", "Asia/Tokyo")
+
+
+def test_patch_switching_to_a_fixed_time_clears_the_interval(app, api):
+    task = create(api, {**INTERVAL, "enabled": False})
+    response = api.patch(f"/tasks/{task['id']}", json={"schedule_type": "fixed_time", "time": "18:45",
+                                                       "enabled": True})
+    assert response.status_code == 200
+    updated = response.get_json()
+    assert (updated["schedule_type"], updated["time"]) == ("fixed_time", "18:45")
+    assert (updated["interval_seconds"], updated["interval_minutes"]) == (None, None)
+    assert stored_entry(app, task["id"]).schedule == ZonedCrontab("45 18 * * *", "UTC")
+
+
+def test_delete_removes_the_task_and_its_beat_entry(api, redis_client):
+    task = create(api, CRONTAB)
+    assert redis_client.exists(entry_key(task["id"]))
+
+    response = api.delete(f"/tasks/{task['id']}")
+    assert response.status_code == 204
+    assert response.get_data() == b""
+    assert api.get(f"/tasks/{task['id']}").status_code == 404
+    assert api.get("/tasks").get_json() == {"tasks": []}
+    assert not redis_client.exists(entry_key(task["id"]))
+    assert redis_client.zscore("promptbeat::schedule", entry_key(task["id"])) is None
+
+
+def test_disable_and_enable_a_clock_task(api, redis_client):
+    task = create(api, FIXED_TIME)
+
+    response = api.post(f"/tasks/{task['id']}/disable")
+    assert response.status_code == 200
+    assert response.get_json()["enabled"] is False
+    assert not redis_client.exists(entry_key(task["id"]))
+
+    response = api.post(f"/tasks/{task['id']}/enable")
+    assert response.status_code == 200
+    assert response.get_json()["enabled"] is True
+    assert redis_client.zscore("promptbeat::schedule", entry_key(task["id"])) is not None
+    assert api.get(f"/tasks/{task['id']}/executions").get_json() == {"executions": []}
+    assert queued_messages(redis_client) == []
+
+
+def test_enabling_an_interval_task_queues_an_immediate_run(api, redis_client):
+    task = create(api, {**INTERVAL, "enabled": False})
+    response = api.post(f"/tasks/{task['id']}/enable")
+    assert response.status_code == 200
+    assert response.get_json()["enabled"] is True
+
+    (execution,) = api.get(f"/tasks/{task['id']}/executions").get_json()["executions"]
+    assert (execution["status"], execution["trigger"]) == ("queued", "immediate")
+    assert [m[2]["execution_id"] for m in queued_messages(redis_client)] == [execution["id"]]
+    assert redis_client.zscore("promptbeat::schedule", entry_key(task["id"])) == pytest.approx(time.time() + 600, abs=3)
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["enabled", "disabled"])
+def test_run_queues_a_manual_run(api, redis_client, enabled):
+    task = create(api, {**CRONTAB, "enabled": enabled})
+    response = api.post(f"/tasks/{task['id']}/run")
+    assert response.status_code == 202
+    execution = response.get_json()["execution"]
+    assert (execution["status"], execution["trigger"], execution["task_id"]) == ("queued", "manual", task["id"])
+    assert execution["model"] == "fake-model"
+    assert queued_messages(redis_client) == [
+        ("promptbeat.execute_task", [task["id"]], {"trigger": "manual", "execution_id": execution["id"]}),
+    ]
+
+
+def test_executions_newest_first(api):
+    task = create(api, CRONTAB)
+    run_ids = [api.post(f"/tasks/{task['id']}/run").get_json()["execution"]["id"] for _ in range(3)]
+
+    executions = api.get(f"/tasks/{task['id']}/executions").get_json()["executions"]
+    assert [e["id"] for e in executions] == run_ids[::-1]
+    for execution in executions:
+        assert EXECUTION_FIELDS <= set(execution)
+        assert (execution["status"], execution["trigger"]) == ("queued", "manual")
+
+    limited = api.get(f"/tasks/{task['id']}/executions?limit=2").get_json()["executions"]
+    assert [e["id"] for e in limited] == run_ids[:0:-1]
+
+
+@pytest.mark.parametrize("limit", ["0", "501", "ten"])
+def test_executions_limit_out_of_range_is_400(api, limit):
+    task = create(api, CRONTAB)
+    response = api.get(f"/tasks/{task['id']}/executions?limit={limit}")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "bad_parameter"
+
+
+def test_last_run_is_the_newest_execution(api):
+    task = create(api, CRONTAB)
+    api.post(f"/tasks/{task['id']}/run")
+    newest = api.post(f"/tasks/{task['id']}/run").get_json()["execution"]
+    shown = api.get(f"/tasks/{task['id']}").get_json()["last_run"]
+    assert shown["id"] == newest["id"]
+    assert "output" not in shown

@@ -1,0 +1,171 @@
+"""Sign-in: bearer tokens for the API, the login form and CSRF for pages, and the create-admin command."""
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import text
+
+from promptbeat.extensions import db
+from promptbeat.models import ApiToken, Task, User, hash_token
+from tests.conftest import csrf_token
+from tests.services import ROOT, role_env
+
+API_CALLS = [
+    ("get", "/api/tasks"),
+    ("post", "/api/tasks"),
+    ("get", "/api/tasks/1"),
+    ("patch", "/api/tasks/1"),
+    ("delete", "/api/tasks/1"),
+    ("post", "/api/tasks/1/run"),
+    ("get", "/api/tasks/1/executions"),
+]
+
+
+def task_count(app):
+    with app.app_context():
+        return len(db.session.execute(db.select(Task.id)).all())
+
+
+@pytest.mark.parametrize("method, path", API_CALLS)
+def test_api_without_a_token_is_401(app, client, method, path):
+    response = getattr(client, method)(path, json={"name": "n", "prompt": "p", "interval_seconds": 60})
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "unauthorized",
+                                   "message": "Send an API token: Authorization: Bearer <token>."}
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="promptbeat"'
+    assert task_count(app) == 0
+
+
+@pytest.mark.parametrize("header", [
+    "Bearer pb_not-a-real-token",
+    "Bearer ",
+    "Basic YWRtaW5AZXhhbXBsZS5jb206Y29ycmVjdA==",
+])
+def test_api_with_a_wrong_token_is_401(app, client, api_token, header):
+    response = client.post("/api/tasks", headers={"Authorization": header},
+                           json={"name": "n", "prompt": "p", "interval_seconds": 60})
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+    assert task_count(app) == 0
+
+
+def test_api_with_the_right_token_works_and_records_its_use(app, client, api_token):
+    with app.app_context():
+        assert db.session.execute(db.select(ApiToken.last_used_at)).scalar_one() is None
+    response = client.get("/api/tasks", headers={"Authorization": f"Bearer {api_token}"})
+    assert response.status_code == 200
+    assert response.get_json() == {"tasks": []}
+    with app.app_context():
+        assert db.session.execute(db.select(ApiToken.last_used_at)).scalar_one() is not None
+
+
+def test_a_session_cookie_does_not_open_the_api(signed_in):
+    assert signed_in.get("/api/tasks").status_code == 401
+
+
+@pytest.mark.parametrize("method, path", [
+    ("get", "/"),
+    ("get", "/tasks/new"),
+    ("get", "/tasks/1"),
+    ("get", "/tasks/1/edit"),
+])
+def test_pages_redirect_to_login_when_signed_out(client, method, path):
+    response = getattr(client, method)(path)
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert location.startswith("/login?next=")
+
+
+def login(client, email, password, query=""):
+    page = client.get("/login" + query).get_data(as_text=True)
+    return client.post("/login" + query, data={"email": email, "password": password,
+                                               "csrf_token": csrf_token(page)})
+
+
+@pytest.mark.parametrize("email, password", [
+    ("admin@example.com", "wrong password"),
+    ("nobody@example.com", "correct horse battery"),
+])
+def test_login_with_wrong_credentials_shows_an_error(client, api_token, email, password):
+    response = login(client, email, password)
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "Wrong email or password." in page
+    assert "Sign out" not in page
+    assert client.get("/").status_code == 302
+
+
+def test_login_goes_to_the_page_asked_for(client, api_token):
+    response = login(client, "Admin@Example.com ", "correct horse battery", "?next=/tasks/new")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/tasks/new"
+    page = client.get("/tasks/new").get_data(as_text=True)
+    assert "Sign out (admin@example.com)" in page
+
+
+def test_login_never_redirects_off_site(client, api_token):
+    response = login(client, "admin@example.com", "correct horse battery", "?next=//evil.example/phish")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+
+def test_logout(signed_in):
+    page = signed_in.get("/").get_data(as_text=True)
+    response = signed_in.post("/logout", data={"csrf_token": csrf_token(page)})
+    assert response.headers["Location"] == "/login"
+    assert signed_in.get("/").status_code == 302
+
+
+def test_form_post_without_csrf_token_is_400(app, signed_in):
+    response = signed_in.post("/tasks/new", data={
+        "name": "n", "prompt": "p", "schedule_type": "interval", "interval_minutes": "30", "timezone": "UTC",
+        "temperature": "0.7", "enabled": "y",
+    })
+    assert response.status_code == 400
+    assert "CSRF token is missing" in response.get_data(as_text=True)
+    assert task_count(app) == 0
+
+
+def test_action_without_csrf_token_is_400(app, api, signed_in):
+    task_id = api.post("/tasks", json={"name": "n", "prompt": "p", "interval_seconds": 60,
+                                       "enabled": False}).get_json()["id"]
+    assert signed_in.post(f"/tasks/{task_id}/delete").status_code == 400
+    assert signed_in.post(f"/tasks/{task_id}/delete", data={"csrf_token": "forged"}).status_code == 400
+    assert task_count(app) == 1
+
+
+def test_login_without_csrf_token_is_400(client, api_token):
+    response = client.post("/login", data={"email": "admin@example.com", "password": "correct horse battery"})
+    assert response.status_code == 400
+    assert client.get("/").status_code == 302
+
+
+def flask_cli(role_environ, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "web", *args], cwd=ROOT, env=role_env(role_environ),
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_create_admin_prints_a_working_token_stored_only_hashed(app, client, role_environ):
+    result = flask_cli(role_environ, "create-admin", "Ops@Example.com", "--password", "s3cret-pass")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "Created admin ops@example.com. API token (shown once):"
+    token = lines[-1]
+
+    response = client.get("/api/tasks", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    assert login(client, "ops@example.com", "s3cret-pass").status_code == 302
+
+    with app.app_context():
+        rows = db.session.execute(text("SELECT * FROM api_tokens")).all()
+        users = db.session.execute(text("SELECT * FROM users")).all()
+        (stored,) = db.session.execute(db.select(ApiToken)).scalars().all()
+        assert stored.token_hash == hash_token(token)
+        assert stored.user.email == "ops@example.com"
+        assert db.session.execute(db.select(User.password_hash)).scalar_one() != "s3cret-pass"
+    for row in rows + users:
+        for value in row:
+            assert token not in str(value)
+            assert "s3cret-pass" not in str(value)
