@@ -12,8 +12,8 @@ from promptbeat.models import Execution, ExecutionStatus, Task, Trigger, utcnow
 logger = logging.getLogger(__name__)
 
 
-def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=None):
-    """Run a task and record the result; returns the Execution, or None if the task is gone."""
+def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=None, worker=None):
+    """Run a task and record the result (and which worker ran it); returns the Execution, or None if the task is gone."""
     settings = current_app.config["PROMPTBEAT"]
     task = db.session.get(Task, task_id)
     if task is None:
@@ -40,6 +40,7 @@ def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_a
     execution.status = ExecutionStatus.RUNNING
     execution.model = task.model
     execution.started_at = utcnow()
+    execution.worker = worker
     db.session.commit()
 
     begun = time.monotonic()

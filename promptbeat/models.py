@@ -132,7 +132,11 @@ class Task(db.Model):
 
 class Execution(db.Model):
     __tablename__ = "executions"
-    __table_args__ = (Index("ix_executions_task_id_id", "task_id", "id"),)
+    __table_args__ = (
+        Index("ix_executions_task_id_id", "task_id", "id"),
+        # /metrics counts runs by status and trigger at every scrape.
+        Index("ix_executions_status_trigger", "status", "trigger"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
@@ -148,6 +152,8 @@ class Execution(db.Model):
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]
     total_tokens: Mapped[int | None]
+    # The Celery node (name@host) that ran it, so a run can be traced to a worker container.
+    worker: Mapped[str | None] = mapped_column(String(255))
 
     task: Mapped[Task] = relationship(back_populates="executions")
 

@@ -60,6 +60,10 @@ class Settings:
     beat_max_loop_interval: int = 5
     beat_lock_timeout: int = 25
     redbeat_key_prefix: str = "promptbeat:"
+    visibility_timeout: int = 3600
+    worker_soft_shutdown_timeout: float = 60.0
+    metrics_enabled: bool = True
+    metrics_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
@@ -88,6 +92,12 @@ class Settings:
             beat_max_loop_interval=_int(environ, "PROMPTBEAT_BEAT_MAX_LOOP_INTERVAL", cls.beat_max_loop_interval),
             beat_lock_timeout=_int(environ, "PROMPTBEAT_BEAT_LOCK_TIMEOUT", cls.beat_lock_timeout),
             redbeat_key_prefix=_str(environ, "PROMPTBEAT_REDBEAT_PREFIX", cls.redbeat_key_prefix),
+            visibility_timeout=_int(environ, "PROMPTBEAT_VISIBILITY_TIMEOUT", cls.visibility_timeout),
+            worker_soft_shutdown_timeout=_float(
+                environ, "PROMPTBEAT_WORKER_SOFT_SHUTDOWN_TIMEOUT", cls.worker_soft_shutdown_timeout
+            ),
+            metrics_enabled=_bool(environ, "PROMPTBEAT_METRICS", cls.metrics_enabled),
+            metrics_token=_str(environ, "PROMPTBEAT_METRICS_TOKEN"),
         )
 
     def flask_config(self):
@@ -122,8 +132,9 @@ def celery_config(settings):
     return {
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
-        # Longer than the longest run, so an unacked message is not redelivered mid-run.
-        "broker_transport_options": {"visibility_timeout": 3600},
+        # Longer than the longest run, so an unacked message is not redelivered mid-run;
+        # a SIGKILLed worker's messages come back to the queue after this many seconds.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "task_ignore_result": True,
         # No result backend, so no backend_cleanup entry in beat either.
         "result_expires": None,
@@ -132,6 +143,9 @@ def celery_config(settings):
         "task_reject_on_worker_lost": True,
         # LLM calls are long; a worker should not hoard messages another worker could run.
         "worker_prefetch_multiplier": 1,
+        # On a cold shutdown (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT as in compose), running
+        # tasks get this long to finish; the rest are requeued, not lost (acks_late).
+        "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "timezone": "UTC",

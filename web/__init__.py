@@ -2,7 +2,7 @@
 from flask import render_template
 
 from promptbeat.app import create_app as create_core_app
-from web import api, auth, cli, views
+from web import api, auth, cli, ops, views
 from web.auth import csrf, login_manager
 
 
@@ -14,6 +14,7 @@ def create_app(settings=None, **overrides):
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(ops.bp)
     csrf.exempt(api.bp)  # the API authenticates with bearer tokens, never with cookies
     cli.register(app)
     views.register_filters(app)
