@@ -1,4 +1,6 @@
-"""Test plumbing: a private Redis when none is given, and real worker and beat subprocesses."""
+"""Test plumbing: a private Redis when none is given, real worker and beat subprocesses, plain HTTP."""
+import base64
+import json
 import os
 import shutil
 import signal
@@ -6,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import redis
@@ -151,3 +155,30 @@ def start_beat(env, log_path):
     role = Role(["celery", "-A", "beat", "beat", "--loglevel", "DEBUG"], env, log_path)
     role.wait_for_output("beat: Acquired lock", timeout=60)
     return role
+
+
+class HttpResponse:
+    """Status and body of a urllib call, errors included."""
+
+    def __init__(self, status_code, text):
+        self.status_code, self.text = status_code, text
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def http(method, url, json_body=None, headers=None, auth=None, timeout=10):
+    """One HTTP request with the standard library; 4xx and 5xx come back as responses, not exceptions."""
+    headers = dict(headers or {})
+    data = None
+    if json_body is not None:
+        data = json.dumps(json_body).encode()
+        headers["Content-Type"] = "application/json"
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return HttpResponse(response.status, response.read().decode())
+    except urllib.error.HTTPError as error:
+        return HttpResponse(error.code, error.read().decode(errors="replace"))
