@@ -134,7 +134,13 @@ def celery_config(settings):
         "broker_connection_retry_on_startup": True,
         # Longer than the longest run, so an unacked message is not redelivered mid-run;
         # a SIGKILLed worker's messages come back to the queue after this many seconds.
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            # Workers sweep for such messages every few seconds relative to the timeout, instead of kombu's
+            # default of about every 100 s, so a short timeout really means a short wait.
+            "unacked_restore_interval": max(1, min(60, settings.visibility_timeout // 5)),
+            "unacked_restore_throttle": 1,
+        },
         "task_ignore_result": True,
         # No result backend, so no backend_cleanup entry in beat either.
         "result_expires": None,
