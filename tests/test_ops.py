@@ -1,11 +1,13 @@
 """/healthz and /metrics: no sign-in, what they report, and how /metrics is switched off or guarded."""
 from datetime import timedelta
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task, utcnow
 from promptbeat.settings import Settings
+from tests import services
 from tests.services import free_port
 from web import create_app
 
@@ -55,10 +57,24 @@ def _healthz(flask_app):
     return {"status_code": response.status_code, **body}
 
 
-def test_metrics_report_runs_durations_tokens_queue_and_enabled_tasks(app, api, client):
-    # Two tasks created through the API: each queues an immediate run (no worker is running here).
-    first = api.post("/tasks", json=TASK).get_json()["id"]
-    api.post("/tasks", json={**TASK, "name": "Off", "enabled": False})
+@pytest.fixture
+def unworked_app(app, role_environ, tmp_path):
+    """The web app on the session's database but a private Redis no worker listens to, so queued runs stay queued."""
+    private = services.PrivateRedis(tmp_path)
+    web_app = create_app(Settings.from_environ({**role_environ, "REDIS_URL": private.url}))
+    yield web_app
+    with web_app.app_context():
+        db.engine.dispose()
+    web_app.extensions["promptbeat_redis"].close()
+    private.stop()
+
+
+def test_metrics_report_runs_durations_tokens_queue_and_enabled_tasks(unworked_app, api_token):
+    app, client = unworked_app, unworked_app.test_client()
+    headers = {"Authorization": f"Bearer {api_token}"}
+    # An enabled interval task queues an immediate run; the disabled one queues nothing.
+    first = client.post("/api/tasks", json=TASK, headers=headers).get_json()["id"]
+    client.post("/api/tasks", json={**TASK, "name": "Off", "enabled": False}, headers=headers)
     with app.app_context():
         task = db.session.get(Task, first)
         now = utcnow()

@@ -33,10 +33,13 @@ def cluster(app, database_url, role_environ, tmp_path):
     workers = []
 
     def start_workers(count, **extra):
+        """Start `count` more workers (numbered on from those already started); returns the new ones."""
         env = services.role_env({**environ, **extra})
-        for number in range(1, count + 1):
-            workers.append(services.start_worker(env, tmp_path / f"worker{number}.log", name=f"worker{number}"))
-        return workers
+        started = []
+        for number in range(len(workers) + 1, len(workers) + count + 1):
+            started.append(services.start_worker(env, tmp_path / f"worker{number}.log", name=f"worker{number}"))
+        workers.extend(started)
+        return started
 
     yield web_app, start_workers
     for worker in workers:
@@ -115,3 +118,19 @@ def test_runs_survive_a_sigtermed_and_a_sigkilled_worker(cluster, fake_llm):
     assert Counter(r.status for r in rows) == {"success": FAULT_RUNS}
     assert survivor.process.poll() is None
     assert "worker3" in Counter(r.worker.split("@")[0] for r in rows)
+
+
+def test_a_run_longer_than_the_soft_shutdown_is_requeued_not_lost(cluster, fake_llm):
+    web_app, start_workers = cluster
+    # The default visibility timeout (an hour): only the shutdown itself can bring the run back in time.
+    (stopping,) = start_workers(1, REMAP_SIGTERM="SIGQUIT", PROMPTBEAT_WORKER_SOFT_SHUTDOWN_TIMEOUT="2")
+    task_id = submit_runs(web_app, "Long one [[sleep:6]]", 1)
+    wait_for(lambda: [r for r in executions(web_app, task_id) if r.status == "running"], 30, "the run to start")
+
+    stopping.process.send_signal(signal.SIGTERM)
+    stopping.process.wait(timeout=30)
+    assert "soft shutdown" in stopping.output().lower()
+
+    start_workers(1, REMAP_SIGTERM="SIGQUIT")
+    (run,) = wait_for(lambda: all_final(web_app, task_id, 1), 60, "the requeued run to finish", interval=0.5)
+    assert run.status == "success" and run.worker.startswith("worker2@")
