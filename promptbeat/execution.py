@@ -1,73 +1,250 @@
-"""Running a task once: load it, call the model, and record the execution."""
+"""Running a task once: claim the run, call the model with retries, record the result, deliver it."""
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
+from sqlalchemy import func, update
 
-from promptbeat import llm
+from promptbeat import crypto, llm, prompts, retry, webhooks
+from promptbeat.connections import endpoint_for
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ExecutionStatus, Task, Trigger, utcnow
 
 logger = logging.getLogger(__name__)
 
 
-def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=None, worker=None):
-    """Run a task and record the result (and which worker ran it); returns the Execution, or None if the task is gone."""
+def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=None, worker=None,
+                  redelivered=False, sleep=time.sleep):
+    """Run a task and record the result and the worker that ran it; returns the Execution, or None if it is gone.
+
+    Safe to call twice with the same execution_id: only the call that moves the run from queued to
+    running does the work, so a duplicate message never makes a second call or a second result. A
+    message the broker *redelivered* (its worker died or shut down mid-run) may take over a run still
+    marked running: that run's holder is gone, so the run is retried rather than left stuck.
+    """
     settings = current_app.config["PROMPTBEAT"]
     task = db.session.get(Task, task_id)
     if task is None:
         logger.info("task %s no longer exists; nothing to run", task_id)
         return None
 
-    execution = db.session.get(Execution, execution_id) if execution_id else None
-    if execution is None:
+    if execution_id:
+        execution = db.session.get(Execution, execution_id)
+        if execution is None:
+            logger.info("run %s of task %s no longer exists; nothing to run", execution_id, task_id)
+            return None
+    else:
         execution = Execution(task=task, trigger=trigger, status=ExecutionStatus.QUEUED, created_at=utcnow())
         db.session.add(execution)
+        db.session.flush()
     if ExecutionStatus(execution.status).is_final:
-        logger.info("execution %s already finished; not running it again", execution.id)
+        logger.info("run %s already finished (%s); not running it again", execution.id, execution.status)
         return execution
 
     if not task.enabled and trigger != Trigger.MANUAL:
-        execution.status = ExecutionStatus.SKIPPED
-        execution.error = "The task was disabled before this run started."
-        execution.finished_at = utcnow()
-        db.session.commit()
-        return execution
+        if _finish(execution.id, ExecutionStatus.QUEUED, status=ExecutionStatus.SKIPPED,
+                   error="The task was disabled before this run started.", finished_at=utcnow()):
+            logger.info("run %s of disabled task %s skipped", execution.id, task.id)
+        return _reload(execution.id)
 
+    started = utcnow()
+    max_run = task.max_run_seconds or settings.max_run_seconds
+    claimable = [ExecutionStatus.QUEUED] + ([ExecutionStatus.RUNNING] if redelivered else [])
+    claimed = db.session.execute(
+        update(Execution)
+        .where(Execution.id == execution.id, Execution.status.in_(claimable))
+        .values(status=ExecutionStatus.RUNNING, model=task.model, started_at=started, worker=worker,
+                deadline_at=started + timedelta(seconds=max_run))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not claimed:
+        db.session.rollback()
+        logger.info("run %s is already running elsewhere (a duplicate message); leaving it", execution.id)
+        return _reload(execution.id)
     if trigger == Trigger.SCHEDULED:
         _advance_anchor(task, fired_at)
-    execution.status = ExecutionStatus.RUNNING
-    execution.model = task.model
-    execution.started_at = utcnow()
-    execution.worker = worker
+
+    plan = _plan(task, execution.id, settings, started)
+    run_id = execution.id
+    db.session.commit()
+    # No connection is held during the model call: hundreds of runs share a small pool.
+    db.session.close()
+
+    result = _call_with_retries(plan, run_id, settings, max_run, sleep)
+    result["cost_usd"] = estimate_cost(settings.prices, plan["model"], result)
+    finished = _finish(run_id, ExecutionStatus.RUNNING, finished_at=utcnow(), **result)
+    if not finished:
+        logger.info("run %s vanished or was marked lost during the call; result discarded", run_id)
+        return _reload(run_id)
+    logger.info("task %s run %s (%s) %s in %d ms after %d attempt(s)", task_id, run_id, trigger,
+                result["status"], result["duration_ms"], len(result["attempts"]))
+    if plan["webhook_url"]:
+        _deliver_webhook(run_id, plan, settings, sleep)
+    return _reload(run_id)
+
+
+def _plan(task, run_id, settings, started):
+    """Everything the call needs, read from the database before the connection is released."""
+    plan = {
+        "model": task.model, "system_prompt": task.system_prompt, "temperature": task.temperature,
+        "max_tokens": task.max_tokens, "max_attempts": task.max_attempts or settings.max_attempts,
+        "timeout": task.request_timeout_seconds or settings.llm_timeout_seconds,
+        "webhook_url": task.webhook_url, "webhook_format": task.webhook_format, "task_id": task.id,
+        "task_name": task.name, "prompt": None, "error": None, "endpoint": None,
+    }
+    try:
+        plan["endpoint"] = endpoint_for(task, settings)
+    except crypto.CryptoError as exc:
+        plan["error"] = ("CryptoError", str(exc))
+    try:
+        plan["prompt"] = prompts.render(
+            task.prompt, task_name=task.name, timezone=task.timezone, moment=started,
+            run_count=_run_count(task.id, run_id), last_output=_last_output(task.id, run_id),
+        )
+    except prompts.PromptTemplateError as exc:
+        plan["error"] = ("TemplateError", str(exc))
+    db.session.execute(update(Execution).where(Execution.id == run_id).values(prompt=plan["prompt"])
+                       .execution_options(synchronize_session=False))
+    return plan
+
+
+def _run_count(task_id, run_id):
+    return db.session.execute(db.select(func.count(Execution.id)).where(
+        Execution.task_id == task_id, Execution.id < run_id)).scalar()
+
+
+def _last_output(task_id, run_id):
+    return db.session.execute(
+        db.select(Execution.output)
+        .where(Execution.task_id == task_id, Execution.id < run_id, Execution.status == ExecutionStatus.SUCCESS)
+        .order_by(Execution.id.desc()).limit(1)
+    ).scalar()
+
+
+def _call_with_retries(plan, run_id, settings, max_run, sleep):
+    """Call the model until it answers, a permanent error, the attempt bound or the run's deadline."""
+    begun = time.monotonic()
+    deadline = begun + max_run
+    attempts = []
+
+    def outcome(status, **values):
+        return {"status": status, "attempts": attempts, "duration_ms": int((time.monotonic() - begun) * 1000),
+                "output": None, "error": None, "error_class": None, "prompt_tokens": None,
+                "completion_tokens": None, "total_tokens": None, **values}
+
+    if plan["error"]:
+        error_class, message = plan["error"]
+        return outcome(ExecutionStatus.FAILED, error=message, error_class=error_class)
+    for number in range(1, plan["max_attempts"] + 1):
+        timeout = min(plan["timeout"], deadline - time.monotonic())
+        record = {"attempt": number, "at": _iso(utcnow())}
+        attempts.append(record)
+        call_begun = time.monotonic()
+        try:
+            completion = llm.complete(
+                plan["endpoint"], model=plan["model"], prompt=plan["prompt"], system_prompt=plan["system_prompt"],
+                temperature=plan["temperature"], max_tokens=plan["max_tokens"], timeout=timeout,
+            )
+        except llm.LLMError as exc:
+            record.update(ms=int((time.monotonic() - call_begun) * 1000), error_class=exc.error_class, error=str(exc))
+            logger.warning("task %s run %s attempt %d failed: %s", plan["task_id"], run_id, number, exc)
+            failed = outcome(ExecutionStatus.FAILED, error=str(exc), error_class=exc.error_class)
+            if not retry.is_retryable(exc):
+                return failed
+            if number == plan["max_attempts"]:
+                failed["error"] = f"Gave up after {number} attempts. Last error: {exc}"
+                return failed
+            wait = retry.backoff_seconds(number, exc, settings.retry_base_seconds, settings.retry_max_seconds)
+            if time.monotonic() + wait >= deadline - 1:
+                failed["error"] = f"Stopped retrying: the run's limit of {max_run} s would pass. Last error: {exc}"
+                return failed
+            record["wait_s"] = round(wait, 3)
+            _record_attempts(run_id, attempts)
+            sleep(wait)
+        else:
+            record["ms"] = int((time.monotonic() - call_begun) * 1000)
+            return outcome(ExecutionStatus.SUCCESS, output=completion.output, prompt_tokens=completion.prompt_tokens,
+                           completion_tokens=completion.completion_tokens, total_tokens=completion.total_tokens)
+    raise AssertionError("unreachable: the loop returns on its last attempt")
+
+
+def _record_attempts(run_id, attempts):
+    """Show the attempts so far on the run while it waits to try again."""
+    db.session.execute(update(Execution).where(Execution.id == run_id).values(attempts=list(attempts))
+                       .execution_options(synchronize_session=False))
+    db.session.commit()
+    db.session.close()
+
+
+def estimate_cost(prices, model, result):
+    """USD from the price table (per million tokens), or None for a model without a price."""
+    price = prices.get(model)
+    if price is None or result.get("prompt_tokens") is None:
+        return None
+    prompt_price, completion_price = price
+    cost = (result["prompt_tokens"] * prompt_price + (result.get("completion_tokens") or 0) * completion_price) / 1e6
+    return round(cost, 8)
+
+
+def _finish(run_id, expected_status, **values):
+    """Write a result only if the run is still in expected_status; returns whether it was written."""
+    written = db.session.execute(
+        update(Execution).where(Execution.id == run_id, Execution.status == expected_status).values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    return bool(written)
+
+
+def _deliver_webhook(run_id, plan, settings, sleep):
+    """Post the result; every failure is recorded on the run and none changes its status."""
+    try:
+        execution = db.session.get(Execution, run_id)
+        task = db.session.get(Task, plan["task_id"])
+        if execution is None or task is None:
+            return
+        body = webhooks.payload(task, execution, plan["webhook_format"])
+        db.session.close()
+        status, attempts = webhooks.deliver(plan["webhook_url"], body, settings, sleep=sleep)
+    except Exception as exc:  # a webhook must never fail the run
+        logger.exception("webhook of run %s could not be delivered", run_id)
+        status, attempts = "failed", [{"attempt": 1, "at": _iso(utcnow()), "error": type(exc).__name__}]
+    db.session.execute(update(Execution).where(Execution.id == run_id)
+                       .values(webhook_status=status, webhook_attempts=attempts)
+                       .execution_options(synchronize_session=False))
     db.session.commit()
 
-    begun = time.monotonic()
-    try:
-        completion = llm.complete(
-            settings,
-            model=task.model,
-            prompt=task.prompt,
-            system_prompt=task.system_prompt,
-            temperature=task.temperature,
-            max_tokens=task.max_tokens,
-        )
-    except llm.LLMError as exc:
-        execution.status = ExecutionStatus.FAILED
-        execution.error = str(exc)
-        logger.warning("task %s run %s failed: %s", task.id, execution.id, exc)
-    else:
-        execution.status = ExecutionStatus.SUCCESS
-        execution.output = completion.output
-        execution.prompt_tokens = completion.prompt_tokens
-        execution.completion_tokens = completion.completion_tokens
-        execution.total_tokens = completion.total_tokens
-    execution.finished_at = utcnow()
-    execution.duration_ms = int((time.monotonic() - begun) * 1000)
+
+def sweep_lost_runs(settings, now=None):
+    """Mark runs still 'running' past their deadline (plus grace) as lost; returns how many.
+
+    A run ends by its deadline (PROMPTBEAT_MAX_RUN_SECONDS or the task's own) even when it retries,
+    so one still running after it had its worker killed mid-call.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=settings.lost_grace_seconds)
+    count = db.session.execute(
+        update(Execution)
+        .where(Execution.status == ExecutionStatus.RUNNING, Execution.deadline_at < cutoff)
+        .values(status=ExecutionStatus.LOST, finished_at=now, error_class="WorkerLost",
+                error="The worker running this call stopped (killed or crashed) and the run passed its "
+                      "deadline; it was not retried to avoid a duplicate call.")
+        .execution_options(synchronize_session=False)
+    ).rowcount
     db.session.commit()
-    logger.info("task %s run %s (%s) %s in %d ms", task.id, execution.id, trigger, execution.status, execution.duration_ms)
-    return execution
+    if count:
+        logger.warning("marked %d run(s) lost: their worker stopped mid-run", count)
+    return count
+
+
+def _reload(run_id):
+    db.session.expire_all()
+    return db.session.get(Execution, run_id)
+
+
+def _iso(moment):
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _advance_anchor(task, fired_at):

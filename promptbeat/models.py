@@ -4,7 +4,7 @@ import hashlib
 import secrets
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text, TypeDecorator
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -43,10 +43,12 @@ class ExecutionStatus(enum.StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
+    # The worker died mid-run (SIGKILL, OOM, lost host) and the run passed its deadline.
+    LOST = "lost"
 
     @property
     def is_final(self):
-        return self in {ExecutionStatus.SUCCESS, ExecutionStatus.FAILED, ExecutionStatus.SKIPPED}
+        return self not in {ExecutionStatus.QUEUED, ExecutionStatus.RUNNING}
 
 
 class Trigger(enum.StrEnum):
@@ -104,6 +106,30 @@ class ApiToken(db.Model):
         return cls(user=user, name=name, token_hash=hash_token(plaintext)), plaintext
 
 
+class WebhookFormat(enum.StrEnum):
+    JSON = "json"
+    SLACK = "slack"
+
+
+class Connection(db.Model):
+    """A named OpenAI-compatible endpoint; its API key is stored only encrypted (promptbeat.crypto)."""
+
+    __tablename__ = "connections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    base_url: Mapped[str | None] = mapped_column(String(2000))
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text)
+    default_model: Mapped[str | None] = mapped_column(String(200))
+    extra_headers: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def has_api_key(self):
+        return bool(self.api_key_encrypted)
+
+
 class Task(db.Model):
     __tablename__ = "tasks"
 
@@ -124,7 +150,15 @@ class Task(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     # When the schedule last fired or was (re)started: interval phase and restores count from here.
     anchor_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id", ondelete="SET NULL"))
+    # None means the setting's default (PROMPTBEAT_MAX_ATTEMPTS, _LLM_TIMEOUT, _MAX_RUN_SECONDS).
+    max_attempts: Mapped[int | None]
+    request_timeout_seconds: Mapped[float | None]
+    max_run_seconds: Mapped[int | None]
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    webhook_format: Mapped[str] = mapped_column(String(16), default=WebhookFormat.JSON)
 
+    connection: Mapped[Connection | None] = relationship()
     executions: Mapped[list["Execution"]] = relationship(
         back_populates="task", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -136,6 +170,7 @@ class Execution(db.Model):
         Index("ix_executions_task_id_id", "task_id", "id"),
         # /metrics counts runs by status and trigger at every scrape.
         Index("ix_executions_status_trigger", "status", "trigger"),
+        Index("ix_executions_status_deadline_at", "status", "deadline_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -154,6 +189,17 @@ class Execution(db.Model):
     total_tokens: Mapped[int | None]
     # The Celery node (name@host) that ran it, so a run can be traced to a worker container.
     worker: Mapped[str | None] = mapped_column(String(255))
+    cost_usd: Mapped[float | None]
+    # The prompt as sent, after its variables were rendered.
+    prompt: Mapped[str | None] = mapped_column(Text)
+    error_class: Mapped[str | None] = mapped_column(String(64))
+    # One entry per model call: {"attempt", "at", "ms", "error_class", "error", "wait_s"}.
+    attempts: Mapped[list | None] = mapped_column(JSON)
+    # Past this moment a run still marked running is dead: the sweeper marks it lost.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    webhook_status: Mapped[str | None] = mapped_column(String(16))
+    # One entry per delivery attempt: {"attempt", "at", "status" or "error"}.
+    webhook_attempts: Mapped[list | None] = mapped_column(JSON)
 
     task: Mapped[Task] = relationship(back_populates="executions")
 

@@ -1,7 +1,8 @@
 """Celery tasks: thin, explicitly named wrappers around plain functions."""
 from celery import shared_task
+from flask import current_app
 
-from promptbeat.execution import run_execution
+from promptbeat.execution import run_execution, sweep_lost_runs
 
 
 @shared_task(name="promptbeat.execute_task", ignore_result=True, bind=True)
@@ -10,3 +11,9 @@ def execute_task(self, task_id, trigger="scheduled", execution_id=None, fired_at
     execution = run_execution(task_id, trigger=trigger, execution_id=execution_id, fired_at=fired_at,
                               worker=self.request.hostname)
     return execution.id if execution else None
+
+
+@shared_task(name="promptbeat.sweep_lost_runs", ignore_result=True)
+def sweep_lost_runs_task():
+    """Mark runs whose worker died mid-call as lost (fired by beat every PROMPTBEAT_SWEEP_SECONDS)."""
+    return sweep_lost_runs(current_app.config["PROMPTBEAT"])
