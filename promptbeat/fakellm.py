@@ -26,6 +26,8 @@ FAILURES = {
     "429": (429, "requests", "rate_limit_exceeded", "Rate limit reached for requests."),
     "quota": (429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota."),
     "401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    "403": (403, "invalid_request_error", "unsupported_country_region_territory",
+            "Country, region, or territory not supported."),
     "400": (400, "invalid_request_error", "invalid_request_error", "Invalid request."),
     "404": (404, "invalid_request_error", "model_not_found", "The model does not exist."),
 }
