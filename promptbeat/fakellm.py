@@ -94,7 +94,16 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
                       {"id": m, "object": "model", "created": 0, "owned_by": "fakellm"} for m in MODELS]},
                   "/_fake/requests": lambda: {"requests": fake.requests},
                   "/_fake/health": lambda: {"ok": True}}
-        route = routes.get(self.path.split("?")[0])
+        path = self.path.split("?")[0]
+        route = routes.get(path)
+        if path == "/v1/models":
+            # Listing models needs a valid key, as on the real API: it is how connections are tested.
+            scheme, _, key = self.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                return self.send_json(401, error_body("You didn't provide an API key.", "invalid_request_error",
+                                                      "missing_api_key"))
+            if key.strip() == INVALID_API_KEY:
+                return self.send_json(*failure_response("401")[:2])
         if route is None:
             return self.send_json(404, error_body("Unknown path " + self.path, "invalid_request_error"))
         self.send_json(200, route())
