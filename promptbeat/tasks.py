@@ -14,6 +14,9 @@ def execute_task(self, task_id, trigger="scheduled", execution_id=None, fired_at
 
 
 @shared_task(name="promptbeat.sweep_lost_runs", ignore_result=True)
-def sweep_lost_runs_task():
-    """Mark runs whose worker died mid-call as lost (fired by beat every PROMPTBEAT_SWEEP_SECONDS)."""
+def sweep_lost_runs_task(fired_at=None):
+    """Mark runs whose worker died mid-call as lost (fired by beat every PROMPTBEAT_SWEEP_SECONDS).
+
+    fired_at is ignored: beat's entries pass it to every task they fire.
+    """
     return sweep_lost_runs(current_app.config["PROMPTBEAT"])
