@@ -98,9 +98,12 @@ def _plan(task, run_id, settings, started):
     except crypto.CryptoError as exc:
         plan["error"] = ("CryptoError", str(exc))
     try:
+        # The two queries are made only for prompts that can use them.
+        templated = "{" in task.prompt
         plan["prompt"] = prompts.render(
             task.prompt, task_name=task.name, timezone=task.timezone, moment=started,
-            run_count=_run_count(task.id, run_id), last_output=_last_output(task.id, run_id),
+            run_count=_run_count(task.id, run_id) if templated else 0,
+            last_output=_last_output(task.id, run_id) if templated else None,
         )
     except prompts.PromptTemplateError as exc:
         plan["error"] = ("TemplateError", str(exc))
@@ -152,12 +155,12 @@ def _call_with_retries(plan, run_id, settings, max_run, sleep):
             failed = outcome(ExecutionStatus.FAILED, error=str(exc), error_class=exc.error_class)
             if not retry.is_retryable(exc):
                 return failed
+            # The run's error stays the server's own message; its attempts show how often it was tried.
             if number == plan["max_attempts"]:
-                failed["error"] = f"Gave up after {number} attempts. Last error: {exc}"
                 return failed
             wait = retry.backoff_seconds(number, exc, settings.retry_base_seconds, settings.retry_max_seconds)
             if time.monotonic() + wait >= deadline - 1:
-                failed["error"] = f"Stopped retrying: the run's limit of {max_run} s would pass. Last error: {exc}"
+                record["gave_up"] = f"the next attempt would pass the run's limit of {max_run} s"
                 return failed
             record["wait_s"] = round(wait, 3)
             _record_attempts(run_id, attempts)

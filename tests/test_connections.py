@@ -163,3 +163,20 @@ def test_the_key_never_reaches_a_response_page_log_or_record(app, api, signed_in
     for where, text in [("responses and pages", "\n".join(bodies)), ("worker log", worker_log),
                         ("web log", caplog.text), ("execution records", "\n".join(records))]:
         assert key not in text, f"the API key leaked into the {where}"
+
+
+def test_task_form_picks_a_connection_and_a_webhook(app, api, signed_in, fake_llm):
+    connection = api.post("/connections", json={"name": "Form pick", "base_url": fake_llm.url}).get_json()
+    page = signed_in.get("/tasks/new").get_data(as_text=True)
+    assert "Form pick" in page
+    response = signed_in.post("/tasks/new", data={
+        "csrf_token": csrf_token(page), "name": "Picked", "prompt": "p", "model": "fake-model", "temperature": "0.7",
+        "schedule_type": "crontab", "cron": "0 9 * * *", "timezone": "UTC", "enabled": "y",
+        "connection_id": str(connection["id"]), "max_attempts": "2", "webhook_url": "http://127.0.0.1:9/hook",
+        "webhook_format": "slack"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    task_id = int(response.headers["Location"].rstrip("/").split("/")[-1])
+    task = api.get(f"/tasks/{task_id}").get_json()
+    assert (task["connection_id"], task["max_attempts"], task["webhook_format"]) == (connection["id"], 2, "slack")
+    edit = signed_in.get(f"/tasks/{task_id}/edit").get_data(as_text=True)
+    assert 'value="http://127.0.0.1:9/hook"' in edit

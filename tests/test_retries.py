@@ -77,8 +77,7 @@ def test_rate_limit_honours_retry_after_and_attempts_are_bounded(ctx, fake_llm):
     execution = run(make_task("Busy [[fail:429]]", max_attempts=3), waits)
     assert execution.status == "failed"
     assert execution.error_class == "RateLimitError"
-    assert execution.error.startswith("Gave up after 3 attempts")
-    assert "Rate limit reached" in execution.error
+    assert execution.error == "RateLimitError (HTTP 429): Rate limit reached for requests."
     # The fake sends retry-after-ms: 1000; promptbeat waits that plus at most 10% jitter.
     assert len(waits) == 2 and all(1.0 <= w <= 1.1 for w in waits)
     assert len(calls_for(fake_llm, "Busy")) == 3
