@@ -11,11 +11,13 @@ def test_usage_totals_per_task_and_per_day(app, api, fake_llm):
         ids.append(api.post("/tasks", json={"name": name, "prompt": f"Count {name}", "schedule_type": "crontab",
                                             "cron": "0 9 * * *"}).get_json()["id"])
     with app.app_context():
-        runs = [run_execution(ids[0], trigger="manual"), run_execution(ids[0], trigger="manual"),
-                run_execution(ids[1], trigger="manual")]
-        expected_tokens = sum(r.total_tokens for r in runs)
-        expected_cost = sum(r.cost_usd for r in runs)
-        first_cost = runs[0].cost_usd + runs[1].cost_usd
+        runs = []
+        for task_id in (ids[0], ids[0], ids[1]):
+            execution = run_execution(task_id, trigger="manual")
+            runs.append((execution.total_tokens, execution.cost_usd))
+        expected_tokens = sum(tokens for tokens, _ in runs)
+        expected_cost = sum(cost for _, cost in runs)
+        first_cost = runs[0][1] + runs[1][1]
     usage = api.get("/usage").get_json()
     assert usage["total"]["runs"] == 3 and usage["total"]["total_tokens"] == expected_tokens
     assert usage["total"]["cost_usd"] == pytest.approx(expected_cost)
