@@ -235,9 +235,19 @@ def test_the_sandbox_keeps_prompts_away_from_python_internals(ctx, fake_llm):
     assert fake_llm.requests == []
 
 
-def test_settings_refuse_a_run_limit_past_the_visibility_timeout(app):
+def test_settings_refuse_a_backoff_past_the_visibility_timeout(app):
     from promptbeat.settings import ConfigError
 
     settings = app.config["PROMPTBEAT"]
     with pytest.raises(ConfigError, match="VISIBILITY_TIMEOUT"):
-        dataclasses.replace(settings, max_run_seconds=4000)
+        dataclasses.replace(settings, visibility_timeout=30, retry_max_seconds=60)
+
+
+def test_a_redelivered_message_retries_a_run_its_dead_worker_left_running(ctx, fake_llm):
+    task = make_task("Taken over")
+    run_id = queued_run(task)
+    db.session.get(Execution, run_id).status = "running"
+    db.session.commit()
+    execution = run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id, redelivered=True, worker="w2@host")
+    assert (execution.status, execution.worker) == ("success", "w2@host")
+    assert len(calls_for(fake_llm, "Taken over")) == 1
