@@ -77,8 +77,6 @@ class Settings:
     webhook_attempts: int = 3
     webhook_timeout_seconds: float = 10.0
     db_pool_size: int = 10
-    worker_pool: str = "threads"
-    worker_concurrency: int = 100
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
@@ -137,8 +135,6 @@ class Settings:
             webhook_attempts=_int(environ, "PROMPTBEAT_WEBHOOK_ATTEMPTS", cls.webhook_attempts),
             webhook_timeout_seconds=_float(environ, "PROMPTBEAT_WEBHOOK_TIMEOUT", cls.webhook_timeout_seconds),
             db_pool_size=_int(environ, "PROMPTBEAT_DB_POOL_SIZE", cls.db_pool_size),
-            worker_pool=_str(environ, "PROMPTBEAT_WORKER_POOL", cls.worker_pool),
-            worker_concurrency=_int(environ, "PROMPTBEAT_WORKER_CONCURRENCY", cls.worker_concurrency),
         )
 
     def flask_config(self):
@@ -222,10 +218,6 @@ def celery_config(settings):
         # On a cold shutdown (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT as in compose), running
         # tasks get this long to finish; the rest are requeued, not lost (acks_late).
         "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout,
-        # Runs wait on the network, not the CPU: threads keep many calls in flight in one process
-        # (measured against prefork and gevent in BENCHMARKS.md). -P and -c still override these.
-        "worker_pool": settings.worker_pool,
-        "worker_concurrency": settings.worker_concurrency,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "timezone": "UTC",
