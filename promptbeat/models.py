@@ -51,6 +51,11 @@ class ExecutionStatus(enum.StrEnum):
         return self not in {ExecutionStatus.QUEUED, ExecutionStatus.RUNNING}
 
 
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    VIEWER = "viewer"
+
+
 class Trigger(enum.StrEnum):
     IMMEDIATE = "immediate"
     SCHEDULED = "scheduled"
@@ -63,6 +68,9 @@ class User(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(255), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=Role.ADMIN, server_default=Role.ADMIN)
+    # A locale code ("en", "zh_Hans"), or None to follow the browser's Accept-Language.
+    language: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user", cascade="all, delete-orphan")
@@ -74,6 +82,10 @@ class User(db.Model):
 
     def get_id(self):
         return str(self.id)
+
+    @property
+    def is_admin(self):
+        return self.role == Role.ADMIN
 
     def set_password(self, password):
         self.password_hash = generate_password_hash(password)
@@ -132,6 +144,7 @@ class Connection(db.Model):
 
 class Task(db.Model):
     __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_name_id", "name", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

@@ -77,6 +77,10 @@ class Settings:
     webhook_attempts: int = 3
     webhook_timeout_seconds: float = 10.0
     db_pool_size: int = 10
+    https: bool = False
+    proxy_hops: int = 0
+    signin_attempts: int = 10
+    signin_window_seconds: int = 300
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
@@ -135,6 +139,10 @@ class Settings:
             webhook_attempts=_int(environ, "PROMPTBEAT_WEBHOOK_ATTEMPTS", cls.webhook_attempts),
             webhook_timeout_seconds=_float(environ, "PROMPTBEAT_WEBHOOK_TIMEOUT", cls.webhook_timeout_seconds),
             db_pool_size=_int(environ, "PROMPTBEAT_DB_POOL_SIZE", cls.db_pool_size),
+            https=_bool(environ, "PROMPTBEAT_HTTPS", cls.https),
+            proxy_hops=_int(environ, "PROMPTBEAT_PROXY_HOPS", cls.proxy_hops),
+            signin_attempts=_int(environ, "PROMPTBEAT_SIGNIN_ATTEMPTS", cls.signin_attempts),
+            signin_window_seconds=_int(environ, "PROMPTBEAT_SIGNIN_WINDOW_SECONDS", cls.signin_window_seconds),
         )
 
     def flask_config(self):

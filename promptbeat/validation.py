@@ -84,7 +84,10 @@ def _text(data, field, errors, required=False, limit=None):
         errors[field] = "Must be text."
         return None
     value = value.strip()
-    if required and not value:
+    if "\x00" in value:
+        # PostgreSQL cannot store NUL in text; say so instead of failing at commit.
+        errors[field] = "Must not contain NUL characters."
+    elif required and not value:
         errors[field] = "This field is required."
     elif limit and len(value) > limit:
         errors[field] = f"Must be at most {limit} characters (got {len(value)})."
@@ -102,7 +105,7 @@ def _number(data, field, errors, kind, low, high, default):
         number = kind(value)
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         errors[field] = "Must be a whole number." if kind is int else "Must be a number."
         return None
     if not low <= number <= high:
@@ -152,7 +155,7 @@ def _zones():
 
 def _schedule(data, settings, errors):
     kind = data.get("schedule_type") or ScheduleType.INTERVAL
-    if kind not in set(ScheduleType):
+    if not isinstance(kind, str) or kind not in set(ScheduleType):
         errors["schedule_type"] = "Must be one of: interval, fixed_time, crontab."
         return {}
     schedule = {"schedule_type": kind, "interval_seconds": None, "fixed_time": None, "cron": None}

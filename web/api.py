@@ -11,7 +11,9 @@ from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution, Task, utcnow
 from promptbeat.validation import TaskInputError
 from web.auth import token_required
+from web.openapi import MAX_ID, openapi_document
 from web.presenters import execution_json, latest_executions, task_json
+from web.security import admin_required, audit
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_PAGE = 500
@@ -58,7 +60,8 @@ def _json_body():
 
 
 def _task_or_404(task_id):
-    task = db.session.get(Task, task_id)
+    # Ids beyond the column's range cannot exist; asking the database would be an overflow error.
+    task = db.session.get(Task, task_id) if task_id <= MAX_ID else None
     if task is None:
         raise ApiError(404, "not_found", f"No task with id {task_id}.")
     return task
@@ -67,6 +70,12 @@ def _task_or_404(task_id):
 def _one(task, status=200):
     body = task_json(task, latest_executions([task.id]).get(task.id))
     return jsonify(body), status
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """The API's contract; public, like any API reference."""
+    return jsonify(openapi_document())
 
 
 @bp.get("/tasks")
@@ -79,8 +88,10 @@ def list_tasks():
 
 @bp.post("/tasks")
 @token_required
+@admin_required
 def create_task():
     task = service.create_task(_json_body())
+    audit("task_created", task_id=task.id, name=task.name)
     response, status = _one(task, 201)
     response.headers["Location"] = url_for("api.get_task", task_id=task.id)
     return response, status
@@ -94,35 +105,48 @@ def get_task(task_id):
 
 @bp.patch("/tasks/<int:task_id>")
 @token_required
+@admin_required
 def update_task(task_id):
     task = _task_or_404(task_id)
     data = _json_body()
-    return _one(service.update_task(task, data))
+    service.update_task(task, data)
+    audit("task_updated", task_id=task.id, fields=sorted(data))
+    return _one(task)
 
 
 @bp.delete("/tasks/<int:task_id>")
 @token_required
+@admin_required
 def delete_task(task_id):
     service.delete_task(_task_or_404(task_id))
+    audit("task_deleted", task_id=task_id)
     return "", 204
 
 
 @bp.post("/tasks/<int:task_id>/enable")
 @token_required
+@admin_required
 def enable_task(task_id):
-    return _one(service.set_enabled(_task_or_404(task_id), True))
+    task = service.set_enabled(_task_or_404(task_id), True)
+    audit("task_enabled", task_id=task_id)
+    return _one(task)
 
 
 @bp.post("/tasks/<int:task_id>/disable")
 @token_required
+@admin_required
 def disable_task(task_id):
-    return _one(service.set_enabled(_task_or_404(task_id), False))
+    task = service.set_enabled(_task_or_404(task_id), False)
+    audit("task_disabled", task_id=task_id)
+    return _one(task)
 
 
 @bp.post("/tasks/<int:task_id>/run")
 @token_required
+@admin_required
 def run_task(task_id):
     execution = service.run_now(_task_or_404(task_id))
+    audit("task_run_now", task_id=task_id, execution_id=execution.id)
     return jsonify(execution=execution_json(execution)), 202
 
 

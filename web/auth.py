@@ -3,21 +3,28 @@ import functools
 from datetime import timedelta
 
 from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
-from flask_login import LoginManager, login_user, logout_user
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, User, hash_token, utcnow
+from promptbeat.models import ApiToken, Role, User, hash_token, utcnow
+from web.security import audit, signin_limiter
 
 bp = Blueprint("auth", __name__)
 # last_used_at is for people to spot stale tokens; minute precision spares a write per request.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
+login_manager.login_message = _l("Please sign in to see this page.")
 csrf = CSRFProtect()
+# Endpoints anyone may reach. The API checks its bearer tokens itself, and /metrics its own
+# optional token (PROMPTBEAT_METRICS_TOKEN) or is switched off (PROMPTBEAT_METRICS=false).
+PUBLIC_ENDPOINTS = {"auth.login", "static", "ops.healthz", "ops.metrics"}
 
 
 @login_manager.user_loader
@@ -25,25 +32,43 @@ def load_user(user_id):
     return db.session.get(User, int(user_id)) if user_id.isdigit() else None
 
 
+def require_sign_in():
+    """Every page needs a signed-in user, except sign-in, health, metrics and static files."""
+    if request.endpoint in PUBLIC_ENDPOINTS or request.blueprint == "api" or request.endpoint is None:
+        return None
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    return None
+
+
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired()])
-    password = PasswordField("Password", validators=[DataRequired()])
+    email = EmailField(_l("Email"), validators=[DataRequired()])
+    password = PasswordField(_l("Password"), validators=[DataRequired()])
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     form = LoginForm()
+    limiter = signin_limiter()
+    if form.is_submitted() and limiter.blocked(request.remote_addr):
+        flash(_("Too many failed sign-ins from your address. Wait a few minutes and try again."), "error")
+        return render_template("login.html", form=form), 429
     if form.validate_on_submit():
-        user = db.session.execute(db.select(User).filter_by(email=form.email.data.strip().lower())).scalar()
+        email = form.email.data.strip().lower()
+        user = db.session.execute(db.select(User).filter_by(email=email)).scalar()
         if user and user.check_password(form.password.data):
             login_user(user)
+            audit("sign_in")
             return redirect(_safe_next(request.args.get("next")) or url_for("tasks.index"))
-        flash("Wrong email or password.", "error")
+        limiter.failed(request.remote_addr)
+        audit("sign_in_failed", email=email)
+        flash(_("Wrong email or password."), "error")
     return render_template("login.html", form=form)
 
 
 @bp.post("/logout")
 def logout():
+    audit("sign_out")
     logout_user()
     return redirect(url_for("auth.login"))
 
@@ -83,16 +108,18 @@ def _unauthorized(message):
     return response
 
 
-def create_user(email, password):
+def create_user(email, password, role=Role.ADMIN):
     """Create a user with a first API token; returns (user, plaintext token)."""
     email = email.strip().lower()
+    if role not in set(Role):
+        raise ValueError(f"the role must be one of {', '.join(Role)}")
     if "@" not in email:
         raise ValueError(f"{email!r} is not an email address")
     if len(password) < 8:
         raise ValueError("the password must be at least 8 characters")
     if db.session.execute(db.select(User).filter_by(email=email)).scalar():
         raise ValueError(f"a user {email} already exists")
-    user = User(email=email)
+    user = User(email=email, role=str(role))
     user.set_password(password)
     token, plaintext = ApiToken.issue(user)
     db.session.add_all([user, token])

@@ -1,4 +1,4 @@
-"""Admin commands: `flask --app web create-admin EMAIL --password PASSWORD` and `ensure-admin`."""
+"""Admin commands: `flask --app web create-admin EMAIL`, `create-user EMAIL --role viewer`, `ensure-admin`."""
 import secrets
 
 import click
@@ -6,7 +6,7 @@ from flask import current_app
 
 from promptbeat import connections
 from promptbeat.extensions import db
-from promptbeat.models import Task, User
+from promptbeat.models import Role, Task, User
 from promptbeat.sync import reconcile
 from web.auth import create_user
 
@@ -24,6 +24,19 @@ def register(app):
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"Created admin {user.email}. API token (shown once):")
+        click.echo(token)
+
+    @app.cli.command("create-user")
+    @click.argument("email")
+    @click.option("--role", type=click.Choice([str(r) for r in Role]), default=str(Role.VIEWER), show_default=True)
+    @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+    def create_user_command(email, role, password):
+        """Create a user with a role (viewers can look but not change); the last line is an API token."""
+        try:
+            user, token = create_user(email, password, role=role)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"Created {user.role} {user.email}. API token (shown once):")
         click.echo(token)
 
     @app.cli.command("ensure-admin")

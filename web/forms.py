@@ -1,33 +1,35 @@
 """The task form: WTForms for rendering and CSRF, the shared validator for the rules."""
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectChoice, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, RadioField, SelectChoice, SelectField, StringField, TextAreaField
 
 from promptbeat.extensions import db
 from promptbeat.models import Connection
 from promptbeat.validation import TaskInputError, validate_task
 
 SCHEDULE_CHOICES = [
-    SelectChoice("interval", "Every N minutes"),
-    SelectChoice("fixed_time", "Every day at"),
-    SelectChoice("crontab", "Cron expression"),
+    SelectChoice("interval", _l("Every N minutes")),
+    SelectChoice("fixed_time", _l("Every day at")),
+    SelectChoice("crontab", _l("Cron expression")),
 ]
 # Form field names that differ from the shared validator's.
 FIELD_FOR_INPUT = {"interval_seconds": "interval_minutes"}
 
 
 class TaskForm(FlaskForm):
-    name = StringField("Name")
-    prompt = TextAreaField("Prompt")
-    system_prompt = TextAreaField("System prompt (optional)")
-    model = StringField("Model")
-    temperature = StringField("Temperature", default="0.7")
-    max_tokens = StringField("Max tokens (optional)")
-    schedule_type = SelectField("Schedule", choices=SCHEDULE_CHOICES, default="interval")
-    interval_minutes = StringField("Every (minutes)", default="30")
-    time = StringField("At (HH:MM)")
-    cron = StringField("Cron expression")
-    timezone = StringField("Time zone", default="UTC")
-    enabled = BooleanField("Enabled", default=True)
+    name = StringField(_l("Name"))
+    prompt = TextAreaField(_l("Prompt"))
+    system_prompt = TextAreaField(_l("System prompt (optional)"))
+    model = StringField(_l("Model"))
+    temperature = StringField(_l("Temperature"), default="0.7")
+    max_tokens = StringField(_l("Max tokens (optional)"))
+    schedule_type = RadioField(_l("Schedule"), choices=SCHEDULE_CHOICES, default="interval")
+    interval_minutes = StringField(_l("Every (minutes)"), default="30")
+    time = StringField(_l("At (HH:MM)"))
+    cron = StringField(_l("Cron expression"))
+    timezone = StringField(_l("Time zone"), default="UTC")
+    enabled = BooleanField(_l("Enabled"), default=True)
     connection_id = SelectField("Connection", default="")
     max_attempts = StringField("Attempts at most (optional)")
     webhook_url = StringField("Webhook URL (optional)")
@@ -74,7 +76,8 @@ class TaskForm(FlaskForm):
         for field_name, message in errors.items():
             field = getattr(self, FIELD_FOR_INPUT.get(field_name, field_name), None)
             if field is not None:
-                field.errors = list(field.errors) + [message]
+                # The shared validator speaks English; fixed messages have translations.
+                field.errors = list(field.errors) + [gettext(message)]
 
     @classmethod
     def for_task(cls, task):

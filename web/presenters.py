@@ -1,9 +1,11 @@
 """How tasks and executions are shown: the shapes shared by pages and the API."""
+from flask import current_app
 from sqlalchemy import func
 
 from promptbeat import schedules
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ScheduleType
+from promptbeat.models import Execution, ScheduleType, Task
+from promptbeat.validation import TaskInputError, validate_task
 
 
 def iso(moment):
@@ -90,3 +92,27 @@ def execution_json(execution, brief=False):
         data["attempts"] = execution.attempts or []
         data["webhook_attempts"] = execution.webhook_attempts or []
     return data
+
+
+SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone")
+
+
+def schedule_preview(data, settings, count=5):
+    """The schedule in words and its next runs, or the schedule fields' errors, for the live form preview."""
+    probe = {key: data.get(key) for key in SCHEDULE_INPUTS if key in data}
+    try:
+        values = validate_task({**probe, "name": "preview", "prompt": "preview"}, settings)
+    except TaskInputError as exc:
+        return {"errors": {k: v for k, v in exc.errors.items() if k in SCHEDULE_INPUTS}, "runs": [],
+                "description": None}
+    # A transient, unsaved Task is what schedules.next_runs reads a schedule from.
+    task = Task(**{k: values[k] for k in ("schedule_type", "interval_seconds", "fixed_time", "cron", "timezone")},
+                enabled=True)
+    return {"errors": {}, "description": schedules.describe(task), "runs": schedules.next_runs(task, count)}
+
+
+def model_choices(limit=50):
+    """Models to offer in the form's picker: the default, then those tasks already use."""
+    used = db.session.execute(db.select(Task.model).distinct().order_by(Task.model).limit(limit)).scalars()
+    default = current_app.config["PROMPTBEAT"].default_model
+    return [default] + [model for model in used if model != default]

@@ -1,39 +1,50 @@
-"""The pages: task list, task detail with its runs, the task form, and one-click actions."""
+"""The pages: dashboard, task detail with its runs, the task form, one-click actions, live fragments."""
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from flask_login import login_required
+from flask_babel import gettext as _
 
 from promptbeat import schedules, service
 from promptbeat.extensions import db
-from promptbeat.models import Execution, Task
+from promptbeat.models import Execution, ExecutionStatus, Task
 from promptbeat.validation import TaskInputError
+from web import dashboard
+from web.charts import line_chart, sparkline
 from web.forms import TaskForm
-from web.presenters import latest_executions, next_run
+from web.openapi import MAX_ID
+from web.presenters import model_choices, next_run, schedule_preview
+from web.rendering import markdown_to_html
+from web.security import admin_required, audit
 
 bp = Blueprint("tasks", __name__)
-RUNS_PER_PAGE = 50
-
-
-@bp.before_request
-@login_required
-def require_login():
-    """Every page here needs a signed-in user."""
+RUNS_PER_PAGE = 20
+CHART_RUNS = 50
 
 
 def _task_or_404(task_id):
-    return db.session.get(Task, task_id) or abort(404)
+    return (task_id <= MAX_ID and db.session.get(Task, task_id)) or abort(404)
 
 
 def _settings():
     return current_app.config["PROMPTBEAT"]
 
 
+def _is_fragment():
+    return request.headers.get("HX-Request") == "true"
+
+
 @bp.get("/")
 def index():
-    tasks = db.session.execute(db.select(Task).order_by(Task.name, Task.id)).scalars().all()
-    return render_template("tasks/list.html", tasks=tasks, last=latest_executions([t.id for t in tasks]))
+    filters = dashboard.Filters.from_args(request.args)
+    page = dashboard.task_page(filters)
+    stats = dashboard.recent_runs([t.id for t in page.items])
+    version = dashboard.signature(page.items, stats)
+    if _is_fragment() and request.args.get("v") == version:
+        return "", 204  # htmx keeps the table as it is
+    template = "tasks/_table.html" if _is_fragment() else "tasks/list.html"
+    return render_template(template, page=page, stats=stats, filters=filters, version=version)
 
 
 @bp.route("/tasks/new", methods=["GET", "POST"])
+@admin_required
 def create():
     form = TaskForm()
     if not form.is_submitted():
@@ -44,12 +55,14 @@ def create():
         except TaskInputError as exc:
             form.attach_errors(exc.errors)
         else:
+            audit("task_created", task_id=task.id, name=task.name)
             flash(_saved_message(task, "created"), "success")
             return redirect(url_for("tasks.detail", task_id=task.id))
-    return render_template("tasks/form.html", form=form, task=None), 200 if not form.errors else 422
+    return _form_page(form, None)
 
 
 @bp.route("/tasks/<int:task_id>/edit", methods=["GET", "POST"])
+@admin_required
 def edit(task_id):
     task = _task_or_404(task_id)
     form = TaskForm.for_task(task)
@@ -60,71 +73,118 @@ def edit(task_id):
             db.session.rollback()
             form.attach_errors(exc.errors)
         else:
+            audit("task_updated", task_id=task.id, name=task.name)
             flash(_saved_message(task, "saved"), "success")
             return redirect(url_for("tasks.detail", task_id=task.id))
-    return render_template("tasks/form.html", form=form, task=task), 200 if not form.errors else 422
+    return _form_page(form, task)
+
+
+def _form_page(form, task):
+    preview = schedule_preview(form.input_data(), _settings())
+    body = render_template("tasks/form.html", form=form, task=task, preview=preview, models=model_choices())
+    return body, 422 if form.errors else 200
+
+
+@bp.get("/tasks/preview")
+def preview():
+    """The schedule in words and its next runs, for the form to show while the user types."""
+    form = TaskForm(meta={"csrf": False}, formdata=request.args)
+    return render_template("tasks/_preview.html", preview=schedule_preview(form.input_data(), _settings()))
 
 
 @bp.get("/tasks/<int:task_id>")
 def detail(task_id):
     task = _task_or_404(task_id)
-    page = max(request.args.get("page", 1, type=int), 1)
+    runs, version = _runs_page(task)
+    chart_rows = db.session.execute(
+        db.select(Execution.duration_ms, Execution.total_tokens)
+        .where(Execution.task_id == task.id, Execution.status == ExecutionStatus.SUCCESS)
+        .order_by(Execution.id.desc()).limit(CHART_RUNS)
+    ).all()[::-1]
+    durations = [r.duration_ms for r in chart_rows if r.duration_ms is not None]
+    tokens = [r.total_tokens for r in chart_rows if r.total_tokens is not None]
+    charts = {"duration": line_chart(durations, _("Duration"), "ms"), "tokens": line_chart(tokens, _("Tokens"), "")}
+    upcoming = schedules.next_runs(task, 5) if task.enabled else []
+    return render_template("tasks/detail.html", task=task, runs=runs, version=version, upcoming=upcoming,
+                           charts=charts)
+
+
+@bp.get("/tasks/<int:task_id>/runs")
+def runs_fragment(task_id):
+    """The runs list alone; 204 when nothing changed since the version the browser has."""
+    task = _task_or_404(task_id)
+    runs, version = _runs_page(task)
+    if request.args.get("v") == version:
+        return "", 204
+    return render_template("tasks/_runs.html", task=task, runs=runs, version=version)
+
+
+def _runs_page(task):
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
     query = db.select(Execution).filter_by(task_id=task.id).order_by(Execution.id.desc())
     runs = db.paginate(query, page=page, per_page=RUNS_PER_PAGE, error_out=False)
-    upcoming = schedules.next_runs(task, 5) if task.enabled else []
-    return render_template("tasks/detail.html", task=task, runs=runs, upcoming=upcoming)
+    version = "-".join(f"{r.id}{r.status[0]}" for r in runs.items)[:200] or "0"
+    return runs, version
 
 
 @bp.post("/tasks/<int:task_id>/enable")
+@admin_required
 def enable(task_id):
     task = service.set_enabled(_task_or_404(task_id), True)
+    audit("task_enabled", task_id=task.id)
     flash(_saved_message(task, "enabled"), "success")
     return _back(task)
 
 
 @bp.post("/tasks/<int:task_id>/disable")
+@admin_required
 def disable(task_id):
     task = service.set_enabled(_task_or_404(task_id), False)
-    flash(f"“{task.name}” disabled; it will not run until you enable it.", "success")
+    audit("task_disabled", task_id=task.id)
+    flash(_("“%(name)s” disabled; it will not run until you enable it.", name=task.name), "success")
     return _back(task)
 
 
 @bp.post("/tasks/<int:task_id>/run")
+@admin_required
 def run(task_id):
     task = _task_or_404(task_id)
-    service.run_now(task)
-    flash(f"“{task.name}” queued to run now.", "success")
+    execution = service.run_now(task)
+    audit("task_run_now", task_id=task.id, execution_id=execution.id)
+    flash(_("“%(name)s” queued to run now.", name=task.name), "success")
     return _back(task)
 
 
 @bp.post("/tasks/<int:task_id>/delete")
+@admin_required
 def delete(task_id):
     task = _task_or_404(task_id)
-    name = task.name
+    name, task_id = task.name, task.id
     service.delete_task(task)
-    flash(f"“{name}” deleted.", "success")
+    audit("task_deleted", task_id=task_id, name=name)
+    flash(_("“%(name)s” deleted.", name=name), "success")
     return redirect(url_for("tasks.index"))
 
 
 def _back(task):
-    target = request.form.get("next")
-    if target == "list":
+    if request.form.get("next") == "list":
         return redirect(url_for("tasks.index"))
     return redirect(url_for("tasks.detail", task_id=task.id))
 
 
 def _saved_message(task, verb):
+    verbs = {"created": _("created"), "saved": _("saved"), "enabled": _("enabled")}
     if task.enabled and task.schedule_type == "interval":
-        return f"“{task.name}” {verb}; its first run has started."
+        return _("“%(name)s” %(verb)s; its first run has started.", name=task.name, verb=verbs[verb])
     if task.enabled:
-        words = schedules.describe(task)
-        # Lower only the first letter: zone names and weekdays keep their case.
-        return f"“{task.name}” {verb}; next run {words[:1].lower()}{words[1:]}."
-    return f"“{task.name}” {verb}; it is disabled and will not run."
+        return _("“%(name)s” %(verb)s; next run: %(when)s.", name=task.name, verb=verbs[verb],
+                 when=schedules.describe(task))
+    return _("“%(name)s” %(verb)s; it is disabled and will not run.", name=task.name, verb=verbs[verb])
 
 
 def register_filters(app):
-    """Template helpers for times and schedules."""
+    """Template helpers for times, schedules, charts and Markdown."""
     app.jinja_env.filters["describe"] = schedules.describe
-    app.jinja_env.globals["next_run"] = next_run
+    app.jinja_env.filters["markdown"] = markdown_to_html
+    app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline)
     app.jinja_env.filters["when"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"

@@ -1,16 +1,56 @@
-// Progressive enhancements; every page works without them.
-document.addEventListener("DOMContentLoaded", () => {
-  const type = document.querySelector("select[name=schedule_type]");
-  if (type) {
-    const show = () => document.querySelectorAll(".schedule").forEach((el) => {
-      el.hidden = !el.classList.contains(type.value);
-    });
-    type.addEventListener("change", show);
-    show();
-  }
-  document.querySelectorAll("form[data-confirm]").forEach((form) => {
-    form.addEventListener("submit", (event) => {
-      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
-    });
+// Progressive enhancements; every page works without them. No inline scripts: the CSP forbids them.
+function showScheduleFields(root) {
+  const checked = root.querySelector("input[name=schedule_type]:checked");
+  if (!checked) return;
+  root.querySelectorAll(".schedule").forEach((el) => {
+    el.hidden = !el.classList.contains(checked.value);
   });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.querySelector(".task-form");
+  if (form) {
+    form.addEventListener("change", (event) => {
+      if (event.target.name === "schedule_type") showScheduleFields(form);
+    });
+    showScheduleFields(form);
+  }
+  document.querySelectorAll("select[data-autosubmit]").forEach((select) => {
+    select.addEventListener("change", () => select.form.requestSubmit());
+  });
+});
+
+// Delegated, so buttons inside fragments swapped in by htmx work too.
+document.addEventListener("submit", (event) => {
+  const message = event.target.dataset && event.target.dataset.confirm;
+  if (message && !window.confirm(message)) event.preventDefault();
+});
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-copy]");
+  if (!button) return;
+  const source = document.getElementById(button.dataset.copy);
+  const text = source.value;
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch (error) {
+    source.hidden = false;  // no clipboard permission: show the text selected instead
+    source.select();
+  }
+  const label = button.textContent;
+  button.textContent = button.dataset.copied;
+  setTimeout(() => { button.textContent = label; }, 1500);
+});
+
+// Keep open outputs open when htmx swaps in a newer runs list.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const open = [...event.detail.target.querySelectorAll("details[open]")].map((d) => d.id);
+  window.__openOutputs = open;
+});
+document.addEventListener("htmx:afterSwap", () => {
+  (window.__openOutputs || []).forEach((id) => {
+    const details = document.getElementById(id);
+    if (details) details.open = true;
+  });
+  window.__openOutputs = [];
 });

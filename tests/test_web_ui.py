@@ -1,0 +1,158 @@
+"""The pages: dashboard, task page, form preview, Markdown safety, languages, live fragments."""
+import re
+
+from promptbeat import service
+from promptbeat.extensions import db
+from promptbeat.models import Execution, ExecutionStatus, Task, Trigger, utcnow
+from tests.conftest import csrf_token
+
+XSS = "<script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror=alert(1)>"
+
+
+def make_task(app, name="Feed check", **extra):
+    values = dict(name=name, prompt="Summarise", model="fake-model", schedule_type="interval",
+                  interval_seconds=600, timezone="UTC", enabled=False, anchor_at=utcnow())
+    values.update(extra)
+    with app.app_context():
+        task = Task(**values)
+        db.session.add(task)
+        db.session.commit()
+        return task.id
+
+
+def add_run(app, task_id, status="success", output=None, error=None, duration_ms=1200, tokens=30):
+    with app.app_context():
+        run = Execution(task_id=task_id, status=status, trigger=Trigger.SCHEDULED, model="fake-model",
+                        started_at=utcnow(), finished_at=utcnow(), duration_ms=duration_ms, output=output,
+                        error=error, prompt_tokens=tokens // 2, completion_tokens=tokens - tokens // 2,
+                        total_tokens=tokens)
+        db.session.add(run)
+        db.session.commit()
+        return run.id
+
+
+def test_dashboard_shows_schedule_words_last_run_success_rate_and_sparklines(app, signed_in):
+    task_id = make_task(app, "Morning brief", schedule_type="crontab", cron="0 9 * * 1-5", interval_seconds=None,
+                        timezone="Asia/Shanghai", enabled=True)
+    for duration, status in [(900, "success"), (1500, "success"), (1100, "failed"), (1300, "success")]:
+        add_run(app, task_id, status=status, duration_ms=duration)
+    page = signed_in.get("/").get_data(as_text=True)
+    row = re.search(rf'<tr data-task-id="{task_id}".*?</tr>', page, re.S).group(0)
+    assert "At 09:00, Monday through Friday (Asia/Shanghai)" in row
+    assert '<span class="status success">success</span>' in row and "ago" in row
+    assert "75%" in row  # 3 of 4 finished runs succeeded
+    assert row.count("<svg") == 2 and "polyline" in row
+    assert "Run now" in row and 'role="switch"' in row
+
+
+def test_dashboard_searches_filters_sorts_and_paginates(app, signed_in):
+    for i in range(30):
+        make_task(app, f"Report {i:02d}", enabled=i % 2 == 0)
+    make_task(app, "Cron thing", schedule_type="crontab", cron="*/5 * * * *", interval_seconds=None)
+    page = signed_in.get("/").get_data(as_text=True)
+    assert "Page 1 of 2 · 31 tasks" in page and "Report 00" in page and "Report 29" not in page
+    assert "Report 29" in signed_in.get("/?page=2").get_data(as_text=True)
+    found = signed_in.get("/?q=report+1").get_data(as_text=True)
+    assert re.findall(r'class="task-name"[^>]*>([^<]+)<', found) == [f"Report {i}" for i in range(10, 20)]
+    disabled = signed_in.get("/?status=disabled&q=report").get_data(as_text=True)
+    assert "Report 01" in disabled and "Report 00" not in disabled
+    cron = signed_in.get("/?type=crontab").get_data(as_text=True)
+    assert re.findall(r'class="task-name"[^>]*>([^<]+)<', cron) == ["Cron thing"]
+    newest = signed_in.get("/?sort=newest").get_data(as_text=True)
+    assert re.findall(r'class="task-name"[^>]*>([^<]+)<', newest)[0] == "Cron thing"
+    assert signed_in.get("/?q=%25").status_code == 200  # LIKE wildcards are searched literally
+
+
+def test_dashboard_fragment_answers_204_until_something_changes(app, signed_in):
+    task_id = make_task(app)
+    headers = {"HX-Request": "true"}
+    page = signed_in.get("/").get_data(as_text=True)
+    poll_url = re.search(r'id="task-table" hx-get="([^"]+)"', page).group(1).replace("&amp;", "&")
+    assert signed_in.get(poll_url, headers=headers).status_code == 204
+    add_run(app, task_id)
+    fresh = signed_in.get(poll_url, headers=headers)
+    assert fresh.status_code == 200 and 'id="task-table"' in fresh.get_data(as_text=True)
+    assert "<html" not in fresh.get_data(as_text=True)
+
+
+def test_task_page_shows_settings_next_runs_history_and_charts(app, signed_in):
+    task_id = make_task(app, enabled=True)
+    for i in range(3):
+        add_run(app, task_id, output=f"**answer {i}**", duration_ms=1000 + i * 100, tokens=20 + i)
+    add_run(app, task_id, status="failed", output=None, error="Rate limited by the model server (429).")
+    page = signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+    assert page.count('<li><time datetime=') == 5  # the next five runs
+    assert "<strong>answer 2</strong>" in page  # Markdown rendered
+    assert "Rate limited by the model server (429)." in page and 'role="alert"' in page
+    assert page.count('class="chart"') == 2
+    assert "Copy output" in page and "1,200 ms" in page
+
+
+def test_run_history_paginates(app, signed_in):
+    task_id = make_task(app)
+    first = add_run(app, task_id)
+    for _ in range(20):
+        add_run(app, task_id)
+    page1 = signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+    assert f'id="run-{first}"' not in page1 and "Page 1 of 2" in page1
+    assert f'id="run-{first}"' in signed_in.get(f"/tasks/{task_id}?page=2").get_data(as_text=True)
+
+
+def test_xss_in_model_output_is_inert(app, signed_in, fake_llm):
+    # The fake server echoes the prompt, so this is what a hostile model answer looks like.
+    task_id = make_task(app, prompt=XSS)
+    add_run(app, task_id, output="echo: " + XSS)
+    page = signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+    body = page.split('<div class="markdown">', 1)[1].split("</div>", 1)[0]
+    assert "<script" not in body and "<img" not in body and "onerror" not in body.replace("onerror=alert(1)&gt;", "")
+    assert "javascript:" not in re.sub(r"&[a-z]+;", "", "".join(re.findall(r'href="([^"]*)"', body)))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body  # shown as text, not run
+    assert "<script>alert(1)</script>" not in page
+
+
+def test_form_preview_shows_words_and_next_runs_or_the_error(app, signed_in):
+    ok = signed_in.get("/tasks/preview?schedule_type=crontab&cron=30+8+*+*+*&timezone=Europe/Berlin")
+    text = ok.get_data(as_text=True)
+    assert "At 08:30 (Europe/Berlin)" in text and text.count("<li>") == 5
+    bad = signed_in.get("/tasks/preview?schedule_type=fixed_time&time=25:00").get_data(as_text=True)
+    assert "Use HH:MM in 24-hour time" in bad and "<li>" not in bad
+
+
+def test_form_shows_inline_errors_and_model_picker(app, signed_in):
+    page = signed_in.get("/tasks/new").get_data(as_text=True)
+    assert '<datalist id="model-choices"><option value="fake-model">' in page
+    response = signed_in.post("/tasks/new", data={"csrf_token": csrf_token(page), "name": "", "prompt": "x",
+                                                  "schedule_type": "crontab", "cron": "bad", "timezone": "UTC"})
+    assert response.status_code == 422
+    text = response.get_data(as_text=True)
+    assert re.search(r'data-field="name">.*?This field is required', text, re.S)
+    assert re.search(r'data-field="cron">.*?5-field cron expression', text, re.S)
+    with app.app_context():
+        assert db.session.execute(db.select(Task)).first() is None
+
+
+def test_chinese_from_browser_and_from_the_user_setting(app, signed_in):
+    make_task(app)
+    chinese = signed_in.get("/", headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"}).get_data(as_text=True)
+    assert '<html lang="zh-Hans">' in chinese and "新建任务" in chinese and "立即运行" in chinese
+    english = signed_in.get("/", headers={"Accept-Language": "en-US"}).get_data(as_text=True)
+    assert "New task" in english and "新建任务" not in english
+    token = csrf_token(english)
+    signed_in.post("/account/language", data={"csrf_token": token, "language": "zh_Hans"})
+    assert "新建任务" in signed_in.get("/", headers={"Accept-Language": "en-US"}).get_data(as_text=True)
+    signed_in.post("/account/language", data={"csrf_token": token, "language": ""})
+    assert "New task" in signed_in.get("/", headers={"Accept-Language": "en-US"}).get_data(as_text=True)
+
+
+def test_chinese_catalogue_is_complete_and_compiled(tmp_path):
+    from pathlib import Path
+
+    from babel.messages.mofile import read_mo
+    from babel.messages.pofile import read_po
+
+    folder = Path(__file__).resolve().parent.parent / "web" / "translations" / "zh_Hans" / "LC_MESSAGES"
+    with open(folder / "messages.po", "rb") as po_file, open(folder / "messages.mo", "rb") as mo_file:
+        po, mo = read_po(po_file), read_mo(mo_file)
+    untranslated = [m.id for m in po if m.id and not m.string]
+    assert untranslated == []
+    assert {m.id: m.string for m in po if m.id} == {m.id: m.string for m in mo if m.id}, "run pybabel compile"

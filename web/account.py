@@ -1,0 +1,71 @@
+"""The account page: language, and API tokens created (shown once) and revoked."""
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from promptbeat.extensions import db
+from promptbeat.models import ApiToken
+from web.i18n import LANGUAGES
+from web.security import admin_required, audit
+
+bp = Blueprint("account", __name__, url_prefix="/account")
+MAX_TOKEN_NAME = 100
+
+
+def _page(new_token=None, status=200):
+    tokens = db.session.execute(
+        db.select(ApiToken).filter_by(user_id=current_user.id).order_by(ApiToken.id.desc())
+    ).scalars().all()
+    return render_template("account.html", tokens=tokens, new_token=new_token), status
+
+
+@bp.get("")
+def index():
+    return _page()
+
+
+@bp.post("/language")
+def language():
+    """A personal preference, so viewers may set it too; empty follows the browser."""
+    choice = request.form.get("language", "")
+    if choice and choice not in LANGUAGES:
+        abort(400)
+    current_user.language = choice or None
+    db.session.commit()
+    audit("language_changed", language=choice or "browser")
+    return redirect(_same_site(request.form.get("next")) or url_for("account.index"))
+
+
+@bp.post("/tokens")
+@admin_required
+def create_token():
+    name = request.form.get("name", "").strip()
+    if not name or len(name) > MAX_TOKEN_NAME:
+        flash(_("Give the token a name of at most %(count)d characters.", count=MAX_TOKEN_NAME), "error")
+        return _page(status=422)
+    token, plaintext = ApiToken.issue(current_user, name=name)
+    db.session.add(token)
+    db.session.commit()
+    audit("api_token_created", token_id=token.id, name=name)
+    # Shown in this response only: neither the session nor the database keeps the plaintext.
+    return _page(new_token=plaintext)
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@admin_required
+def revoke_token(token_id):
+    token = db.session.get(ApiToken, token_id)
+    if token is None or token.user_id != current_user.id:
+        abort(404)
+    name = token.name
+    db.session.delete(token)
+    db.session.commit()
+    audit("api_token_revoked", token_id=token_id, name=name)
+    flash(_("Token “%(name)s” revoked.", name=name), "success")
+    return redirect(url_for("account.index"))
+
+
+def _same_site(target):
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return None

@@ -1,0 +1,126 @@
+"""Hardening for the web role: security headers, cookie flags, proxies, sign-in rate limit, roles, audit."""
+import functools
+import logging
+import time
+
+import redis
+from flask import abort, current_app, g, jsonify, request
+from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+audit_logger = logging.getLogger("promptbeat.audit")
+logger = logging.getLogger(__name__)
+
+# No inline scripts or handlers anywhere: every script is a file under /static.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "font-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def init_app(app):
+    """Set cookie flags, trust the configured proxies, and add headers to every response."""
+    settings = app.config["PROMPTBEAT"]
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.https,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=settings.https,
+        PREFERRED_URL_SCHEME="https" if settings.https else "http",
+    )
+    if settings.proxy_hops:
+        # Behind a reverse proxy, X-Forwarded-Proto tells us the page came over HTTPS.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops,
+                                x_host=settings.proxy_hops)
+
+    @app.after_request
+    def add_security_headers(response):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.is_secure:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        if request.path.startswith(("/tasks", "/api", "/account")) or request.path == "/":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def audit(action, **details):
+    """One log line per change: who did what to which object."""
+    user = getattr(g, "api_user", None) or (current_user if current_user and current_user.is_authenticated else None)
+    who = user.email if user is not None else "-"
+    via = "api" if getattr(g, "api_user", None) is not None else "web"
+    parts = " ".join(f"{key}={value!r}" for key, value in details.items())
+    audit_logger.info("user=%s via=%s action=%s %s", who, via, action, parts)
+
+
+def admin_required(view):
+    """Only admins may change things: viewers get 403 (JSON under /api)."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        user = getattr(g, "api_user", None) or current_user
+        if not getattr(user, "is_admin", False):
+            if request.blueprint == "api":
+                return jsonify(error="forbidden", message="Your role (viewer) cannot change anything."), 403
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+class SignInLimiter:
+    """At most N failed sign-ins per address per window, counted in Redis so every web process shares them."""
+
+    def __init__(self, redis_url, attempts, window_seconds, prefix):
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.attempts, self.window, self.prefix = attempts, window_seconds, prefix
+
+    def _key(self, address):
+        return f"{self.prefix}signin:{address}:{int(time.time() // self.window)}"
+
+    def blocked(self, address):
+        try:
+            return int(self.client.get(self._key(address)) or 0) >= self.attempts
+        except redis.RedisError:
+            # Better a working sign-in than a locked-out admin while Redis is down.
+            logger.warning("sign-in limiter unavailable; not limiting", exc_info=True)
+            return False
+
+    def failed(self, address):
+        try:
+            key = self._key(address)
+            with self.client.pipeline() as pipe:
+                pipe.incr(key)
+                pipe.expire(key, self.window)
+                pipe.execute()
+        except redis.RedisError:
+            logger.warning("sign-in limiter unavailable; not counting", exc_info=True)
+
+
+def signin_limiter():
+    """The app's limiter, built on first use."""
+    limiter = current_app.extensions.get("signin_limiter")
+    if limiter is None:
+        settings = current_app.config["PROMPTBEAT"]
+        limiter = SignInLimiter(settings.redis_url, settings.signin_attempts, settings.signin_window_seconds,
+                                settings.redbeat_key_prefix)
+        current_app.extensions["signin_limiter"] = limiter
+    return limiter
