@@ -128,8 +128,9 @@ def _clear_redis(flask_app):
     client = redis_lib.Redis.from_url(settings.redis_url)
     try:
         prefix = settings.redbeat_key_prefix
-        for key in client.scan_iter(match=f"{prefix}task:*"):
-            client.delete(key)
+        for pattern in (f"{prefix}task:*", f"{prefix}signin:*"):
+            for key in client.scan_iter(match=pattern):
+                client.delete(key)
         client.delete(f"{prefix}:schedule", "promptbeat")
     finally:
         client.close()
