@@ -1,0 +1,124 @@
+"""Dashboard latency at scale: 10,000 tasks and 1,000,000 runs in PostgreSQL, served by gunicorn.
+
+Usage: python benchmarks/dashboard.py [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+Creates the database pb6bench, loads it with generate_series, starts gunicorn on 127.0.0.1,
+signs in, requests each page shape a bounded number of times and prints p50/p99; drops the database after.
+"""
+import argparse
+import os
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import psycopg2
+import requests
+from sqlalchemy import create_engine, text
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DB = "pb6bench"
+PAGES = {
+    "dashboard page 1 (name sort)": "/",
+    "dashboard page 200": "/?page=200",
+    "dashboard search 'task 12'": "/?q=task+12",
+    "dashboard enabled + cron, newest": "/?status=enabled&type=crontab&sort=newest",
+    "live poll (unchanged, 204)": None,
+    "task page with 100 runs": "/tasks/5000",
+}
+
+
+def load(url, tasks, runs):
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("""
+            INSERT INTO tasks (name, prompt, model, temperature, schedule_type, interval_seconds, cron, timezone,
+                               enabled, created_at, updated_at, anchor_at)
+            SELECT 'task ' || i, 'prompt ' || i, 'fake-model', 0.7,
+                   CASE WHEN i % 3 = 0 THEN 'crontab' ELSE 'interval' END,
+                   CASE WHEN i % 3 = 0 THEN NULL ELSE 600 END,
+                   CASE WHEN i % 3 = 0 THEN '*/15 * * * *' ELSE NULL END,
+                   'UTC', i % 2 = 0, now(), now(), now()
+            FROM generate_series(1, :tasks) AS i"""), {"tasks": tasks})
+        conn.execute(text("""
+            INSERT INTO executions (task_id, status, trigger, model, created_at, started_at, finished_at, duration_ms,
+                                    output, prompt_tokens, completion_tokens, total_tokens)
+            SELECT 1 + (i % :tasks), CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'success' END, 'scheduled', 'fake-model',
+                   now() - (i || ' seconds')::interval, now() - (i || ' seconds')::interval, now(),
+                   500 + (i % 1000), 'output ' || i, 10, 20, 30
+            FROM generate_series(1, :runs) AS i"""), {"tasks": tasks, "runs": runs})
+        conn.execute(text("ANALYZE"))
+    engine.dispose()
+
+
+def percentile(samples, q):
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--port", type=int, default=5991)
+    args = parser.parse_args()
+    admin = psycopg2.connect(args.admin_url)
+    admin.autocommit = True
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
+    admin.cursor().execute(f"CREATE DATABASE {BENCH_DB}")
+    url = args.admin_url.rsplit("/", 1)[0] + "/" + BENCH_DB
+    env = {**os.environ, "SECRET_KEY": secrets.token_hex(16), "DATABASE_URL": url,
+           "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6")}
+    python = sys.executable
+    flask = os.path.join(os.path.dirname(python), "flask")
+    gunicorn = os.path.join(os.path.dirname(python), "gunicorn")
+    server = None
+    try:
+        subprocess.run([flask, "--app", "web", "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
+        started = time.monotonic()
+        load(url, args.tasks, args.runs)
+        print(f"loaded {args.tasks} tasks and {args.runs} runs in {time.monotonic() - started:.1f} s")
+        subprocess.run([flask, "--app", "web", "create-admin", "bench@example.com", "--password", "bench password"],
+                       env=env, cwd=ROOT, check=True, capture_output=True)
+        server = subprocess.Popen([gunicorn, "-w", "2", "-b", f"127.0.0.1:{args.port}", "web.wsgi:app"],
+                                  env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{args.port}"
+        session = requests.Session()
+        for _ in range(100):
+            try:
+                page = session.get(base + "/login", timeout=2).text
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+        session.post(base + "/login", data={"email": "bench@example.com", "password": "bench password",
+                                            "csrf_token": token}, timeout=10)
+        first = session.get(base + "/").text
+        poll = re.search(r'id="task-table" hx-get="([^"]+)"', first).group(1).replace("&amp;", "&")
+        print(f"| page | p50 ms | p99 ms | status |\n| --- | --- | --- | --- |")
+        for label, path in PAGES.items():
+            headers = {"HX-Request": "true"} if path is None else {}
+            path = path or poll
+            for _ in range(10):  # warm up both workers
+                session.get(base + path, headers=headers, timeout=10)
+            samples, status = [], None
+            for _ in range(args.requests):
+                began = time.perf_counter()
+                response = session.get(base + path, headers=headers, timeout=10)
+                samples.append((time.perf_counter() - began) * 1000)
+                status = response.status_code
+            print(f"| {label} | {statistics.median(samples):.1f} | {percentile(samples, 0.99):.1f} | {status} |")
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        admin.close()
+
+
+if __name__ == "__main__":
+    main()
