@@ -31,7 +31,7 @@ PAGES = {
 
 
 def load(url, tasks, runs):
-    engine = create_engine(url)
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
     with engine.begin() as conn:
         conn.execute(text("""
             INSERT INTO tasks (name, prompt, model, temperature, schedule_type, interval_seconds, cron, timezone,
