@@ -64,6 +64,7 @@ def main():
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--baseline-requests", type=int, default=10)
     parser.add_argument("--port", type=int, default=5991)
     args = parser.parse_args()
     admin = psycopg2.connect(args.admin_url)
@@ -82,18 +83,19 @@ def main():
         started = time.monotonic()
         load(url, args.tasks, args.runs)
         print(f"loaded {args.tasks} tasks and {args.runs} runs in {time.monotonic() - started:.1f} s")
-        subprocess.run([flask, "--app", "web", "create-admin", "bench@example.com", "--password", "bench password"],
-                       env=env, cwd=ROOT, check=True, capture_output=True)
+        created = subprocess.run([flask, "--app", "web", "create-admin", "bench@example.com", "--password",
+                                  "bench password"], env=env, cwd=ROOT, check=True, capture_output=True, text=True)
+        api_token = created.stdout.strip().splitlines()[-1]
         server = subprocess.Popen([gunicorn, "-w", "2", "-b", f"127.0.0.1:{args.port}", "web.wsgi:app"],
                                   env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{args.port}"
         session = requests.Session()
         for _ in range(100):
             try:
-                page = session.get(base + "/login", timeout=2).text
+                page = session.get(base + "/login", timeout=30).text
                 break
-            except requests.ConnectionError:
-                time.sleep(0.2)
+            except requests.RequestException:
+                time.sleep(0.5)
         token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
         session.post(base + "/login", data={"email": "bench@example.com", "password": "bench password",
                                             "csrf_token": token}, timeout=10)
@@ -112,6 +114,14 @@ def main():
                 samples.append((time.perf_counter() - began) * 1000)
                 status = response.status_code
             print(f"| {label} | {statistics.median(samples):.1f} | {percentile(samples, 0.99):.1f} | {status} |")
+        # Baseline: the first version's dashboard shape, every task with its last run in one response.
+        samples = []
+        for _ in range(args.baseline_requests):
+            began = time.perf_counter()
+            response = requests.get(base + "/api/tasks", headers={"Authorization": f"Bearer {api_token}"}, timeout=120)
+            samples.append((time.perf_counter() - began) * 1000)
+        print(f"| baseline: all {args.tasks} tasks with last run (GET /api/tasks, unpaginated) | "
+              f"{statistics.median(samples):.1f} | {percentile(samples, 0.99):.1f} | {response.status_code} |")
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)

@@ -156,3 +156,14 @@ def test_chinese_catalogue_is_complete_and_compiled(tmp_path):
     untranslated = [m.id for m in po if m.id and not m.string]
     assert untranslated == []
     assert {m.id: m.string for m in po if m.id} == {m.id: m.string for m in mo if m.id}, "run pybabel compile"
+
+
+def test_schedules_read_in_chinese(app, signed_in):
+    make_task(app, "Hourly", interval_seconds=3600)
+    make_task(app, "Weekdays", schedule_type="crontab", cron="30 8 * * 1-5", interval_seconds=None,
+              timezone="Asia/Shanghai")
+    page = signed_in.get("/", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert "每小时" in page and "（Asia/Shanghai）" in page and "Monday" not in page
+    preview = signed_in.get("/tasks/preview?schedule_type=interval&interval_minutes=45",
+                            headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert "每 45 分钟" in preview

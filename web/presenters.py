@@ -1,11 +1,18 @@
 """How tasks and executions are shown: the shapes shared by pages and the API."""
+import functools
+import logging
+
+from cron_descriptor import Options, get_description
 from flask import current_app
+from flask_babel import get_locale
 from sqlalchemy import func
 
 from promptbeat import schedules
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ScheduleType, Task
 from promptbeat.validation import TaskInputError, validate_task
+
+logger = logging.getLogger(__name__)
 
 
 def iso(moment):
@@ -108,7 +115,7 @@ def schedule_preview(data, settings, count=5):
     # A transient, unsaved Task is what schedules.next_runs reads a schedule from.
     task = Task(**{k: values[k] for k in ("schedule_type", "interval_seconds", "fixed_time", "cron", "timezone")},
                 enabled=True)
-    return {"errors": {}, "description": schedules.describe(task), "runs": schedules.next_runs(task, count)}
+    return {"errors": {}, "description": describe_schedule(task), "runs": schedules.next_runs(task, count)}
 
 
 def model_choices(limit=50):
@@ -116,3 +123,54 @@ def model_choices(limit=50):
     used = db.session.execute(db.select(Task.model).distinct().order_by(Task.model).limit(limit)).scalars()
     default = current_app.config["PROMPTBEAT"].default_model
     return [default] + [model for model in used if model != default]
+
+
+def describe_schedule(task):
+    """The schedule in words in the page's language; English comes from the shared core."""
+    if task.schedule_type not in set(ScheduleType):
+        return schedules.describe(task)
+    key = (task.schedule_type, task.interval_seconds, task.fixed_time, task.cron, task.timezone)
+    return _describe_cached(key, str(get_locale()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _describe_cached(key, locale):
+    # Describing a cron expression takes about a millisecond; a dashboard shows many alike.
+    schedule_type, interval_seconds, fixed_time, cron, zone = key
+    task = Task(schedule_type=schedule_type, interval_seconds=interval_seconds, fixed_time=fixed_time, cron=cron,
+                timezone=zone)
+    if not locale.startswith("zh"):
+        return schedules.describe(task)
+    zone = task.timezone or "UTC"
+    if task.schedule_type == ScheduleType.INTERVAL:
+        return "每" + _chinese_duration(task.interval_seconds)
+    if task.schedule_type == ScheduleType.FIXED_TIME:
+        return f"每天 {task.fixed_time}（{zone}）"
+    if task.schedule_type == ScheduleType.CRONTAB:
+        try:
+            options = Options()
+            options.use_24hour_time_format = True
+            options.locale_code = "zh_CN"
+            words = get_description(task.cron, options)
+            for english, chinese in CHINESE_NAMES.items():  # cron-descriptor's zh_CN leaves names in English
+                words = words.replace(english, chinese)
+            return f"{words}（{zone}）"
+        except Exception:  # cron-descriptor raises several types; the English words are a fine fallback
+            logger.debug("could not describe cron %r in Chinese", task.cron, exc_info=True)
+    return schedules.describe(task)
+
+
+CHINESE_NAMES = {
+    **dict(zip(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+               ["星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"])),
+    **dict(zip(["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+                "November", "December"], [f"{n}月" for n in range(1, 13)])),
+}
+
+
+def _chinese_duration(seconds):
+    for unit, size in (("天", 86400), ("小时", 3600), ("分钟", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f" {count} {unit}" if count != 1 else unit
+    return f" {seconds} 秒"

@@ -10,7 +10,7 @@ from web import dashboard
 from web.charts import line_chart, sparkline
 from web.forms import TaskForm
 from web.openapi import MAX_ID
-from web.presenters import model_choices, next_run, schedule_preview
+from web.presenters import describe_schedule, model_choices, next_run, schedule_preview
 from web.rendering import markdown_to_html
 from web.security import admin_required, audit
 
@@ -178,13 +178,13 @@ def _saved_message(task, verb):
         return _("“%(name)s” %(verb)s; its first run has started.", name=task.name, verb=verbs[verb])
     if task.enabled:
         return _("“%(name)s” %(verb)s; next run: %(when)s.", name=task.name, verb=verbs[verb],
-                 when=schedules.describe(task))
+                 when=describe_schedule(task))
     return _("“%(name)s” %(verb)s; it is disabled and will not run.", name=task.name, verb=verbs[verb])
 
 
 def register_filters(app):
     """Template helpers for times, schedules, charts and Markdown."""
-    app.jinja_env.filters["describe"] = schedules.describe
+    app.jinja_env.filters["describe"] = describe_schedule
     app.jinja_env.filters["markdown"] = markdown_to_html
     app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline)
     app.jinja_env.filters["when"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
