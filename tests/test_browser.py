@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
+from tests.conftest import _missing
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 CHROMIUM = os.environ.get("PROMPTBEAT_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -28,7 +30,7 @@ def server(app):
 @pytest.fixture
 def page(server):
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's chromium (apt-get install chromium)")
+        _missing(f"Chromium at {CHROMIUM} (apt-get install chromium, or set PROMPTBEAT_CHROMIUM)")
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)

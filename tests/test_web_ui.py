@@ -167,3 +167,19 @@ def test_schedules_read_in_chinese(app, signed_in):
     preview = signed_in.get("/tasks/preview?schedule_type=interval&interval_minutes=45",
                             headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
     assert "每 45 分钟" in preview
+
+
+def test_runs_fragment_answers_204_until_a_run_appears_or_changes(app, signed_in):
+    task_id = make_task(app)
+    page = signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+    poll_url = re.search(r'id="runs" hx-get="([^"]+)"', page).group(1).replace("&amp;", "&")
+    assert signed_in.get(poll_url).status_code == 204
+    run_id = add_run(app, task_id, status="running")
+    fresh = signed_in.get(poll_url)
+    assert fresh.status_code == 200 and f'id="run-{run_id}" data-status="running"' in fresh.get_data(as_text=True)
+    poll_url = re.search(r'id="runs" hx-get="([^"]+)"', fresh.get_data(as_text=True)).group(1).replace("&amp;", "&")
+    assert signed_in.get(poll_url).status_code == 204
+    with app.app_context():
+        db.session.get(Execution, run_id).status = ExecutionStatus.SUCCESS
+        db.session.commit()
+    assert 'data-status="success"' in signed_in.get(poll_url).get_data(as_text=True)
