@@ -97,7 +97,7 @@ def test_create_a_fixed_time_task_in_a_zone(app, signed_in):
     assert flashes(page) == ["“Morning note” created; next run every day at 09:00 (Asia/Shanghai)."]
     assert "Every day at 09:00 (Asia/Shanghai)" in page
     # 09:00 in Shanghai is 01:00 UTC, and the page lists the next five.
-    assert len(re.findall(r"<li>\d{4}-\d\d-\d\d 01:00:00 UTC</li>", page)) == 5
+    assert len(re.findall(r"<li><time datetime=\"[^\"]+\">\d{4}-\d\d-\d\d 01:00:00 UTC</time>", page)) == 5
 
 
 def test_create_a_disabled_task(app, signed_in, redis_client):
@@ -168,8 +168,9 @@ def test_task_list(api, signed_in):
     rows = re.findall(r"<tr data-task-id=\"\d+\">(.*?)</tr>", page, re.S)
     assert len(rows) == 2
     # Sorted by name, with the schedule in words and the state.
-    assert "Feed check" in rows[0] and "Every 90 seconds" in rows[0] and "disabled" in rows[0]
-    assert "Morning note" in rows[1] and "Every day at 09:00 (Asia/Shanghai)" in rows[1] and "enabled" in rows[1]
+    assert "Feed check" in rows[0] and "Every 90 seconds" in rows[0] and 'aria-checked="false"' in rows[0]
+    assert "Morning note" in rows[1] and "Every day at 09:00 (Asia/Shanghai)" in rows[1]
+    assert 'aria-checked="true"' in rows[1]
     assert re.search(r"\d{4}-\d\d-\d\d 01:00:00 UTC", rows[1])
 
 

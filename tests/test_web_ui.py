@@ -53,13 +53,13 @@ def test_dashboard_searches_filters_sorts_and_paginates(app, signed_in):
     assert "Page 1 of 2 · 31 tasks" in page and "Report 00" in page and "Report 29" not in page
     assert "Report 29" in signed_in.get("/?page=2").get_data(as_text=True)
     found = signed_in.get("/?q=report+1").get_data(as_text=True)
-    assert re.findall(r'class="task-name"[^>]*>([^<]+)<', found) == [f"Report {i}" for i in range(10, 20)]
+    assert re.findall(r'class="task-name[^"]*"[^>]*>([^<]+)<', found) == [f"Report {i}" for i in range(10, 20)]
     disabled = signed_in.get("/?status=disabled&q=report").get_data(as_text=True)
     assert "Report 01" in disabled and "Report 00" not in disabled
     cron = signed_in.get("/?type=crontab").get_data(as_text=True)
-    assert re.findall(r'class="task-name"[^>]*>([^<]+)<', cron) == ["Cron thing"]
+    assert re.findall(r'class="task-name[^"]*"[^>]*>([^<]+)<', cron) == ["Cron thing"]
     newest = signed_in.get("/?sort=newest").get_data(as_text=True)
-    assert re.findall(r'class="task-name"[^>]*>([^<]+)<', newest)[0] == "Cron thing"
+    assert re.findall(r'class="task-name[^"]*"[^>]*>([^<]+)<', newest)[0] == "Cron thing"
     assert signed_in.get("/?q=%25").status_code == 200  # LIKE wildcards are searched literally
 
 

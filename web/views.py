@@ -177,8 +177,10 @@ def _saved_message(task, verb):
     if task.enabled and task.schedule_type == "interval":
         return _("“%(name)s” %(verb)s; its first run has started.", name=task.name, verb=verbs[verb])
     if task.enabled:
-        return _("“%(name)s” %(verb)s; next run: %(when)s.", name=task.name, verb=verbs[verb],
-                 when=describe_schedule(task))
+        words = describe_schedule(task)
+        # Lower only the first letter: zone names and weekdays keep their case.
+        return _("“%(name)s” %(verb)s; next run %(when)s.", name=task.name, verb=verbs[verb],
+                 when=words[:1].lower() + words[1:])
     return _("“%(name)s” %(verb)s; it is disabled and will not run.", name=task.name, verb=verbs[verb])
 
 
