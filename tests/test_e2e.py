@@ -221,7 +221,8 @@ def test_task_list_shows_schedule_state_last_and_next_run(app, api, signed_in, l
     assert "Feed check" in page and "Every 30 minutes" in page
     assert "At 08:30, only on Monday (UTC)" in page
     assert "success" in page and "enabled" in page
-    assert "Run now" in page and "Disable" in page and "Edit" in page and "Delete" in page
+    # Each row has Run now, the enable switch (on) and Edit; Delete lives on the task page.
+    assert "Run now" in page and 'role="switch" aria-checked="true"' in page and "Edit" in page
     listed = api.get("/tasks").get_json()["tasks"]
     first = next(t for t in listed if t["id"] == task_id)
     assert first["last_run"]["status"] == "success"
