@@ -1,4 +1,5 @@
 """The dashboard's queries: one page of tasks, and each one's recent runs, without scanning all runs."""
+import functools
 import zlib
 from dataclasses import dataclass, field
 
@@ -25,15 +26,16 @@ class TaskStats:
 
     runs: list = field(default_factory=list)
 
-    @property
+    # Cached: a row reads these several times, and the runs are complete before rendering starts.
+    @functools.cached_property
     def last(self):
         return self.runs[0] if self.runs else None
 
-    @property
+    @functools.cached_property
     def finished(self):
         return [r for r in self.runs if r.status in (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED)]
 
-    @property
+    @functools.cached_property
     def success_rate(self):
         """Share of recent finished runs that succeeded, 0-100, or None before any finished."""
         finished = self.finished
