@@ -149,14 +149,13 @@ def test_create_user_command_makes_viewers(app):
         assert db.session.execute(db.select(User).filter_by(email="v2@example.com")).scalar_one().role == "viewer"
 
 
-def test_health_is_public_and_metrics_public_only_when_configured(role_environ):
+def test_health_and_metrics_need_no_sign_in_but_metrics_keeps_its_token(role_environ):
     from promptbeat.settings import Settings
     from web import create_app
 
-    for public, expected in (("1", 200), ("0", 302)):
-        app = create_app(Settings.from_environ({**role_environ, "PROMPTBEAT_METRICS_PUBLIC": public}))
-        app.add_url_rule("/metrics", "metrics", lambda: "promptbeat_up 1\n")
-        app.add_url_rule("/healthz", "healthz", lambda: "ok")
-        client = app.test_client()
-        assert client.get("/metrics").status_code == expected
-        assert client.get("/healthz").status_code == 200
+    app = create_app(Settings.from_environ(role_environ))
+    client = app.test_client()
+    assert client.get("/healthz").status_code in (200, 503)  # answered, not redirected to sign-in
+    assert client.get("/metrics").status_code == 200
+    guarded = create_app(Settings.from_environ({**role_environ, "PROMPTBEAT_METRICS_TOKEN": "metrics-secret"}))
+    assert guarded.test_client().get("/metrics").status_code == 401
