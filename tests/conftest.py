@@ -76,6 +76,7 @@ def role_environ(database_url, redis_url, fake_llm):
         "PROMPTBEAT_BEAT_MAX_LOOP_INTERVAL": "1",
         "PROMPTBEAT_RECONCILE_SECONDS": "2",
         "PROMPTBEAT_LLM_TIMEOUT": "10",
+        "PROMPTBEAT_MIN_INTERVAL_SECONDS": "1",
     }
 
 
@@ -185,7 +186,11 @@ def live_roles(role_environ, app, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     env = services.role_env(role_environ)
     worker = services.start_worker(env, logs / "worker.log")
-    beat = services.start_beat(env, logs / "beat.log")
+    try:
+        beat = services.start_beat(env, logs / "beat.log")
+    except BaseException:
+        worker.stop()  # never leave a worker behind to steal the next run's messages
+        raise
     yield {"worker": worker, "beat": beat, "env": env, "logs": logs}
     beat.stop()
     worker.stop()

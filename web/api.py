@@ -1,5 +1,5 @@
 """The JSON API under /api, authenticated with bearer tokens; it behaves as the forms do."""
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from promptbeat import service
@@ -7,7 +7,7 @@ from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
 from promptbeat.validation import TaskInputError
 from web.auth import token_required
-from web.presenters import execution_json, latest_executions, task_json
+from web.presenters import execution_json, latest_executions, schedule_preview, task_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_PAGE = 500
@@ -105,16 +105,39 @@ def enable_task(task_id):
 
 
 @bp.post("/tasks/<int:task_id>/disable")
+@bp.post("/tasks/<int:task_id>/pause")
 @token_required
 def disable_task(task_id):
-    return _one(service.set_enabled(_task_or_404(task_id), False))
+    note = _optional_body().get("note")
+    if note is not None and not isinstance(note, str):
+        raise ApiError(422, "validation_failed", "Some fields are invalid.", {"note": "Must be text."})
+    return _one(service.set_enabled(_task_or_404(task_id), False, note=note))
+
+
+@bp.post("/tasks/<int:task_id>/resume")
+@token_required
+def resume_task(task_id):
+    return _one(service.set_enabled(_task_or_404(task_id), True))
 
 
 @bp.post("/tasks/<int:task_id>/run")
 @token_required
 def run_task(task_id):
-    execution = service.run_now(_task_or_404(task_id))
+    allow_overlap = _optional_body().get("allow_overlap", False)
+    if not isinstance(allow_overlap, bool):
+        raise ApiError(422, "validation_failed", "Some fields are invalid.", {"allow_overlap": "Must be true or false."})
+    execution = service.run_now(_task_or_404(task_id), allow_overlap=allow_overlap)
     return jsonify(execution=execution_json(execution)), 202
+
+
+def _optional_body():
+    return _json_body() if request.get_data() else {}
+
+
+@bp.post("/schedule/preview")
+@token_required
+def preview_schedule():
+    return jsonify(schedule_preview(_json_body(), current_app.config["PROMPTBEAT"]))
 
 
 @bp.get("/tasks/<int:task_id>/executions")

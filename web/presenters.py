@@ -3,7 +3,8 @@ from sqlalchemy import func
 
 from promptbeat import schedules
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ScheduleType
+from promptbeat.models import Execution, ScheduleType, Task
+from promptbeat.validation import validate_schedule
 
 
 def iso(moment):
@@ -24,9 +25,31 @@ def latest_executions(task_ids):
     return {row.task_id: row for row in rows}
 
 
+PREVIEW_COUNT = 5
+
+
+def next_runs(task, count=PREVIEW_COUNT):
+    """The task's next fire times, as beat decides them; none while it is paused or completed."""
+    return schedules.next_runs(task, count) if task.enabled else []
+
+
 def next_run(task):
-    """When beat will next fire the task, or None when it is disabled."""
-    return schedules.next_runs(task, 1)[0] if task.enabled else None
+    """When beat will next fire the task, or None."""
+    runs = next_runs(task, 1)
+    return runs[0] if runs else None
+
+
+def status(task):
+    """active, paused or completed."""
+    if task.completed_at is not None:
+        return "completed"
+    return "active" if task.enabled else "paused"
+
+
+def preview_json(task):
+    """The schedule preview: the next fire times and the schedule in words."""
+    return {"next_runs": [iso(moment) for moment in schedules.next_runs(task, PREVIEW_COUNT)],
+            "description": schedules.describe(task)}
 
 
 def task_json(task, last_execution=None):
@@ -48,6 +71,19 @@ def task_json(task, last_execution=None):
         "enabled": task.enabled,
         "schedule_description": schedules.describe(task),
         "next_run_at": iso(next_run(task)),
+        "next_runs": [iso(moment) for moment in next_runs(task)],
+        "status": status(task),
+        "pause_note": task.pause_note,
+        "run_at": iso(task.run_at),
+        "start_at": iso(task.start_at),
+        "end_at": iso(task.end_at),
+        "max_runs": task.max_runs,
+        "run_count": task.run_count,
+        "completed_at": iso(task.completed_at),
+        "overlap_policy": task.overlap_policy,
+        "catchup_seconds": task.catchup_seconds,
+        "auto_pause_after": task.auto_pause_after,
+        "consecutive_failures": task.consecutive_failures,
         "created_at": iso(task.created_at),
         "updated_at": iso(task.updated_at),
         "last_run": execution_json(last_execution, brief=True) if last_execution else None,
@@ -73,7 +109,15 @@ def execution_json(execution, brief=False):
         "prompt_tokens": execution.prompt_tokens,
         "completion_tokens": execution.completion_tokens,
         "total_tokens": execution.total_tokens,
+        "slot": iso(execution.slot),
+        "catch_up": execution.catch_up,
     }
     if not brief:
         data["output"] = execution.output
     return data
+
+
+def schedule_preview(data, settings):
+    """The next runs and words for an unsaved schedule; raises TaskInputError on bad input."""
+    values = validate_schedule(data, settings)
+    return preview_json(Task(**values, enabled=True))

@@ -1,5 +1,5 @@
 """The pages: task list, task detail with its runs, the task form, and one-click actions."""
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import login_required
 
 from promptbeat import schedules, service
@@ -7,7 +7,7 @@ from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
 from promptbeat.validation import TaskInputError
 from web.forms import TaskForm
-from web.presenters import latest_executions, next_run
+from web.presenters import latest_executions, next_run, schedule_preview
 
 bp = Blueprint("tasks", __name__)
 RUNS_PER_PAGE = 50
@@ -25,6 +25,15 @@ def _task_or_404(task_id):
 
 def _settings():
     return current_app.config["PROMPTBEAT"]
+
+
+@bp.post("/tasks/preview")
+def preview():
+    """The form's live preview: next runs and words, from the same code beat uses."""
+    try:
+        return jsonify(schedule_preview(request.get_json(silent=True) or request.form.to_dict(), _settings()))
+    except TaskInputError as exc:
+        return jsonify(error="validation_failed", fields=exc.errors), 422
 
 
 @bp.get("/")
@@ -84,7 +93,7 @@ def enable(task_id):
 
 @bp.post("/tasks/<int:task_id>/disable")
 def disable(task_id):
-    task = service.set_enabled(_task_or_404(task_id), False)
+    task = service.set_enabled(_task_or_404(task_id), False, note=(request.form.get("note") or "").strip() or None)
     flash(f"“{task.name}” disabled; it will not run until you enable it.", "success")
     return _back(task)
 
