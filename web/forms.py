@@ -1,4 +1,6 @@
 """The task form: WTForms for rendering and CSRF, the shared validator for the rules."""
+from zoneinfo import ZoneInfo
+
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectChoice, SelectField, StringField, TextAreaField
 
@@ -8,7 +10,14 @@ SCHEDULE_CHOICES = [
     SelectChoice("interval", "Every N minutes"),
     SelectChoice("fixed_time", "Every day at"),
     SelectChoice("crontab", "Cron expression"),
+    SelectChoice("once", "Once, at"),
 ]
+OVERLAP_CHOICES = [
+    SelectChoice("skip", "Skip a run while the previous one is still running"),
+    SelectChoice("allow", "Allow runs to overlap"),
+]
+# Optional inputs passed to the validator as typed (blank means "not set").
+OPTIONAL_INPUTS = ("run_at", "start_at", "end_at", "max_runs", "catchup_seconds", "auto_pause_after")
 # Form field names that differ from the shared validator's.
 FIELD_FOR_INPUT = {"interval_seconds": "interval_minutes"}
 
@@ -25,14 +34,23 @@ class TaskForm(FlaskForm):
     time = StringField("At (HH:MM)")
     cron = StringField("Cron expression")
     timezone = StringField("Time zone", default="UTC")
+    run_at = StringField("Run at (YYYY-MM-DD HH:MM, in the time zone)")
+    start_at = StringField("Start (optional)")
+    end_at = StringField("End (optional)")
+    max_runs = StringField("Maximum runs (optional)")
+    overlap_policy = SelectField("Overlap", choices=OVERLAP_CHOICES, default="skip")
+    catchup_seconds = StringField("Catch-up window in seconds (optional)")
+    auto_pause_after = StringField("Pause after N consecutive failures (optional)")
     enabled = BooleanField("Enabled", default=True)
 
     def input_data(self):
         """The submitted values, shaped as the shared validator expects."""
         data = {name: getattr(self, name).data for name in (
             "name", "prompt", "system_prompt", "model", "temperature", "max_tokens",
-            "schedule_type", "time", "cron", "timezone", "enabled",
+            "schedule_type", "time", "cron", "timezone", "enabled", "overlap_policy",
         )}
+        for name in OPTIONAL_INPUTS:
+            data[name] = (getattr(self, name).data or "").strip() or None
         if self.schedule_type.data == "interval":
             data["interval_minutes"] = self.interval_minutes.data
             try:
@@ -80,5 +98,13 @@ class TaskForm(FlaskForm):
             form.time.data = task.fixed_time or ""
             form.cron.data = task.cron or ""
             form.timezone.data = task.timezone
+            zone = ZoneInfo(task.timezone or "UTC")
+            for name in ("run_at", "start_at", "end_at"):
+                moment = getattr(task, name)
+                getattr(form, name).data = moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else ""
+            for name in ("max_runs", "catchup_seconds", "auto_pause_after"):
+                value = getattr(task, name)
+                getattr(form, name).data = "" if value is None else str(value)
+            form.overlap_policy.data = task.overlap_policy
             form.enabled.data = task.enabled
         return form
