@@ -58,10 +58,22 @@ class PromptbeatScheduler(RedBeatScheduler):
         token = self.lock.local.token
         if client.set(self.lock_key, token, nx=True, px=int(self.lock_timeout * 1000)):
             logger.warning("beat: the lock had vanished (Redis flushed or restarted); took it again")
+            self.redeclare_queues()
+            self._next_reconcile = 0.0  # the entries are likely gone too: restore them now
             return
         logger.error("beat: another beat holds the lock now; this one stops to avoid firing twice")
         self.lock = None
         raise LockLost(1)
+
+    def redeclare_queues(self):
+        """Declare the task queues again: a flush also drops the broker's routing, and messages would vanish."""
+        try:
+            with self.app.connection_for_write() as connection:
+                channel = connection.default_channel
+                for queue in self.app.amqp.queues.values():
+                    queue.bind(channel).declare()
+        except Exception:
+            logger.exception("beat: could not declare the task queues again")
 
     def reconcile_now(self):
         """Rewrite entries from the database; a failure is logged and retried next tick."""
