@@ -14,6 +14,7 @@ from redbeat.decoder import RedBeatJSONEncoder, to_timestamp
 from redbeat.schedulers import get_redis
 from redis.exceptions import LockError
 
+from beat.publisher import BulkPublisher
 from promptbeat.entries import TaskEntry
 from promptbeat.extensions import db
 from promptbeat.models import Task
@@ -36,6 +37,7 @@ class PromptbeatScheduler(RedBeatScheduler):
 
     def __init__(self, app, **kwargs):
         self._next_reconcile = 0.0
+        self.bulk = None
         super().__init__(app, **kwargs)
 
     def tick(self, min=min, **kwargs):
@@ -118,6 +120,8 @@ class PromptbeatScheduler(RedBeatScheduler):
             rows = pipe.execute()
         settings = self.app.flask_app.config["PROMPTBEAT"]
         grace = timedelta(seconds=settings.misfire_grace_seconds)
+        channel = getattr(self.producer, "channel", None)
+        self.bulk = BulkPublisher(self.app, channel) if BulkPublisher.supported(channel) else None
         with client.pipeline(transaction=False) as saves:
             for key, (definition, meta) in zip(keys, rows):
                 if not definition:
@@ -126,6 +130,14 @@ class PromptbeatScheduler(RedBeatScheduler):
                     continue
                 entry = self.load_entry(key, definition, meta)
                 self.fire_entry(entry, now, grace, saves)
+            # Messages go out before the entries' new phase is saved: a crash in between
+            # re-sends slots (the database drops the copies) rather than losing them.
+            if self.bulk is not None:
+                try:
+                    self.bulk.flush()
+                except Exception:
+                    logger.exception("beat: could not publish a batch; its slots stay due and are retried")
+                    return
             saves.execute()
 
     def load_entry(self, key, definition, meta):
@@ -161,8 +173,13 @@ class PromptbeatScheduler(RedBeatScheduler):
         logger.info("Scheduler: Sending due task %s slot %s%s", entry.name, slot.isoformat(),
                     " (catch-up)" if catch_up else "")
         try:
+            if self.bulk is not None:
+                self.bulk.add(entry.task, entry.args, kwargs)
+                return True
+            # Short reprs: Celery's safe repr of every argument costs more than the publish itself.
             self.send_task(entry.task, entry.args, kwargs, producer=self.producer,
-                           headers={"celery_beat_task": True}, **entry.options)
+                           headers={"celery_beat_task": True}, argsrepr=repr(entry.args),
+                           kwargsrepr=repr(kwargs), **entry.options)
         except Exception as exc:
             logger.exception("Scheduler: Message Error: %s", SchedulingError(f"{entry.name}: {exc}"))
             return False

@@ -5,7 +5,6 @@ shared one), with a 4-second lock timeout so takeovers happen within seconds.
 """
 import re
 import signal
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 

@@ -4,8 +4,6 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from promptbeat.entries import entry_key
 from promptbeat.execution import run_execution
 from promptbeat.extensions import db
@@ -203,8 +201,7 @@ def _enter(settings, entered):
         entered.append("in")
 
 
-@pytest.mark.parametrize("policy", ["skip"])
-def test_run_now_on_a_paused_task_honours_overlap(app, api, policy):
+def test_run_now_works_on_a_paused_fixed_time_task_with_an_explicit_override(app, api):
     body = {"name": "n", "prompt": "p", "schedule_type": "fixed_time", "time": "09:00", "enabled": False}
     task_id = api.post("/tasks", json=body).get_json()["id"]
     response = api.post(f"/tasks/{task_id}/run", json={"allow_overlap": True})
