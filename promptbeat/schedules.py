@@ -88,6 +88,11 @@ class TaskSchedule(BaseSchedule):
     def tz(self):
         return ZoneInfo(self.tz_name)
 
+    @property
+    def run_every(self):
+        """An interval schedule's step, as Celery's interval schedule names it."""
+        return timedelta(seconds=self.every) if self.every else None
+
     def spec(self):
         """The schedule as plain JSON-able values (how Redis stores it)."""
         return {"kind": self.kind, "every": self.every, "expr": self.expr, "tz": self.tz_name,
@@ -145,13 +150,22 @@ class TaskSchedule(BaseSchedule):
         return MAX_DEFAULT_CATCHUP
 
     def upcoming(self, count, now, last=None):
-        """The next `count` slots after now (counting interval phase from last)."""
-        times, cursor = [], last
-        if self.kind == "interval" and last is not None:
+        """The next `count` fire times after now, as beat will fire them (phase counted from last).
+
+        A slot already due but not yet fired (within its catch-up window) fires now, so
+        it shows as now.
+        """
+        times, cursor = [], now
+        if last is not None:
             behind = self.newest_slot(last, now)
-            cursor = behind or last
-        elif self.kind != "interval":
-            cursor = max(_utc(last), now) if last else now
+            if behind is not None:
+                if now - behind <= self.catchup_window(behind):
+                    times.append(now)
+                cursor = behind if self.kind == "interval" else now
+            elif self.kind == "interval":
+                cursor = _utc(last)
+            else:
+                cursor = max(_utc(last), now)
         while len(times) < count:
             slot = self.first_slot_after(cursor)
             if slot is None:
@@ -174,7 +188,10 @@ class TaskSchedule(BaseSchedule):
             return schedstate(False, IDLE_SECONDS)
         if remaining.total_seconds() > 0:
             return schedstate(False, remaining.total_seconds())
-        return schedstate(True, 1.0)
+        # Due: once beat records this fire, the next one is the first slot after now.
+        now = self.now()
+        following = self.first_slot_after(self.newest_slot(_utc(last_run_at), now) or now)
+        return schedstate(True, (following - now).total_seconds() if following else IDLE_SECONDS)
 
     def __eq__(self, other):
         if isinstance(other, TaskSchedule):

@@ -99,7 +99,8 @@ def enqueue_run(task, trigger, allow_overlap=False):
     db.session.add(execution)
     db.session.commit()
     try:
-        execute_task.delay(task.id, trigger=str(trigger), execution_id=execution.id, allow_overlap=allow_overlap)
+        extra = {"allow_overlap": True} if allow_overlap else {}
+        execute_task.delay(task.id, trigger=str(trigger), execution_id=execution.id, **extra)
         logger.info("queued %s run %s of task %s", trigger, execution.id, task.id)
     except Exception as exc:
         logger.exception("could not queue run %s of task %s", execution.id, task.id)

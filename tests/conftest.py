@@ -76,7 +76,7 @@ def role_environ(database_url, redis_url, fake_llm):
         "PROMPTBEAT_BEAT_MAX_LOOP_INTERVAL": "1",
         "PROMPTBEAT_RECONCILE_SECONDS": "2",
         "PROMPTBEAT_LLM_TIMEOUT": "10",
-        "PROMPTBEAT_MIN_INTERVAL_SECONDS": "1",
+        "PROMPTBEAT_MIN_INTERVAL_SECONDS": "10",
     }
 
 
