@@ -31,7 +31,7 @@ class BulkPublisher:
         """Build one message; returns its task id."""
         task_id = uuid()
         message = self.app.amqp.as_task_v2(task_id, name, args, kwargs, argsrepr=repr(args), kwargsrepr=repr(kwargs))
-        body, content_type, content_encoding = serialize(message.body, serializer=self.app.conf.task_serializer)
+        content_type, content_encoding, body = serialize(message.body, serializer=self.app.conf.task_serializer)
         headers = {**message.headers, "celery_beat_task": True}
         properties = {**message.properties, "delivery_mode": 2, "priority": 0}
         prepared = self.channel.prepare_message(body, 0, content_type, content_encoding, headers, properties)
