@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from celery.beat import SchedulingError
 from redbeat import RedBeatScheduler
-from redbeat.decoder import RedBeatJSONEncoder, to_timestamp
+from redbeat.decoder import RedBeatJSONEncoder
 from redbeat.schedulers import get_redis
 from redis.exceptions import LockError
 
@@ -100,13 +100,13 @@ class PromptbeatScheduler(RedBeatScheduler):
         schedule_key = self.app.redbeat_conf.schedule_key
         while True:
             now = self.app.now()
-            keys = client.zrangebyscore(schedule_key, 0, to_timestamp(now), start=0, num=BATCH)
+            keys = client.zrangebyscore(schedule_key, 0, now.timestamp(), start=0, num=BATCH)
             if not keys:
                 break
             self.fire_batch(client, keys, now)
             if len(keys) < BATCH:
                 break
-        upcoming = client.zrangebyscore(schedule_key, "(%f" % to_timestamp(self.app.now()), "+inf",
+        upcoming = client.zrangebyscore(schedule_key, "(%f" % self.app.now().timestamp(), "+inf",
                                         start=0, num=1, withscores=True)
         if not upcoming:
             return self.max_interval

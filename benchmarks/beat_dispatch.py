@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from celery.schedules import schedule as celery_interval  # noqa: E402
 from redbeat import RedBeatScheduler  # noqa: E402
-from redbeat.decoder import RedBeatJSONEncoder, to_timestamp  # noqa: E402
+from redbeat.decoder import RedBeatJSONEncoder  # noqa: E402
 from redbeat.schedulers import get_redis  # noqa: E402
 
 from beat.scheduler import PromptbeatScheduler  # noqa: E402
@@ -96,7 +96,7 @@ def load_entries(celery_app, kind, count, interval, first_due, spread):
                           "options": {}, "schedule": schedule, "enabled": True}
             pipe.hset(key, mapping={"definition": json.dumps(definition, cls=encoder),
                                     "meta": json.dumps({"last_run_at": last}, cls=RedBeatJSONEncoder)})
-            pipe.zadd(conf.schedule_key, {key: to_timestamp(due)})
+            pipe.zadd(conf.schedule_key, {key: due.timestamp()})
             if index % 5000 == 4999:
                 pipe.execute()
         pipe.execute()

@@ -55,6 +55,12 @@ class TaskEntry(RedBeatSchedulerEntry):
             return None
         return self._default_now() + max(remaining, timedelta(0))
 
+    @property
+    def score(self):
+        # RedBeat's whole-second scores would make beat wake up to a second late; keep the fraction.
+        due_at = self.due_at
+        return -1 if due_at is None else due_at.timestamp()
+
     def save(self, reset_phase=False):
         """Write definition and score; set last_run_at when reset_phase, else keep the stored one."""
         meta = json.dumps({"last_run_at": self.last_run_at}, cls=RedBeatJSONEncoder)
