@@ -4,6 +4,8 @@ import time
 from datetime import datetime, timezone
 
 from flask import current_app
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm.exc import StaleDataError
 
 from promptbeat import lifecycle, llm
 from promptbeat.extensions import db
@@ -102,10 +104,19 @@ def _run(settings, task, execution, trigger):
         execution.total_tokens = completion.total_tokens
     execution.finished_at = utcnow()
     execution.duration_ms = int((time.monotonic() - begun) * 1000)
-    stopped = lifecycle.record_outcome(task, execution)
     db.session.commit()
-    if stopped:
-        sync_task(current_app.extensions["celery"], task, reset_phase=False)
+    # The task's counters in a transaction of their own: one that also held the execution's
+    # row could deadlock with a concurrent delete of the task (tasks row, then its executions).
+    try:
+        if lifecycle.record_outcome(task, execution):
+            db.session.commit()
+            sync_task(current_app.extensions["celery"], task, reset_phase=False)
+        else:
+            db.session.commit()
+    except (StaleDataError, OperationalError):
+        db.session.rollback()
+        logger.info("task %s changed or was deleted while run %s ran; its counters were not updated",
+                    task.id, execution.id)
     logger.info("task %s run %s (%s) %s in %d ms", task.id, execution.id, trigger, execution.status, execution.duration_ms)
     return execution
 
