@@ -80,6 +80,9 @@ def _check_enabled_cap():
 def delete_task(task):
     """Delete a task, its runs and its beat entry."""
     task_id = task.id
+    # Runs first, then the task: the same lock order as a worker finishing a run (its
+    # execution, then the task's counters), so the two cannot deadlock.
+    db.session.execute(db.delete(Execution).where(Execution.task_id == task_id))
     db.session.delete(task)
     db.session.commit()
     try:
