@@ -1,13 +1,15 @@
-"""Running a task once: load it, call the model, and record the execution."""
+"""Running a task once: claim the run, call the model with retries, record the result, deliver it."""
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
+from sqlalchemy import func, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from promptbeat import lifecycle, llm
+from promptbeat import crypto, lifecycle, llm, prompts, retry, webhooks
+from promptbeat.connections import endpoint_for
 from promptbeat.extensions import db
 from promptbeat.limits import llm_call_slot
 from promptbeat.models import Execution, ExecutionStatus, OverlapPolicy, Task, Trigger, utcnow
@@ -19,11 +21,13 @@ logger = logging.getLogger(__name__)
 
 
 def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=None, worker=None, slot=None,
-                  catch_up=False, allow_overlap=False):
-    """Run a task and record the result (and which worker ran it); returns the Execution, or None if the task is gone.
+                  catch_up=False, allow_overlap=False, redelivered=False, sleep=time.sleep):
+    """Run a task and record the result and the worker that ran it; returns the Execution, or None if it is gone.
 
-    A scheduled run carries its slot: only the first dispatch of a slot creates an
-    execution, any later one returns that execution without running anything.
+    Safe to call twice for the same run: a scheduled fire carries its slot, and only the first
+    dispatch of a slot creates an execution; only the call that moves a run from queued to running
+    does the work. A message the broker *redelivered* (its worker died or shut down mid-run) may
+    take over a run still marked running: that run's holder is gone, so it is retried, not stuck.
     """
     settings = current_app.config["PROMPTBEAT"]
     task = db.session.get(Task, task_id)
@@ -31,98 +35,272 @@ def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_a
         logger.info("task %s no longer exists; nothing to run", task_id)
         return None
 
-    execution = db.session.get(Execution, execution_id) if execution_id else None
     slot = _parse_moment(slot)
-    if execution is None and slot is not None:
+    if execution_id:
+        execution = db.session.get(Execution, execution_id)
+    elif slot is not None:
         execution, claimed = claim_slot(task, slot, trigger, catch_up=bool(catch_up))
-        if not claimed:
+        if not claimed and not redelivered:
             return execution
-    if execution is None:
+    else:
         execution = Execution(task=task, trigger=trigger, status=ExecutionStatus.QUEUED, created_at=utcnow())
         db.session.add(execution)
+        db.session.flush()
+    if execution is None:
+        logger.info("run %s of task %s no longer exists; nothing to run", execution_id, task_id)
+        return None
     if ExecutionStatus(execution.status).is_final:
-        logger.info("execution %s already finished; not running it again", execution.id)
+        logger.info("run %s already finished (%s); not running it again", execution.id, execution.status)
         return execution
 
     if not task.enabled and trigger != Trigger.MANUAL:
-        execution.status = ExecutionStatus.SKIPPED
-        execution.error = "The task was disabled before this run started."
-        execution.finished_at = utcnow()
-        db.session.commit()
-        return execution
-
+        return _skip(execution.id, "The task was disabled before this run started.")
     if trigger == Trigger.SCHEDULED:
         _advance_anchor(task, slot or fired_at)
         reason = lifecycle.out_of_bounds(task, slot)
         if reason:
-            return _skip(execution, reason)
+            return _skip(execution.id, reason)
 
-    execution.worker = worker
     if task.overlap_policy == OverlapPolicy.ALLOW or allow_overlap:
-        return _run(settings, task, execution, trigger)
+        return _claim_and_run(settings, task, execution, trigger, worker, redelivered, sleep)
     with run_guard(settings, task, execution) as reason:
         if reason:
-            return _skip(execution, reason)
-        return _run(settings, task, execution, trigger)
+            return _skip(execution.id, reason)
+        return _claim_and_run(settings, task, execution, trigger, worker, redelivered, sleep)
 
 
-def _skip(execution, reason):
-    execution.status = ExecutionStatus.SKIPPED
-    execution.error = reason
-    execution.finished_at = utcnow()
+def _skip(run_id, reason):
+    if _finish(run_id, ExecutionStatus.QUEUED, status=ExecutionStatus.SKIPPED, error=reason, finished_at=utcnow()):
+        logger.info("run %s skipped: %s", run_id, reason)
+    return _reload(run_id)
+
+
+def _claim_and_run(settings, task, execution, trigger, worker, redelivered, sleep):
+    started = utcnow()
+    task_id = task.id
+    max_run = task.max_run_seconds or settings.max_run_seconds
+    claimable = [ExecutionStatus.QUEUED] + ([ExecutionStatus.RUNNING] if redelivered else [])
+    claimed = db.session.execute(
+        update(Execution)
+        .where(Execution.id == execution.id, Execution.status.in_(claimable))
+        .values(status=ExecutionStatus.RUNNING, model=task.model, started_at=started, worker=worker,
+                deadline_at=started + timedelta(seconds=max_run))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not claimed:
+        db.session.rollback()
+        logger.info("run %s is already running elsewhere (a duplicate message); leaving it", execution.id)
+        return _reload(execution.id)
+
+    plan = _plan(task, execution.id, settings, started)
+    run_id = execution.id
     db.session.commit()
-    logger.info("task %s run %s skipped: %s", execution.task_id, execution.id, reason)
-    return execution
+    # No connection is held during the model call: hundreds of runs share a small pool.
+    db.session.close()
+
+    result = _call_with_retries(plan, run_id, settings, max_run, sleep)
+    result["cost_usd"] = estimate_cost(settings.prices, plan["model"], result)
+    finished = _finish(run_id, ExecutionStatus.RUNNING, finished_at=utcnow(), **result)
+    if not finished:
+        logger.info("run %s vanished or was marked lost during the call; result discarded", run_id)
+        return _reload(run_id)
+    logger.info("task %s run %s (%s) %s in %d ms after %d attempt(s)", task_id, run_id, trigger,
+                result["status"], result["duration_ms"], len(result["attempts"]))
+    _record_outcome(task_id, run_id)
+    if plan["webhook_url"]:
+        _deliver_webhook(run_id, plan, settings, sleep)
+    return _reload(run_id)
 
 
-def _run(settings, task, execution, trigger):
-    execution.status = ExecutionStatus.RUNNING
-    execution.model = task.model
-    execution.started_at = utcnow()
-    db.session.commit()
+def _record_outcome(task_id, run_id):
+    """Update the task's counters (auto-pause, completion) in a transaction of their own.
 
-    begun = time.monotonic()
+    One that also held the execution's row could deadlock with a concurrent delete of the
+    task (tasks row, then its executions).
+    """
     try:
-        with llm_call_slot(settings):
-            completion = llm.complete(
-                settings,
-                model=task.model,
-                prompt=task.prompt,
-                system_prompt=task.system_prompt,
-                temperature=task.temperature,
-                max_tokens=task.max_tokens,
-            )
-    except llm.LLMError as exc:
-        execution.status = ExecutionStatus.FAILED
-        execution.error = str(exc)
-        logger.warning("task %s run %s failed: %s", task.id, execution.id, exc)
-    else:
-        execution.status = ExecutionStatus.SUCCESS
-        execution.output = completion.output
-        execution.prompt_tokens = completion.prompt_tokens
-        execution.completion_tokens = completion.completion_tokens
-        execution.total_tokens = completion.total_tokens
-    execution.finished_at = utcnow()
-    execution.duration_ms = int((time.monotonic() - begun) * 1000)
-    db.session.commit()
-    # The task's counters in a transaction of their own: one that also held the execution's
-    # row could deadlock with a concurrent delete of the task (tasks row, then its executions).
-    try:
-        if lifecycle.record_outcome(task, execution):
-            db.session.commit()
+        task = db.session.get(Task, task_id)
+        execution = db.session.get(Execution, run_id)
+        stopped = task is not None and execution is not None and lifecycle.record_outcome(task, execution)
+        db.session.commit()
+        if stopped:
             sync_task(current_app.extensions["celery"], task, reset_phase=False)
-        else:
-            db.session.commit()
     except (StaleDataError, OperationalError):
         db.session.rollback()
-        logger.info("task %s changed or was deleted while run %s ran; its counters were not updated",
-                    task.id, execution.id)
-    logger.info("task %s run %s (%s) %s in %d ms", task.id, execution.id, trigger, execution.status, execution.duration_ms)
-    return execution
+        logger.info("task %s changed or was deleted while run %s ran; its counters were not updated", task_id, run_id)
+
+
+def _plan(task, run_id, settings, started):
+    """Everything the call needs, read from the database before the connection is released."""
+    plan = {
+        "model": task.model, "system_prompt": task.system_prompt, "temperature": task.temperature,
+        "max_tokens": task.max_tokens, "max_attempts": task.max_attempts or settings.max_attempts,
+        "timeout": task.request_timeout_seconds or settings.llm_timeout_seconds,
+        "webhook_url": task.webhook_url, "webhook_format": task.webhook_format, "task_id": task.id,
+        "task_name": task.name, "prompt": None, "error": None, "endpoint": None,
+    }
+    try:
+        plan["endpoint"] = endpoint_for(task, settings)
+    except crypto.CryptoError as exc:
+        plan["error"] = ("CryptoError", str(exc))
+    try:
+        # The two queries are made only for prompts that can use them.
+        templated = "{" in task.prompt
+        plan["prompt"] = prompts.render(
+            task.prompt, task_name=task.name, timezone=task.timezone, moment=started,
+            run_count=_run_count(task.id, run_id) if templated else 0,
+            last_output=_last_output(task.id, run_id) if templated else None,
+        )
+    except prompts.PromptTemplateError as exc:
+        plan["error"] = ("TemplateError", str(exc))
+    db.session.execute(update(Execution).where(Execution.id == run_id).values(prompt=plan["prompt"])
+                       .execution_options(synchronize_session=False))
+    return plan
+
+
+def _run_count(task_id, run_id):
+    return db.session.execute(db.select(func.count(Execution.id)).where(
+        Execution.task_id == task_id, Execution.id < run_id)).scalar()
+
+
+def _last_output(task_id, run_id):
+    return db.session.execute(
+        db.select(Execution.output)
+        .where(Execution.task_id == task_id, Execution.id < run_id, Execution.status == ExecutionStatus.SUCCESS)
+        .order_by(Execution.id.desc()).limit(1)
+    ).scalar()
+
+
+def _call_with_retries(plan, run_id, settings, max_run, sleep):
+    """Call the model until it answers, a permanent error, the attempt bound or the run's deadline."""
+    begun = time.monotonic()
+    deadline = begun + max_run
+    attempts = []
+
+    def outcome(status, **values):
+        return {"status": status, "attempts": attempts, "duration_ms": int((time.monotonic() - begun) * 1000),
+                "output": None, "error": None, "error_class": None, "prompt_tokens": None,
+                "completion_tokens": None, "total_tokens": None, **values}
+
+    if plan["error"]:
+        error_class, message = plan["error"]
+        return outcome(ExecutionStatus.FAILED, error=message, error_class=error_class)
+    for number in range(1, plan["max_attempts"] + 1):
+        timeout = min(plan["timeout"], deadline - time.monotonic())
+        record = {"attempt": number, "at": _iso(utcnow())}
+        attempts.append(record)
+        call_begun = time.monotonic()
+        try:
+            # The cap on calls in flight across all workers holds per attempt, not during backoff.
+            with llm_call_slot(settings):
+                completion = llm.complete(
+                    plan["endpoint"], model=plan["model"], prompt=plan["prompt"],
+                    system_prompt=plan["system_prompt"], temperature=plan["temperature"],
+                    max_tokens=plan["max_tokens"], timeout=timeout,
+                )
+        except llm.LLMError as exc:
+            record.update(ms=int((time.monotonic() - call_begun) * 1000), error_class=exc.error_class, error=str(exc))
+            logger.warning("task %s run %s attempt %d failed: %s", plan["task_id"], run_id, number, exc)
+            failed = outcome(ExecutionStatus.FAILED, error=str(exc), error_class=exc.error_class)
+            if not retry.is_retryable(exc):
+                return failed
+            # The run's error stays the server's own message; its attempts show how often it was tried.
+            if number == plan["max_attempts"]:
+                return failed
+            wait = retry.backoff_seconds(number, exc, settings.retry_base_seconds, settings.retry_max_seconds)
+            if time.monotonic() + wait >= deadline - 1:
+                record["gave_up"] = f"the next attempt would pass the run's limit of {max_run} s"
+                return failed
+            record["wait_s"] = round(wait, 3)
+            _record_attempts(run_id, attempts)
+            sleep(wait)
+        else:
+            record["ms"] = int((time.monotonic() - call_begun) * 1000)
+            return outcome(ExecutionStatus.SUCCESS, output=completion.output, prompt_tokens=completion.prompt_tokens,
+                           completion_tokens=completion.completion_tokens, total_tokens=completion.total_tokens)
+    raise AssertionError("unreachable: the loop returns on its last attempt")
+
+
+def _record_attempts(run_id, attempts):
+    """Show the attempts so far on the run while it waits to try again."""
+    db.session.execute(update(Execution).where(Execution.id == run_id).values(attempts=list(attempts))
+                       .execution_options(synchronize_session=False))
+    db.session.commit()
+    db.session.close()
+
+
+def estimate_cost(prices, model, result):
+    """USD from the price table (per million tokens), or None for a model without a price."""
+    price = prices.get(model)
+    if price is None or result.get("prompt_tokens") is None:
+        return None
+    prompt_price, completion_price = price
+    cost = (result["prompt_tokens"] * prompt_price + (result.get("completion_tokens") or 0) * completion_price) / 1e6
+    return round(cost, 8)
+
+
+def _finish(run_id, expected_status, **values):
+    """Write a result only if the run is still in expected_status; returns whether it was written."""
+    written = db.session.execute(
+        update(Execution).where(Execution.id == run_id, Execution.status == expected_status).values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    return bool(written)
+
+
+def _deliver_webhook(run_id, plan, settings, sleep):
+    """Post the result; every failure is recorded on the run and none changes its status."""
+    try:
+        execution = db.session.get(Execution, run_id)
+        task = db.session.get(Task, plan["task_id"])
+        if execution is None or task is None:
+            return
+        body = webhooks.payload(task, execution, plan["webhook_format"])
+        db.session.close()
+        status, attempts = webhooks.deliver(plan["webhook_url"], body, settings, sleep=sleep)
+    except Exception as exc:  # a webhook must never fail the run
+        logger.exception("webhook of run %s could not be delivered", run_id)
+        status, attempts = "failed", [{"attempt": 1, "at": _iso(utcnow()), "error": type(exc).__name__}]
+    db.session.execute(update(Execution).where(Execution.id == run_id)
+                       .values(webhook_status=status, webhook_attempts=attempts)
+                       .execution_options(synchronize_session=False))
+    db.session.commit()
+
+
+def sweep_lost_runs(settings, now=None):
+    """Mark runs still 'running' past their deadline (plus grace) as lost; returns how many.
+
+    A run ends by its deadline (PROMPTBEAT_MAX_RUN_SECONDS or the task's own) even when it retries,
+    so one still running after it had its worker killed mid-call.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=settings.lost_grace_seconds)
+    count = db.session.execute(
+        update(Execution)
+        .where(Execution.status == ExecutionStatus.RUNNING, Execution.deadline_at < cutoff)
+        .values(status=ExecutionStatus.LOST, finished_at=now, error_class="WorkerLost",
+                error="The worker running this call stopped (killed or crashed) and the run passed its "
+                      "deadline; it was not retried to avoid a duplicate call.")
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    if count:
+        logger.warning("marked %d run(s) lost: their worker stopped mid-run", count)
+    return count
+
+
+def _reload(run_id):
+    db.session.expire_all()
+    return db.session.get(Execution, run_id)
+
+
+def _iso(moment):
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _advance_anchor(task, fired_at):
-    moment = fired_at if isinstance(fired_at, datetime) else (_parse_moment(fired_at) or utcnow())
+    moment = _parse_moment(fired_at) or utcnow()
     if task.anchor_at is None or moment > task.anchor_at:
         task.anchor_at = moment
 

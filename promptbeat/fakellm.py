@@ -26,6 +26,8 @@ FAILURES = {
     "429": (429, "requests", "rate_limit_exceeded", "Rate limit reached for requests."),
     "quota": (429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota."),
     "401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    "403": (403, "invalid_request_error", "unsupported_country_region_territory",
+            "Country, region, or territory not supported."),
     "400": (400, "invalid_request_error", "invalid_request_error", "Invalid request."),
     "404": (404, "invalid_request_error", "model_not_found", "The model does not exist."),
 }
@@ -84,6 +86,9 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
     """Route requests to the chat, models and /_fake control endpoints."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle on, the body waits for the client's
+    # delayed ACK and every answer gains about 40 ms.
+    disable_nagle_algorithm = True
     timeout = 60  # drop idle keep-alive connections so their threads do not pile up
 
     def do_GET(self):
@@ -92,7 +97,16 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
                       {"id": m, "object": "model", "created": 0, "owned_by": "fakellm"} for m in MODELS]},
                   "/_fake/requests": lambda: {"requests": fake.requests},
                   "/_fake/health": lambda: {"ok": True}}
-        route = routes.get(self.path.split("?")[0])
+        path = self.path.split("?")[0]
+        route = routes.get(path)
+        if path == "/v1/models":
+            # Listing models needs a valid key, as on the real API: it is how connections are tested.
+            scheme, _, key = self.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                return self.send_json(401, error_body("You didn't provide an API key.", "invalid_request_error",
+                                                      "missing_api_key"))
+            if key.strip() == INVALID_API_KEY:
+                return self.send_json(*failure_response("401")[:2])
         if route is None:
             return self.send_json(404, error_body("Unknown path " + self.path, "invalid_request_error"))
         self.send_json(200, route())

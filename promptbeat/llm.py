@@ -1,15 +1,34 @@
-"""Chat completions through the official openai client, with errors made readable."""
+"""Chat completions through the official openai client, with errors classified and made readable."""
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import httpx2 as httpx
 import openai
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to send a completion: an OpenAI-compatible base URL, its key and extra headers."""
+
+    base_url: str | None
+    api_key: str | None = field(default=None, repr=False)
+    headers: tuple = ()
+    name: str = "default"
+
+
 class LLMError(Exception):
-    """A completion failed; the message is safe to show and store."""
+    """A completion failed; the message is safe to show and store.
+
+    error_class names the kind of failure (RateLimitError, InsufficientQuota, APITimeoutError...),
+    status is the HTTP status if there was one, retry_after the server's hint in seconds.
+    """
+
+    def __init__(self, message, error_class="LLMError", status=None, retry_after=None):
+        super().__init__(message)
+        self.error_class, self.status, self.retry_after = error_class, status, retry_after
 
 
 @dataclass(frozen=True)
@@ -22,28 +41,37 @@ class Completion:
     total_tokens: int | None
 
 
+POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
 _clients = {}
 _clients_lock = threading.Lock()
 
 
-def client_for(settings):
-    """A client per endpoint and key, made lazily so each worker process builds its own after fork."""
-    if not settings.openai_api_key and not settings.openai_base_url:
+def client_for(endpoint):
+    """A client per endpoint, made lazily so each worker process builds its own after fork.
+
+    One client per endpoint shares one HTTP connection pool among every thread or greenlet of
+    the process; httpx's client is safe to share between them.
+    """
+    if not endpoint.api_key and not endpoint.base_url:
         raise LLMError(
             "OPENAI_API_KEY is not set: set it to call the OpenAI API, "
-            "or set OPENAI_BASE_URL to use an OpenAI-compatible server such as Ollama or vLLM."
+            "or set OPENAI_BASE_URL to use an OpenAI-compatible server such as Ollama or vLLM.",
+            error_class="ConfigurationError",
         )
     # Local servers such as Ollama accept any key; the SDK insists on one.
-    api_key = settings.openai_api_key or "not-needed"
-    cache_key = (settings.openai_base_url, api_key, settings.llm_timeout_seconds)
+    api_key = endpoint.api_key or "not-needed"
+    cache_key = (endpoint.base_url, api_key, endpoint.headers)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is None:
             client = openai.OpenAI(
                 api_key=api_key,
-                base_url=settings.openai_base_url,
-                timeout=settings.llm_timeout_seconds,
+                base_url=endpoint.base_url,
+                default_headers=dict(endpoint.headers) or None,
+                # promptbeat retries itself (promptbeat.retry), so every attempt is counted and recorded.
                 max_retries=0,
+                # Hundreds of calls in flight share one client: let its pool hold them all.
+                http_client=openai.DefaultHttpxClient(limits=POOL_LIMITS),
             )
             _clients[cache_key] = client
         return client
@@ -58,38 +86,36 @@ def build_messages(prompt, system_prompt=None):
     return messages
 
 
-def redact(message, settings):
-    """Remove the API key from text that may be stored or shown."""
-    key = settings.openai_api_key
-    return message.replace(key, "***") if key and message else message
+def redact(message, secret):
+    """Remove a secret from text that may be stored or shown."""
+    return message.replace(secret, "***") if secret and message else message
 
 
-def complete(settings, *, model, prompt, system_prompt=None, temperature=None, max_tokens=None):
-    """Run one chat completion; raises LLMError with a readable message on any failure."""
-    client = client_for(settings)
-    params = {"model": model, "messages": build_messages(prompt, system_prompt)}
+def complete(endpoint, *, model, prompt, system_prompt=None, temperature=None, max_tokens=None, timeout=120.0):
+    """Run one chat completion (one attempt); raises LLMError with a readable message on any failure."""
+    client = client_for(endpoint)
+    params = {"model": model, "messages": build_messages(prompt, system_prompt), "timeout": timeout}
     if temperature is not None:
         params["temperature"] = temperature
     if max_tokens is not None:
         params["max_tokens"] = max_tokens
     try:
-        return _create(client, settings, params)
+        return _create(client, params)
     except LLMError as exc:
-        raise LLMError(redact(str(exc), settings)) from None
+        raise LLMError(redact(str(exc), endpoint.api_key), exc.error_class, exc.status, exc.retry_after) from None
 
 
-def _create(client, settings, params):
+def list_models(endpoint, timeout=15.0):
+    """The model ids the endpoint serves: one cheap call that needs no tokens, to test a connection."""
+    client = client_for(endpoint)
     try:
-        response = client.chat.completions.create(**params)
-    except openai.APIStatusError as exc:
-        raise LLMError(f"{type(exc).__name__} (HTTP {exc.status_code}): {_server_message(exc)}") from None
-    except openai.APITimeoutError:
-        raise LLMError(f"APITimeoutError: no answer within {settings.llm_timeout_seconds:g} s") from None
-    except openai.APIConnectionError as exc:
-        raise LLMError(f"APIConnectionError: could not reach the model server ({exc.__cause__ or exc})") from None
-    except openai.OpenAIError as exc:
-        raise LLMError(f"{type(exc).__name__}: {exc}") from None
+        return sorted(model.id for model in _call(client.models.list, {"timeout": timeout}))
+    except LLMError as exc:
+        raise LLMError(redact(str(exc), endpoint.api_key), exc.error_class, exc.status, exc.retry_after) from None
 
+
+def _create(client, params):
+    response = _call(client.chat.completions.create, params)
     choice = response.choices[0] if response.choices else None
     usage = response.usage
     return Completion(
@@ -98,6 +124,48 @@ def _create(client, settings, params):
         completion_tokens=usage.completion_tokens if usage else None,
         total_tokens=usage.total_tokens if usage else None,
     )
+
+
+def _call(method, params):
+    try:
+        return method(**params)
+    except openai.APIStatusError as exc:
+        error_class = type(exc).__name__
+        if _error_code(exc) == "insufficient_quota":
+            error_class = "InsufficientQuota"
+        raise LLMError(f"{error_class} (HTTP {exc.status_code}): {_server_message(exc)}",
+                       error_class, exc.status_code, retry_after_seconds(exc.response.headers)) from None
+    except openai.APITimeoutError:
+        raise LLMError(f"APITimeoutError: no answer within {params['timeout']:g} s", "APITimeoutError") from None
+    except openai.APIConnectionError as exc:
+        raise LLMError(f"APIConnectionError: could not reach the model server ({exc.__cause__ or exc})",
+                       "APIConnectionError") from None
+    except openai.OpenAIError as exc:
+        raise LLMError(f"{type(exc).__name__}: {exc}", type(exc).__name__) from None
+
+
+def retry_after_seconds(headers):
+    """The server's retry hint in seconds: retry-after-ms first (finer), then Retry-After; None if absent."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw) / scale
+        except ValueError:
+            continue  # an HTTP-date: rare from model servers; fall back to our own backoff
+        if value >= 0:
+            return value
+    return None
+
+
+def _error_code(exc):
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            return error.get("code") or error.get("type")
+    return getattr(exc, "code", None)
 
 
 def _server_message(exc):

@@ -4,7 +4,7 @@ import hashlib
 import secrets
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -49,10 +49,12 @@ class ExecutionStatus(enum.StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
+    # The worker died mid-run (SIGKILL, OOM, lost host) and the run passed its deadline.
+    LOST = "lost"
 
     @property
     def is_final(self):
-        return self in {ExecutionStatus.SUCCESS, ExecutionStatus.FAILED, ExecutionStatus.SKIPPED}
+        return self not in {ExecutionStatus.QUEUED, ExecutionStatus.RUNNING}
 
 
 class Trigger(enum.StrEnum):
@@ -110,6 +112,30 @@ class ApiToken(db.Model):
         return cls(user=user, name=name, token_hash=hash_token(plaintext)), plaintext
 
 
+class WebhookFormat(enum.StrEnum):
+    JSON = "json"
+    SLACK = "slack"
+
+
+class Connection(db.Model):
+    """A named OpenAI-compatible endpoint; its API key is stored only encrypted (promptbeat.crypto)."""
+
+    __tablename__ = "connections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    base_url: Mapped[str | None] = mapped_column(String(2000))
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text)
+    default_model: Mapped[str | None] = mapped_column(String(200))
+    extra_headers: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def has_api_key(self):
+        return bool(self.api_key_encrypted)
+
+
 class Task(db.Model):
     __tablename__ = "tasks"
 
@@ -145,7 +171,15 @@ class Task(db.Model):
     pause_note: Mapped[str | None] = mapped_column(Text)
     auto_pause_after: Mapped[int | None]
     consecutive_failures: Mapped[int] = mapped_column(default=0)
+    connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id", ondelete="SET NULL"))
+    # None means the setting's default (PROMPTBEAT_MAX_ATTEMPTS, _LLM_TIMEOUT, _MAX_RUN_SECONDS).
+    max_attempts: Mapped[int | None]
+    request_timeout_seconds: Mapped[float | None]
+    max_run_seconds: Mapped[int | None]
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    webhook_format: Mapped[str] = mapped_column(String(16), default=WebhookFormat.JSON)
 
+    connection: Mapped[Connection | None] = relationship()
     executions: Mapped[list["Execution"]] = relationship(
         back_populates="task", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -159,6 +193,7 @@ class Execution(db.Model):
         Index("ix_executions_status_trigger", "status", "trigger"),
         # One execution per scheduled slot, however often the slot is dispatched.
         UniqueConstraint("task_id", "slot", name="uq_executions_task_id_slot"),
+        Index("ix_executions_status_deadline_at", "status", "deadline_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -180,6 +215,17 @@ class Execution(db.Model):
     # The nominal fire time a scheduled run stands for; None for manual and immediate runs.
     slot: Mapped[datetime | None] = mapped_column(UTCDateTime)
     catch_up: Mapped[bool] = mapped_column(default=False)
+    cost_usd: Mapped[float | None]
+    # The prompt as sent, after its variables were rendered.
+    prompt: Mapped[str | None] = mapped_column(Text)
+    error_class: Mapped[str | None] = mapped_column(String(64))
+    # One entry per model call: {"attempt", "at", "ms", "error_class", "error", "wait_s"}.
+    attempts: Mapped[list | None] = mapped_column(JSON)
+    # Past this moment a run still marked running is dead: the sweeper marks it lost.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    webhook_status: Mapped[str | None] = mapped_column(String(16))
+    # One entry per delivery attempt: {"attempt", "at", "status" or "error"}.
+    webhook_attempts: Mapped[list | None] = mapped_column(JSON)
 
     task: Mapped[Task] = relationship(back_populates="executions")
 

@@ -24,8 +24,8 @@ return 0
 
 
 def lock_ttl(settings):
-    """How long a run may hold the lock: the LLM timeout with room for retries and bookkeeping."""
-    return int(settings.llm_timeout_seconds * 2) + 60
+    """How long a run may hold the lock: its longest possible run, retries included, plus bookkeeping."""
+    return int(max(settings.max_run_seconds, settings.llm_timeout_seconds * 2)) + 60
 
 
 @contextmanager

@@ -1,4 +1,5 @@
 """Typed settings read once from the environment, with defaults for local use."""
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -69,9 +70,32 @@ class Settings:
     worker_soft_shutdown_timeout: float = 60.0
     metrics_enabled: bool = True
     metrics_token: str | None = field(default=None, repr=False)
+    max_attempts: int = 4
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    max_run_seconds: int = 900
+    sweep_seconds: int = 60
+    lost_grace_seconds: int = 30
+    fernet_keys: tuple = field(default=(), repr=False)
+    prices: dict = field(default_factory=dict)
+    webhook_allow_private: bool = False
+    webhook_attempts: int = 3
+    webhook_timeout_seconds: float = 10.0
+    db_pool_size: int = 10
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
+        # No backoff may outlive the broker's visibility timeout, or a waiting run's message would
+        # be handed to a second worker. (Keep PROMPTBEAT_MAX_RUN_SECONDS under it too: see README.)
+        if self.retry_max_seconds >= self.visibility_timeout:
+            raise ConfigError(
+                "PROMPTBEAT_RETRY_MAX_SECONDS must stay below "
+                f"PROMPTBEAT_VISIBILITY_TIMEOUT ({self.visibility_timeout} s)."
+            )
+        if self.retry_max_seconds >= self.max_run_seconds:
+            raise ConfigError("PROMPTBEAT_RETRY_MAX_SECONDS must be below PROMPTBEAT_MAX_RUN_SECONDS.")
+        if self.max_attempts < 1:
+            raise ConfigError("PROMPTBEAT_MAX_ATTEMPTS must be at least 1.")
 
     @classmethod
     def from_environ(cls, environ=None):
@@ -106,6 +130,19 @@ class Settings:
             ),
             metrics_enabled=_bool(environ, "PROMPTBEAT_METRICS", cls.metrics_enabled),
             metrics_token=_str(environ, "PROMPTBEAT_METRICS_TOKEN"),
+            max_attempts=_int(environ, "PROMPTBEAT_MAX_ATTEMPTS", cls.max_attempts),
+            retry_base_seconds=_float(environ, "PROMPTBEAT_RETRY_BASE_SECONDS", cls.retry_base_seconds),
+            retry_max_seconds=_float(environ, "PROMPTBEAT_RETRY_MAX_SECONDS", cls.retry_max_seconds),
+            max_run_seconds=_int(environ, "PROMPTBEAT_MAX_RUN_SECONDS", cls.max_run_seconds),
+            sweep_seconds=_int(environ, "PROMPTBEAT_SWEEP_SECONDS", cls.sweep_seconds),
+            lost_grace_seconds=_int(environ, "PROMPTBEAT_LOST_GRACE_SECONDS", cls.lost_grace_seconds),
+            fernet_keys=tuple(k.strip() for k in (_str(environ, "PROMPTBEAT_FERNET_KEYS") or "").split(",")
+                              if k.strip()),
+            prices=_prices(environ),
+            webhook_allow_private=_bool(environ, "PROMPTBEAT_WEBHOOK_ALLOW_PRIVATE", cls.webhook_allow_private),
+            webhook_attempts=_int(environ, "PROMPTBEAT_WEBHOOK_ATTEMPTS", cls.webhook_attempts),
+            webhook_timeout_seconds=_float(environ, "PROMPTBEAT_WEBHOOK_TIMEOUT", cls.webhook_timeout_seconds),
+            db_pool_size=_int(environ, "PROMPTBEAT_DB_POOL_SIZE", cls.db_pool_size),
         )
 
     def flask_config(self):
@@ -113,7 +150,7 @@ class Settings:
         return {
             "SECRET_KEY": self.secret_key,
             "SQLALCHEMY_DATABASE_URI": self.database_url,
-            "SQLALCHEMY_ENGINE_OPTIONS": engine_options(self.database_url),
+            "SQLALCHEMY_ENGINE_OPTIONS": engine_options(self.database_url, self.db_pool_size),
             "PROMPTBEAT": self,
             "CELERY": celery_config(self),
         }
@@ -127,12 +164,41 @@ def normalize_database_url(url):
     return url
 
 
-def engine_options(database_url):
-    """Engine options that suit the backend: a busy timeout for SQLite, pre-ping elsewhere."""
+# USD per million tokens (input, output); PROMPTBEAT_PRICES adds to or overrides these.
+DEFAULT_PRICES = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+}
+
+
+def _prices(environ):
+    raw = _str(environ, "PROMPTBEAT_PRICES")
+    prices = dict(DEFAULT_PRICES)
+    if raw is None:
+        return prices
+    try:
+        extra = json.loads(raw)
+        for model, pair in extra.items():
+            prompt_price, completion_price = (float(x) for x in pair)
+            prices[str(model)] = (prompt_price, completion_price)
+    except (ValueError, TypeError, AttributeError):
+        raise ConfigError(
+            'PROMPTBEAT_PRICES must be JSON like {"model": [input_usd_per_1M, output_usd_per_1M]}'
+        ) from None
+    return prices
+
+
+def engine_options(database_url, pool_size=10):
+    """Engine options that suit the backend: a busy timeout for SQLite, pre-ping and a sized pool elsewhere."""
     if database_url.startswith("sqlite"):
         # Web, worker and beat write the same file; wait for the lock instead of failing.
         return {"connect_args": {"timeout": 30}}
-    return {"pool_pre_ping": True, "pool_recycle": 1800}
+    # A run holds a connection only while it writes, never during the model call, so a
+    # small pool serves hundreds of calls in flight; waiters queue for pool_timeout.
+    return {"pool_pre_ping": True, "pool_recycle": 1800, "pool_size": pool_size,
+            "max_overflow": pool_size, "pool_timeout": 60}
 
 
 def celery_config(settings):
@@ -167,6 +233,14 @@ def celery_config(settings):
         "redbeat_redis_url": settings.redis_url,
         "redbeat_redis_options": {},
         "redbeat_key_prefix": settings.redbeat_key_prefix,
+        # A fixed job: mark runs whose worker died mid-call as lost (promptbeat.execution.sweep_lost_runs).
+        "beat_schedule": {
+            "promptbeat-sweep-lost-runs": {
+                "task": "promptbeat.sweep_lost_runs",
+                "schedule": float(settings.sweep_seconds),
+                "options": {"expires": float(settings.sweep_seconds)},
+            },
+        },
         # A new entry is picked up within a few seconds, and a standby beat takes over
         # within lock timeout + loop interval (about 30 s) instead of RedBeat's 25 minutes.
         "beat_max_loop_interval": settings.beat_max_loop_interval,

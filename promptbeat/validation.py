@@ -5,16 +5,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
 
-from promptbeat.models import OverlapPolicy, ScheduleType
+from promptbeat import prompts, webhooks
+from promptbeat.extensions import db
+from promptbeat.models import Connection, OverlapPolicy, ScheduleType, WebhookFormat
 
 FIELDS = (
     "name", "prompt", "system_prompt", "model", "temperature", "max_tokens", "schedule_type",
     "interval_minutes", "interval_seconds", "time", "cron", "timezone", "enabled",
     "run_at", "start_at", "end_at", "max_runs", "overlap_policy", "catchup_seconds", "auto_pause_after",
     "pause_note",
+    "connection_id", "max_attempts", "request_timeout_seconds", "max_run_seconds", "webhook_url", "webhook_format",
 )
 SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone",
                    "run_at", "start_at", "end_at", "max_runs", "catchup_seconds")
+MAX_ATTEMPTS = 10
 HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 MAX_TEMPERATURE = 2.0
 MAX_TOKENS = 1_000_000
@@ -38,6 +42,10 @@ def task_values(task):
         "start_at": task.start_at, "end_at": task.end_at, "max_runs": task.max_runs,
         "overlap_policy": task.overlap_policy, "catchup_seconds": task.catchup_seconds,
         "auto_pause_after": task.auto_pause_after, "pause_note": task.pause_note,
+        "connection_id": task.connection_id,
+        "max_attempts": task.max_attempts, "request_timeout_seconds": task.request_timeout_seconds,
+        "max_run_seconds": task.max_run_seconds, "webhook_url": task.webhook_url,
+        "webhook_format": task.webhook_format,
     }
     if task.interval_seconds is not None:
         values["interval_seconds"] = task.interval_seconds
@@ -70,6 +78,13 @@ def validate_task(data, settings, base=None):
         errors["overlap_policy"] = "Must be one of: skip, allow."
     clean["overlap_policy"] = policy
     clean.update(schedule_values(merged, settings, errors))
+    clean.update(_execution_options(merged, settings, errors))
+    for field in ("prompt", "system_prompt"):
+        if clean.get(field) and field not in errors:
+            try:
+                prompts.check(clean[field])
+            except prompts.PromptTemplateError as exc:
+                errors[field] = str(exc)
     if errors:
         raise TaskInputError(errors)
     return clean
@@ -233,3 +248,31 @@ def _interval(data, settings, errors):
         errors[field] = f"The interval must be at least {minimum} seconds."
         return None
     return seconds
+
+
+def _execution_options(data, settings, errors):
+    """Connection, retry bounds, timeouts and webhook: the per-task knobs of a run."""
+    options = {
+        "max_attempts": _number(data, "max_attempts", errors, int, 1, MAX_ATTEMPTS, default=None),
+        "request_timeout_seconds": _number(data, "request_timeout_seconds", errors, float, 1, 3600, default=None),
+        # Bounded by the setting, which itself stays under the broker's visibility timeout.
+        "max_run_seconds": _number(data, "max_run_seconds", errors, int, 5, settings.max_run_seconds, default=None),
+        "connection_id": _number(data, "connection_id", errors, int, 1, 2**31 - 1, default=None),
+        "webhook_format": data.get("webhook_format") or WebhookFormat.JSON,
+        "webhook_url": None,
+    }
+    if options["connection_id"] and db.session.get(Connection, options["connection_id"]) is None:
+        errors["connection_id"] = f"No connection with id {options['connection_id']}."
+    if options["webhook_format"] not in set(WebhookFormat):
+        errors["webhook_format"] = "Must be json or slack."
+    url = data.get("webhook_url")
+    if url not in (None, ""):
+        if not isinstance(url, str) or len(url) > 2000:
+            errors["webhook_url"] = "Must be a URL of at most 2000 characters."
+        else:
+            try:
+                webhooks.check_target(url.strip(), settings.webhook_allow_private)
+                options["webhook_url"] = url.strip()
+            except webhooks.WebhookRefused as exc:
+                errors["webhook_url"] = str(exc)
+    return options

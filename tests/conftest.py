@@ -14,6 +14,7 @@ from tests import services
 
 REQUIRE_SERVICES = os.environ.get("PROMPTBEAT_REQUIRE_SERVICES") == "1"
 TEST_API_KEY = "sk-test-" + secrets.token_hex(8)
+TEST_FERNET_KEY = "3Ue-Xs0X0u4MQ7nHzfUuXbnHGiHNtVOy1kLLKM2Gvd0="
 
 
 def _missing(what):
@@ -77,6 +78,14 @@ def role_environ(database_url, redis_url, fake_llm):
         "PROMPTBEAT_RECONCILE_SECONDS": "2",
         "PROMPTBEAT_LLM_TIMEOUT": "10",
         "PROMPTBEAT_MIN_INTERVAL_SECONDS": "10",
+        "PROMPTBEAT_FERNET_KEYS": TEST_FERNET_KEY,
+        # Tests deliver webhooks to receivers on 127.0.0.1.
+        "PROMPTBEAT_WEBHOOK_ALLOW_PRIVATE": "1",
+        "PROMPTBEAT_PRICES": '{"fake-model": [1.0, 2.0]}',
+        "PROMPTBEAT_RETRY_BASE_SECONDS": "0.2",
+        "PROMPTBEAT_RETRY_MAX_SECONDS": "3",
+        "PROMPTBEAT_SWEEP_SECONDS": "1",
+        "PROMPTBEAT_LOST_GRACE_SECONDS": "1",
     }
 
 

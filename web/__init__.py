@@ -2,7 +2,7 @@
 from flask import render_template
 
 from promptbeat.app import create_app as create_core_app
-from web import api, auth, cli, ops, views
+from web import api, auth, cli, connection_views, ops, views
 from web.auth import csrf, login_manager
 
 
@@ -13,6 +13,7 @@ def create_app(settings=None, **overrides):
     csrf.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(connection_views.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
     csrf.exempt(api.bp)  # the API authenticates with bearer tokens, never with cookies

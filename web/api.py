@@ -2,9 +2,13 @@
 from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from promptbeat import service
+from datetime import timedelta
+
+from sqlalchemy import func
+
+from promptbeat import connections, service
 from promptbeat.extensions import db
-from promptbeat.models import Execution, Task
+from promptbeat.models import Connection, Execution, Task, utcnow
 from promptbeat.validation import TaskInputError
 from web.auth import token_required
 from web.presenters import execution_json, latest_executions, schedule_preview, task_json
@@ -31,6 +35,11 @@ def api_error(exc):
 
 @bp.errorhandler(TaskInputError)
 def invalid_input(exc):
+    return jsonify(error="validation_failed", message="Some fields are invalid.", fields=exc.errors), 422
+
+
+@bp.errorhandler(connections.ConnectionInputError)
+def invalid_connection(exc):
     return jsonify(error="validation_failed", message="Some fields are invalid.", fields=exc.errors), 422
 
 
@@ -153,3 +162,109 @@ def list_executions(task_id):
         raise ApiError(400, "bad_parameter", f"limit must be a whole number from 1 to {MAX_PAGE}.") from None
     query = db.select(Execution).filter_by(task_id=task_id).order_by(Execution.id.desc()).limit(limit)
     return jsonify(executions=[execution_json(e) for e in db.session.execute(query).scalars()])
+
+
+def _usage_columns():
+    return (func.count(Execution.id), func.sum(Execution.prompt_tokens), func.sum(Execution.completion_tokens),
+            func.sum(Execution.total_tokens), func.sum(Execution.cost_usd))
+
+
+def _usage_json(row):
+    runs, prompt, completion, total, cost = row
+    return {"runs": runs, "prompt_tokens": prompt or 0, "completion_tokens": completion or 0,
+            "total_tokens": total or 0, "cost_usd": round(cost, 8) if cost is not None else 0.0}
+
+
+def _days():
+    try:
+        days = int(request.args.get("days", 30))
+        if not 1 <= days <= 366:
+            raise ValueError
+    except ValueError:
+        raise ApiError(400, "bad_parameter", "days must be a whole number from 1 to 366.") from None
+    return days
+
+
+@bp.get("/usage")
+@token_required
+def usage():
+    """Tokens and estimated cost per task and per UTC day over the last `days` days."""
+    since = utcnow() - timedelta(days=_days())
+    recent = Execution.created_at >= since
+    day = func.date(Execution.created_at)
+    per_day = db.session.execute(db.select(day, *_usage_columns()).where(recent).group_by(day).order_by(day)).all()
+    per_task = db.session.execute(
+        db.select(Execution.task_id, *_usage_columns()).where(recent).group_by(Execution.task_id)
+        .order_by(Execution.task_id)).all()
+    total = db.session.execute(db.select(*_usage_columns()).where(recent)).one()
+    return jsonify(
+        total=_usage_json(total),
+        per_day=[{"day": str(row[0]), **_usage_json(row[1:])} for row in per_day],
+        per_task=[{"task_id": row[0], **_usage_json(row[1:])} for row in per_task],
+    )
+
+
+@bp.get("/tasks/<int:task_id>/usage")
+@token_required
+def task_usage(task_id):
+    _task_or_404(task_id)
+    since = utcnow() - timedelta(days=_days())
+    day = func.date(Execution.created_at)
+    where = (Execution.task_id == task_id, Execution.created_at >= since)
+    per_day = db.session.execute(db.select(day, *_usage_columns()).where(*where).group_by(day).order_by(day)).all()
+    total = db.session.execute(db.select(*_usage_columns()).where(*where)).one()
+    return jsonify(task_id=task_id, total=_usage_json(total),
+                   per_day=[{"day": str(row[0]), **_usage_json(row[1:])} for row in per_day])
+
+
+def _connection_or_404(connection_id):
+    connection = db.session.get(Connection, connection_id)
+    if connection is None:
+        raise ApiError(404, "not_found", f"No connection with id {connection_id}.")
+    return connection
+
+
+@bp.get("/connections")
+@token_required
+def list_connections():
+    rows = db.session.execute(db.select(Connection).order_by(Connection.name)).scalars()
+    return jsonify(connections=[connections.connection_json(c) for c in rows])
+
+
+@bp.post("/connections")
+@token_required
+def create_connection():
+    connection = connections.save_connection(_json_body())
+    return jsonify(connections.connection_json(connection)), 201
+
+
+@bp.get("/connections/<int:connection_id>")
+@token_required
+def get_connection(connection_id):
+    return jsonify(connections.connection_json(_connection_or_404(connection_id)))
+
+
+@bp.patch("/connections/<int:connection_id>")
+@token_required
+def update_connection(connection_id):
+    connection = _connection_or_404(connection_id)
+    data = _json_body()
+    try:
+        return jsonify(connections.connection_json(connections.save_connection(data, connection)))
+    except connections.ConnectionInputError:
+        db.session.rollback()
+        raise
+
+
+@bp.delete("/connections/<int:connection_id>")
+@token_required
+def delete_connection(connection_id):
+    db.session.delete(_connection_or_404(connection_id))
+    db.session.commit()
+    return "", 204
+
+
+@bp.post("/connections/<int:connection_id>/test")
+@token_required
+def test_connection(connection_id):
+    return jsonify(connections.test_connection(_connection_or_404(connection_id)))

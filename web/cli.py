@@ -4,6 +4,7 @@ import secrets
 import click
 from flask import current_app
 
+from promptbeat import connections
 from promptbeat.extensions import db
 from promptbeat.models import Task, User
 from promptbeat.sync import reconcile
@@ -42,3 +43,8 @@ def register(app):
         tasks = db.session.execute(db.select(Task)).scalars().all()
         result = reconcile(current_app.extensions["celery"], tasks)
         click.echo(f"added {result.added}, updated {result.updated}, removed {result.removed}, unchanged {result.unchanged}")
+
+    @app.cli.command("rotate-keys")
+    def rotate_keys_command():
+        """Re-encrypt every stored API key under the first PROMPTBEAT_FERNET_KEYS key."""
+        click.echo(f"re-encrypted {connections.rotate_keys()} API key(s) under the first key")

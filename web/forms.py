@@ -4,6 +4,8 @@ from zoneinfo import ZoneInfo
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectChoice, SelectField, StringField, TextAreaField
 
+from promptbeat.extensions import db
+from promptbeat.models import Connection
 from promptbeat.validation import TaskInputError, validate_task
 
 SCHEDULE_CHOICES = [
@@ -42,12 +44,24 @@ class TaskForm(FlaskForm):
     catchup_seconds = StringField("Catch-up window in seconds (optional)")
     auto_pause_after = StringField("Pause after N consecutive failures (optional)")
     enabled = BooleanField("Enabled", default=True)
+    connection_id = SelectField("Connection", default="")
+    max_attempts = StringField("Attempts at most (optional)")
+    webhook_url = StringField("Webhook URL (optional)")
+    webhook_format = SelectField("Webhook body", choices=[SelectChoice("json", "JSON"),
+                                                         SelectChoice("slack", "Slack text")], default="json")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        names = db.session.execute(db.select(Connection.id, Connection.name).order_by(Connection.name)).all()
+        self.connection_id.choices = [SelectChoice("", "Default (OPENAI_BASE_URL)")] + [
+            SelectChoice(str(i), name) for i, name in names]
 
     def input_data(self):
         """The submitted values, shaped as the shared validator expects."""
         data = {name: getattr(self, name).data for name in (
             "name", "prompt", "system_prompt", "model", "temperature", "max_tokens",
-            "schedule_type", "time", "cron", "timezone", "enabled", "overlap_policy",
+            "schedule_type", "time", "cron", "timezone", "enabled", "overlap_policy", "connection_id",
+            "max_attempts", "webhook_url", "webhook_format",
         )}
         for name in OPTIONAL_INPUTS:
             data[name] = (getattr(self, name).data or "").strip() or None
@@ -107,4 +121,8 @@ class TaskForm(FlaskForm):
                 getattr(form, name).data = "" if value is None else str(value)
             form.overlap_policy.data = task.overlap_policy
             form.enabled.data = task.enabled
+            form.connection_id.data = str(task.connection_id or "")
+            form.max_attempts.data = str(task.max_attempts or "")
+            form.webhook_url.data = task.webhook_url or ""
+            form.webhook_format.data = task.webhook_format
         return form

@@ -87,6 +87,12 @@ def task_json(task, last_execution=None):
         "created_at": iso(task.created_at),
         "updated_at": iso(task.updated_at),
         "last_run": execution_json(last_execution, brief=True) if last_execution else None,
+        "connection_id": task.connection_id,
+        "max_attempts": task.max_attempts,
+        "request_timeout_seconds": task.request_timeout_seconds,
+        "max_run_seconds": task.max_run_seconds,
+        "webhook_url": task.webhook_url,
+        "webhook_format": task.webhook_format,
     }
     if task.schedule_type != ScheduleType.INTERVAL:
         data["interval_minutes"] = None
@@ -111,9 +117,16 @@ def execution_json(execution, brief=False):
         "total_tokens": execution.total_tokens,
         "slot": iso(execution.slot),
         "catch_up": execution.catch_up,
+        "cost_usd": execution.cost_usd,
+        "error_class": execution.error_class,
+        "attempt_count": len(execution.attempts or []),
+        "webhook_status": execution.webhook_status,
     }
     if not brief:
         data["output"] = execution.output
+        data["prompt"] = execution.prompt
+        data["attempts"] = execution.attempts or []
+        data["webhook_attempts"] = execution.webhook_attempts or []
     return data
 
 

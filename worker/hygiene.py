@@ -1,11 +1,16 @@
 """Fork and task hygiene: no database connection crosses a fork, no session outlives a task."""
+import logging
+
 from celery.signals import task_postrun, worker_process_init
 
 from promptbeat.extensions import db
 
+logger = logging.getLogger(__name__)
+
 
 def connect(flask_app):
     """Hook the signals for this app."""
+    make_psycopg2_cooperative()
 
     @worker_process_init.connect(weak=False)
     def dispose_engine_after_fork(**kwargs):
@@ -17,3 +22,22 @@ def connect(flask_app):
     def remove_session(**kwargs):
         with flask_app.app_context():
             db.session.remove()
+
+
+def make_psycopg2_cooperative():
+    """Under the gevent pool, make psycopg2 wait through gevent so a query never blocks every greenlet.
+
+    Celery's `-P gevent` patches the standard library before this module is imported; psycopg2 is a C
+    extension that the patch cannot reach, but it accepts a wait callback, and select() is patched.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:
+        return
+    if not monkey.is_module_patched("socket"):
+        return
+    import psycopg2.extensions
+    import psycopg2.extras
+
+    psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
+    logger.info("gevent pool: psycopg2 waits cooperatively")

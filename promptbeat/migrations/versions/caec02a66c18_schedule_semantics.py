@@ -1,7 +1,7 @@
 """Schedule semantics: bounds, one-off, overlap, pause, slots
 
 Revision ID: caec02a66c18
-Revises: de289544c237
+Revises: 5ffe769d3751
 Create Date: 2026-11-28 20:42:43.526310
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'caec02a66c18'
-down_revision = 'de289544c237'
+down_revision = '5ffe769d3751'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,203 @@
+"""Worker pools under load: completions per second, added latency, RSS and database connections.
+
+Runs the real execute path (SDK call, PostgreSQL writes) and a plain Celery task making the same
+call, under several pools, one worker process at a time, against the fake server answering in 1 s.
+
+    python -m benchmarks.worker_pools --database-url postgresql://postgres@127.0.0.1:5432/pb4
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import redis
+from celery import Celery
+from sqlalchemy import create_engine, text
+
+from tests import services
+
+ROOT = Path(__file__).resolve().parent.parent
+LATENCY = 1.0
+# (kind, pool, concurrency): the baseline pools the issue names, then the real path.
+SCENARIOS = [
+    ("plain", "prefork", 8), ("plain", "threads", 100), ("plain", "gevent", 300),
+    ("real", "prefork", 8), ("real", "threads", 100), ("real", "threads", 300),
+    ("real", "gevent", 300),
+]
+
+
+def start_fake():
+    process = subprocess.Popen([sys.executable, "-m", "promptbeat.fakellm", "--port", "0", "--latency", str(LATENCY)],
+                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    url = process.stdout.readline().strip().split("=", 1)[1]
+    return process, url
+
+
+def migrate(env):
+    from flask_migrate import upgrade
+
+    from promptbeat.app import create_app
+    from promptbeat.extensions import db
+    from promptbeat.settings import Settings
+
+    app = create_app(Settings.from_environ(env))
+    with app.app_context():
+        with db.engine.begin() as connection:
+            db.metadata.drop_all(connection)
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        upgrade()
+        db.engine.dispose()
+
+
+def tree_rss(pid):
+    try:
+        process = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+    except psutil.NoSuchProcess:
+        return 0
+
+
+class Sampler(threading.Thread):
+    """Samples the worker's RSS and the database's connection count until stopped; keeps the maxima."""
+
+    def __init__(self, pid, engine):
+        super().__init__(daemon=True)
+        self.pid, self.engine, self.stop_event = pid, engine, threading.Event()
+        self.rss = self.connections = 0
+
+    def run(self):
+        with self.engine.connect() as connection:
+            while not self.stop_event.is_set():
+                self.rss = max(self.rss, tree_rss(self.pid))
+                count = connection.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND application_name NOT LIKE 'bench%'")).scalar()
+                self.connections = max(self.connections, count)
+                connection.rollback()  # pg_stat_activity is a per-transaction snapshot
+                self.stop_event.wait(0.2)
+
+
+def run_scenario(kind, pool, concurrency, runs, env, engine, workdir):
+    redis_url = env["REDIS_URL"]
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()  # a private redis-server: nothing else lives here
+    app_module = "benchmarks.plain_app" if kind == "plain" else "worker"
+    queue = "plain" if kind == "plain" else "promptbeat"
+    sender = Celery("sender", broker=redis_url)
+    # The queue is full before the worker starts, so what is measured is the worker, not the sender.
+    if kind == "plain":
+        for number in range(runs):
+            sender.send_task("bench.plain_call", args=[number], queue="plain")
+    else:
+        for task_id, execution_id in _queue_runs(engine, runs):
+            sender.send_task("promptbeat.execute_task", args=[task_id],
+                             kwargs={"trigger": "manual", "execution_id": execution_id}, queue="promptbeat")
+    sender.close()
+    worker = services.Role(["celery", "-A", app_module, "worker", "-P", pool, "-c", str(concurrency), "-Q", queue,
+                            "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                           env, workdir / f"{kind}-{pool}-{concurrency}.log")
+    sampler = Sampler(worker.pid, engine)
+    sampler.start()
+    begun = time.time()
+    try:
+        if kind == "plain":
+            services.wait_for(lambda: client.llen("bench:done") >= runs, 300, "plain runs", interval=0.2)
+            spans = [json.loads(item)[1:] for item in client.lrange("bench:done", 0, -1)]
+        else:
+            services.wait_for(lambda: _finished(engine) >= runs, 300, "real runs", interval=0.2)
+            spans = _spans(engine)
+    finally:
+        sampler.stop_event.set()
+        sampler.join()
+        worker.stop(grace=30)
+        client.close()
+    first, last = min(s[0] for s in spans), max(s[1] for s in spans)
+    added = sorted((end - start - LATENCY) * 1000 for start, end in spans)
+    rate = len(spans) / (last - first)
+    ceiling = min(concurrency, runs) / LATENCY
+    return {"kind": kind, "pool": pool, "concurrency": concurrency, "runs": len(spans),
+            "per_second": round(rate, 1), "ceiling": ceiling, "of_ceiling": round(rate / ceiling, 3),
+            "added_p50_ms": round(statistics.median(added), 1), "added_p99_ms": round(added[int(len(added) * 0.99) - 1], 1),
+            "rss_mb": round(sampler.rss / 2**20), "db_connections": sampler.connections,
+            "wall_s": round(time.time() - begun, 1)}
+
+
+def _queue_runs(engine, runs):
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM executions"))
+        connection.execute(text("DELETE FROM tasks"))
+        task_id = connection.execute(text(
+            "INSERT INTO tasks (name, prompt, model, temperature, schedule_type, interval_seconds, timezone, enabled, "
+            "created_at, updated_at, webhook_format) VALUES ('bench', 'Benchmark prompt', 'fake-model', 0.7, "
+            "'interval', 600, 'UTC', true, now(), now(), 'json') RETURNING id")).scalar()
+        ids = connection.execute(text(
+            "INSERT INTO executions (task_id, status, trigger, created_at) "
+            "SELECT :task, 'queued', 'manual', now() FROM generate_series(1, :n) RETURNING id"),
+            {"task": task_id, "n": runs}).scalars().all()
+    return [(task_id, execution_id) for execution_id in ids]
+
+
+def _finished(engine):
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM executions WHERE finished_at IS NOT NULL")).scalar()
+
+
+def _spans(engine):
+    with engine.connect() as connection:
+        failed = connection.execute(text("SELECT count(*) FROM executions WHERE status <> 'success'")).scalar()
+        if failed:
+            raise RuntimeError(f"{failed} benchmark runs did not succeed")
+        rows = connection.execute(text(
+            "SELECT extract(epoch FROM started_at), extract(epoch FROM finished_at) FROM executions")).all()
+    return [(float(a), float(b)) for a, b in rows]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", required=True, help="a PostgreSQL database this benchmark may wipe")
+    parser.add_argument("--runs-per-slot", type=int, default=4, help="runs = concurrency x this (at least 200)")
+    parser.add_argument("--only", help="run only scenarios whose 'kind-pool-concurrency' contains this")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="pb-bench-"))
+    private_redis = services.PrivateRedis(workdir)
+    fake, fake_url = start_fake()
+    env = services.role_env({
+        "SECRET_KEY": "bench", "DATABASE_URL": args.database_url, "REDIS_URL": private_redis.url,
+        "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": fake_url, "PROMPTBEAT_DEFAULT_MODEL": "fake-model",
+        "PROMPTBEAT_LLM_TIMEOUT": "60",
+    })
+    env["PGAPPNAME"] = "worker"
+    results = []
+    try:
+        migrate(env)
+        engine = create_engine(args.database_url.replace("postgresql://", "postgresql+psycopg2://"),
+                               connect_args={"application_name": "bench"})
+        for kind, pool, concurrency in SCENARIOS:
+            if args.only and args.only not in f"{kind}-{pool}-{concurrency}":
+                continue
+            runs = max(200, concurrency * args.runs_per_slot)
+            result = run_scenario(kind, pool, concurrency, runs, env, engine, workdir)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    finally:
+        fake.terminate()
+        fake.wait()
+        private_redis.stop()
+    print("\n| path | pool | -c | runs | per s | ceiling | of ceiling | added p50 ms | added p99 ms | RSS MB | DB conns |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {r['kind']} | {r['pool']} | {r['concurrency']} | {r['runs']} | {r['per_second']} | {r['ceiling']:g} | "
+              f"{r['of_ceiling']:.0%} | {r['added_p50_ms']} | {r['added_p99_ms']} | {r['rss_mb']} | {r['db_connections']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Delivery of a run's result to a task's webhook: JSON or Slack text, retried, never failing the run."""
+import ipaddress
+import logging
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx2 as httpx
+
+from promptbeat.models import WebhookFormat, utcnow
+
+logger = logging.getLogger(__name__)
+SLACK_TEXT_LIMIT = 3000
+
+
+class WebhookRefused(ValueError):
+    """The target is not allowed (bad URL, or a private address without permission)."""
+
+
+def check_target(url, allow_private):
+    """Refuse URLs that are not http(s), and hosts that resolve to private, loopback or link-local addresses.
+
+    The host is resolved here, so a public-looking name that points inside the network is refused too.
+    """
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookRefused("Use an http(s) URL such as https://hooks.example.com/promptbeat.")
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        raise WebhookRefused(f"The host {parts.hostname!r} does not resolve.") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global or address.is_multicast:
+            raise WebhookRefused(
+                f"{parts.hostname} resolves to {address}, a private or reserved address; "
+                "set PROMPTBEAT_WEBHOOK_ALLOW_PRIVATE=1 to allow such targets."
+            )
+
+
+def payload(task, execution, kind):
+    """The body sent for a finished run: a JSON document, or Slack-compatible {"text": ...}."""
+    if kind == WebhookFormat.SLACK:
+        body = execution.output if execution.status == "success" else execution.error
+        text = f"*{task.name}* run {execution.id}: {execution.status}\n{body or ''}"
+        return {"text": text[:SLACK_TEXT_LIMIT]}
+    return {
+        "task": {"id": task.id, "name": task.name},
+        "run": {
+            "id": execution.id, "trigger": execution.trigger, "model": execution.model,
+            "started_at": _iso(execution.started_at), "finished_at": _iso(execution.finished_at),
+            "duration_ms": execution.duration_ms, "attempts": len(execution.attempts or []),
+        },
+        "status": execution.status,
+        "output": execution.output,
+        "error": execution.error,
+        "usage": {
+            "prompt_tokens": execution.prompt_tokens, "completion_tokens": execution.completion_tokens,
+            "total_tokens": execution.total_tokens, "cost_usd": execution.cost_usd,
+        },
+    }
+
+
+def deliver(url, body, settings, sleep=time.sleep):
+    """POST body with a few retries; returns (status, attempts) where status is delivered, failed or refused."""
+    attempts = []
+    try:
+        check_target(url, settings.webhook_allow_private)
+    except WebhookRefused as exc:
+        attempts.append({"attempt": 1, "at": _iso(utcnow()), "error": str(exc)})
+        return "refused", attempts
+    # Redirects are not followed: a redirect could lead to an address the check above refuses.
+    with httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False) as client:
+        for attempt in range(1, settings.webhook_attempts + 1):
+            record = {"attempt": attempt, "at": _iso(utcnow())}
+            attempts.append(record)
+            try:
+                response = client.post(url, json=body, headers={"User-Agent": "promptbeat-webhook"})
+            except httpx.HTTPError as exc:
+                record["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                record["status"] = response.status_code
+                if response.is_success:
+                    return "delivered", attempts
+                if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+                    return "failed", attempts  # the receiver rejects this payload; again would not help
+            if attempt < settings.webhook_attempts:
+                sleep(0.5 * 2 ** (attempt - 1))
+    logger.warning("webhook delivery to %s failed after %d attempts", urlsplit(url).hostname, len(attempts))
+    return "failed", attempts
+
+
+def _iso(moment):
+    return moment.isoformat().replace("+00:00", "Z") if moment else None

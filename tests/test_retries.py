@@ -1,0 +1,253 @@
+"""run_execution against the fake server over HTTP with the real SDK: error classes, retries, idempotency."""
+import dataclasses
+import threading
+from datetime import timedelta
+
+import pytest
+
+from promptbeat import retry
+from promptbeat.execution import run_execution, sweep_lost_runs
+from promptbeat.extensions import db
+from promptbeat.llm import LLMError
+from promptbeat.models import Connection, Execution, Task, Trigger, utcnow
+
+
+class Waits(list):
+    """Records backoff waits instead of sleeping, so retry tests take no wall time."""
+
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+def make_task(prompt, **values):
+    task = Task(name=values.pop("name", "Retry check"), prompt=prompt, model="fake-model",
+                schedule_type="interval", interval_seconds=600, **values)
+    db.session.add(task)
+    db.session.commit()
+    return task.id
+
+
+def queued_run(task_id, trigger=Trigger.MANUAL):
+    execution = Execution(task_id=task_id, trigger=trigger, status="queued")
+    db.session.add(execution)
+    db.session.commit()
+    return execution.id
+
+
+def run(task_id, waits=None, trigger=Trigger.MANUAL):
+    return run_execution(task_id, trigger=trigger, execution_id=queued_run(task_id, trigger),
+                         sleep=Waits() if waits is None else waits)
+
+
+def calls_for(fake_llm, marker):
+    return [r for r in fake_llm.requests if marker in r["messages"][-1]["content"]]
+
+
+@pytest.fixture
+def ctx(app, fake_llm):
+    fake_llm.reset()
+    with app.app_context():
+        yield app
+
+
+def test_success_records_usage_cost_and_one_attempt(ctx):
+    execution = run(make_task("Plain question"))
+    assert execution.status == "success"
+    assert execution.output == "echo: Plain question"
+    assert [a["attempt"] for a in execution.attempts] == [1]
+    assert execution.prompt_tokens and execution.completion_tokens
+    assert execution.total_tokens == execution.prompt_tokens + execution.completion_tokens
+    # fake-model is priced at 1 and 2 USD per million tokens in the test environment.
+    expected = (execution.prompt_tokens * 1.0 + execution.completion_tokens * 2.0) / 1e6
+    assert execution.cost_usd == pytest.approx(expected)
+
+
+def test_server_errors_are_retried_with_backoff_until_success(ctx, fake_llm):
+    waits = Waits()
+    execution = run(make_task("Flaky [[fail:500x2]] one"), waits)
+    assert execution.status == "success"
+    assert [a.get("error_class") for a in execution.attempts] == ["InternalServerError", "InternalServerError", None]
+    assert len(waits) == 2 and all(0 < w <= 3 for w in waits)
+    assert [a["wait_s"] for a in execution.attempts[:2]] == [round(w, 3) for w in waits]
+    assert len(calls_for(fake_llm, "Flaky")) == 3
+
+
+def test_rate_limit_honours_retry_after_and_attempts_are_bounded(ctx, fake_llm):
+    waits = Waits()
+    execution = run(make_task("Busy [[fail:429]]", max_attempts=3), waits)
+    assert execution.status == "failed"
+    assert execution.error_class == "RateLimitError"
+    assert execution.error == "RateLimitError (HTTP 429): Rate limit reached for requests."
+    # The fake sends retry-after-ms: 1000; promptbeat waits that plus at most 10% jitter.
+    assert len(waits) == 2 and all(1.0 <= w <= 1.1 for w in waits)
+    assert len(calls_for(fake_llm, "Busy")) == 3
+
+
+@pytest.mark.parametrize("directive, error_class, status, message", [
+    ("quota", "InsufficientQuota", 429, "exceeded your current quota"),
+    ("401", "AuthenticationError", 401, "Incorrect API key"),
+    ("403", "PermissionDeniedError", 403, "not supported"),
+    ("400", "BadRequestError", 400, "Invalid request"),
+    ("404", "NotFoundError", 404, "model does not exist"),
+])
+def test_permanent_errors_fail_at_once_with_class_and_message(ctx, fake_llm, directive, error_class, status, message):
+    waits = Waits()
+    execution = run(make_task(f"Permanent [[fail:{directive}]]"), waits)
+    assert execution.status == "failed"
+    assert execution.error_class == error_class
+    assert f"(HTTP {status})" in execution.error and message in execution.error
+    assert len(execution.attempts) == 1 and waits == []
+    assert len(calls_for(fake_llm, "Permanent")) == 1
+
+
+def test_timeouts_are_retried_and_each_attempt_honours_the_request_timeout(ctx, fake_llm):
+    execution = run(make_task("Stall [[sleep:5]]", request_timeout_seconds=1, max_attempts=2))
+    assert execution.status == "failed"
+    assert [a["error_class"] for a in execution.attempts] == ["APITimeoutError", "APITimeoutError"]
+    assert all(a["ms"] < 4000 for a in execution.attempts)
+    assert "no answer within 1 s" in execution.error
+
+
+def test_connection_errors_are_retried(ctx):
+    from tests.services import free_port
+
+    connection = Connection(name="Nowhere", base_url=f"http://127.0.0.1:{free_port()}/v1")
+    db.session.add(connection)
+    execution = run(make_task("Unreachable", connection=connection, max_attempts=2))
+    assert execution.status == "failed"
+    assert [a["error_class"] for a in execution.attempts] == ["APIConnectionError", "APIConnectionError"]
+
+
+def test_a_run_never_outlives_its_deadline(ctx):
+    # Each attempt may take 10 s, but the run as a whole may take 5: the attempt is cut short.
+    execution = run(make_task("Long [[sleep:8]]", request_timeout_seconds=10, max_run_seconds=5))
+    assert execution.status == "failed"
+    assert execution.duration_ms < 7000
+    assert execution.error_class == "APITimeoutError"
+
+
+def test_backoff_never_exceeds_its_cap():
+    error = LLMError("x", "InternalServerError", 500)
+    assert all(retry.backoff_seconds(n, error, 1.0, 60.0) <= 60.0 for n in range(1, 30))
+    slow = LLMError("x", "RateLimitError", 429, retry_after=7200)
+    assert retry.backoff_seconds(1, slow, 1.0, 60.0) == 60.0
+
+
+def test_a_redelivered_message_never_runs_or_finishes_a_run_twice(ctx, fake_llm):
+    task = make_task("Once only")
+    run_id = queued_run(task)
+    first = run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id)
+    second = run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id)
+    assert first.id == second.id and second.status == "success"
+    assert len(calls_for(fake_llm, "Once only")) == 1
+    assert db.session.execute(db.select(db.func.count(Execution.id))).scalar() == 1
+
+
+def test_a_message_for_a_run_already_running_elsewhere_leaves_it_alone(ctx, fake_llm):
+    task = make_task("Elsewhere")
+    run_id = queued_run(task)
+    db.session.get(Execution, run_id).status = "running"
+    db.session.commit()
+    execution = run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id)
+    assert execution.status == "running"
+    assert calls_for(fake_llm, "Elsewhere") == []
+
+
+def test_concurrent_deliveries_of_one_run_make_one_call(ctx, fake_llm):
+    task = make_task("Race [[sleep:0.5]]")
+    run_id = queued_run(task)
+    app = ctx
+
+    def deliver():
+        with app.app_context():
+            run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id)
+            db.session.remove()
+
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite serialises writers; the race needs PostgreSQL")
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    db.session.expire_all()
+    assert db.session.get(Execution, run_id).status == "success"
+    assert len(calls_for(fake_llm, "Race")) == 1
+
+
+def test_sweep_marks_runs_past_their_deadline_lost_and_leaves_live_ones(ctx):
+    settings = ctx.config["PROMPTBEAT"]
+    task = make_task("Sweep")
+    dead, live = queued_run(task), queued_run(task)
+    now = utcnow()
+    db.session.get(Execution, dead).status = "running"
+    db.session.get(Execution, dead).deadline_at = now - timedelta(seconds=60)
+    db.session.get(Execution, live).status = "running"
+    db.session.get(Execution, live).deadline_at = now + timedelta(seconds=60)
+    db.session.commit()
+    assert sweep_lost_runs(settings) == 1
+    db.session.expire_all()
+    assert db.session.get(Execution, dead).status == "lost"
+    assert db.session.get(Execution, dead).error_class == "WorkerLost"
+    assert db.session.get(Execution, live).status == "running"
+    # A late result for the lost run is discarded rather than written over the record.
+    execution = run_execution(task, trigger=Trigger.MANUAL, execution_id=dead)
+    assert execution.status == "lost"
+
+
+def test_a_task_deleted_during_the_run_ends_cleanly_with_no_record(ctx, fake_llm):
+    task = make_task("Deleted midway [[fail:500x1]]")
+    run_id = queued_run(task)
+    app = ctx
+
+    def delete_during_backoff(seconds):
+        with app.app_context():
+            db.session.execute(db.delete(Task).where(Task.id == task))
+            db.session.commit()
+
+    assert run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id, sleep=delete_during_backoff) is None
+    assert db.session.execute(db.select(Execution)).first() is None
+
+
+def test_a_task_disabled_before_its_scheduled_run_is_skipped(ctx, fake_llm):
+    task = make_task("Switched off", enabled=False)
+    execution = run(task, trigger=Trigger.SCHEDULED)
+    assert execution.status == "skipped"
+    assert "disabled" in execution.error
+    assert calls_for(fake_llm, "Switched off") == []
+
+
+def test_prompt_variables_are_rendered(ctx):
+    task = make_task("Hi {{ task.name }}: run {{ run_count }} on {{ today }}; before: {{ last_output }}",
+                     name="Greeter")
+    first = run(task)
+    today, first_output = first.started_at.date().isoformat(), first.output
+    assert first_output == f"echo: Hi Greeter: run 0 on {today}; before: "
+    second = run(task)
+    assert second.prompt == f"Hi Greeter: run 1 on {today}; before: {first_output}"
+    assert second.output == "echo: " + second.prompt
+
+
+def test_the_sandbox_keeps_prompts_away_from_python_internals(ctx, fake_llm):
+    execution = run(make_task("{{ ''.__class__.__mro__[1].__subclasses__() }}"))
+    assert execution.status == "failed"
+    assert execution.error_class == "TemplateError"
+    assert fake_llm.requests == []
+
+
+def test_settings_refuse_a_backoff_past_the_visibility_timeout(app):
+    from promptbeat.settings import ConfigError
+
+    settings = app.config["PROMPTBEAT"]
+    with pytest.raises(ConfigError, match="VISIBILITY_TIMEOUT"):
+        dataclasses.replace(settings, visibility_timeout=30, retry_max_seconds=60)
+
+
+def test_a_redelivered_message_retries_a_run_its_dead_worker_left_running(ctx, fake_llm):
+    task = make_task("Taken over")
+    run_id = queued_run(task)
+    db.session.get(Execution, run_id).status = "running"
+    db.session.commit()
+    execution = run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id, redelivered=True, worker="w2@host")
+    assert (execution.status, execution.worker) == ("success", "w2@host")
+    assert len(calls_for(fake_llm, "Taken over")) == 1

@@ -1,0 +1,59 @@
+"""The connections page: list, add, test and delete OpenAI-compatible endpoints. Keys are write-only."""
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import login_required
+
+from promptbeat import connections
+from promptbeat.extensions import db
+from promptbeat.models import Connection
+
+bp = Blueprint("connections", __name__, url_prefix="/connections")
+
+
+@bp.before_request
+@login_required
+def require_login():
+    """Every page here needs a signed-in user."""
+
+
+def _connection_or_404(connection_id):
+    return db.session.get(Connection, connection_id) or abort(404)
+
+
+def _page(errors=None, values=None, status=200):
+    rows = db.session.execute(db.select(Connection).order_by(Connection.name)).scalars().all()
+    return render_template("connections.html", connections=rows, errors=errors or {}, values=values or {}), status
+
+
+@bp.get("/")
+def index():
+    return _page()
+
+
+@bp.post("/")
+def create():
+    data = {name: request.form.get(name, "") for name in ("name", "base_url", "api_key", "default_model")}
+    try:
+        connection = connections.save_connection(data)
+    except connections.ConnectionInputError as exc:
+        db.session.rollback()
+        # The key is never echoed back into the form, even after a failed save.
+        return _page(exc.errors, {k: v for k, v in data.items() if k != "api_key"}, 422)
+    flash(f"Connection “{connection.name}” saved.", "success")
+    return redirect(url_for("connections.index"))
+
+
+@bp.post("/<int:connection_id>/test")
+def test(connection_id):
+    result = connections.test_connection(_connection_or_404(connection_id))
+    flash(result["message"], "success" if result["ok"] else "error")
+    return redirect(url_for("connections.index"))
+
+
+@bp.post("/<int:connection_id>/delete")
+def delete(connection_id):
+    connection = _connection_or_404(connection_id)
+    name = connection.name
+    db.session.delete(connection)
+    db.session.commit()
+    flash(f"Connection “{name}” deleted; its tasks now use the default endpoint.", "success")
+    return redirect(url_for("connections.index"))
