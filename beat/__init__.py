@@ -1,6 +1,1 @@
-"""The beat role: `celery -A beat beat`, with promptbeat's RedBeat scheduler preset."""
-from promptbeat.app import create_app
-
-flask_app = create_app()
-celery_app = flask_app.extensions["celery"]
-celery_app.conf.beat_scheduler = "beat.scheduler:PromptbeatScheduler"
+"""The beat role: `celery -A beat beat` loads beat.celery, which builds the app (importing beat alone builds none)."""

@@ -1,9 +1,20 @@
-"""RedBeat scheduler that reconciles its entries from the database while it holds the lock."""
+"""RedBeat scheduler that fires slots: batched, with the misfire rule, and reconciles from the database.
+
+Every fire carries its slot (the nominal fire time), and the entry's last run becomes
+that slot, so interval phase never drifts and a second dispatch of a slot is recognisable.
+"""
+import json
 import logging
 import time
+from datetime import timedelta
 
+from celery.beat import SchedulingError
 from redbeat import RedBeatScheduler
+from redbeat.decoder import RedBeatJSONEncoder
+from redbeat.schedulers import get_redis
+from redis.exceptions import LockError
 
+from beat.publisher import BulkPublisher
 from promptbeat.entries import TaskEntry
 from promptbeat.extensions import db
 from promptbeat.models import Task
@@ -11,21 +22,60 @@ from promptbeat.sync import reconcile
 
 logger = logging.getLogger(__name__)
 
+# Due entries are loaded, fired and saved this many at a time (one Redis round trip each way).
+BATCH = 1000
+
+
+class LockLost(SystemExit):
+    """Another beat took the lock while this one was stalled: stop, never fire beside it."""
+
 
 class PromptbeatScheduler(RedBeatScheduler):
-    """Fires task entries; reconciles them from the database at start and every few seconds."""
+    """Fires due task entries by slot; reconciles them from the database while holding the lock."""
 
     Entry = TaskEntry
 
     def __init__(self, app, **kwargs):
         self._next_reconcile = 0.0
+        self.bulk = None
         super().__init__(app, **kwargs)
 
-    def tick(self, **kwargs):
+    def tick(self, min=min, **kwargs):
         # tick runs only after beat_init took the RedBeat lock, so a standby never writes.
+        self.keep_lock()
         if time.monotonic() >= self._next_reconcile:
             self.reconcile_now()
-        return super().tick(**kwargs)
+        return self.fire_due()
+
+    def keep_lock(self):
+        """Extend the lock; re-take it if Redis lost it; give up if another beat holds it."""
+        if not self.lock_key or self.lock is None:
+            return
+        try:
+            self.lock.extend(int(self.lock_timeout))
+            return
+        except LockError:
+            pass
+        client = get_redis(self.app)
+        token = self.lock.local.token
+        if client.set(self.lock_key, token, nx=True, px=int(self.lock_timeout * 1000)):
+            logger.warning("beat: the lock had vanished (Redis flushed or restarted); took it again")
+            self.redeclare_queues()
+            self._next_reconcile = 0.0  # the entries are likely gone too: restore them now
+            return
+        logger.error("beat: another beat holds the lock now; this one stops to avoid firing twice")
+        self.lock = None
+        raise LockLost(1)
+
+    def redeclare_queues(self):
+        """Declare the task queues again: a flush also drops the broker's routing, and messages would vanish."""
+        try:
+            with self.app.connection_for_write() as connection:
+                channel = connection.default_channel
+                for queue in self.app.amqp.queues.values():
+                    queue.bind(channel).declare()
+        except Exception:
+            logger.exception("beat: could not declare the task queues again")
 
     def reconcile_now(self):
         """Rewrite entries from the database; a failure is logged and retried next tick."""
@@ -44,7 +94,93 @@ class PromptbeatScheduler(RedBeatScheduler):
             logger.info("reconcile: %s", result)
         return result
 
-    def apply_async(self, entry, producer=None, advance=True, **kwargs):
-        # Tell the worker when beat fired, so the task's phase in the database follows beat's.
-        entry.kwargs = {**(entry.kwargs or {}), "fired_at": self.app.now().isoformat()}
-        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+    def fire_due(self):
+        """Fire every due entry in batches; returns seconds until the next one (at most max_interval)."""
+        client = get_redis(self.app)
+        schedule_key = self.app.redbeat_conf.schedule_key
+        while True:
+            now = self.app.now()
+            keys = client.zrangebyscore(schedule_key, 0, now.timestamp(), start=0, num=BATCH)
+            if not keys:
+                break
+            self.fire_batch(client, keys, now)
+            if len(keys) < BATCH:
+                break
+        upcoming = client.zrangebyscore(schedule_key, "(%f" % self.app.now().timestamp(), "+inf",
+                                        start=0, num=1, withscores=True)
+        if not upcoming:
+            return self.max_interval
+        return max(0.0, min(upcoming[0][1] - time.time(), self.max_interval))
+
+    def fire_batch(self, client, keys, now):
+        """Load, decide, publish and save one batch of due entries."""
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(key, "definition", "meta")
+            rows = pipe.execute()
+        settings = self.app.flask_app.config["PROMPTBEAT"]
+        grace = timedelta(seconds=settings.misfire_grace_seconds)
+        channel = getattr(self.producer, "channel", None)
+        self.bulk = BulkPublisher(self.app, channel) if BulkPublisher.supported(channel) else None
+        with client.pipeline(transaction=False) as saves:
+            for key, (definition, meta) in zip(keys, rows):
+                if not definition:
+                    logger.warning("beat: entry %s vanished; dropping it from the schedule", key)
+                    saves.zrem(self.app.redbeat_conf.schedule_key, key)
+                    continue
+                entry = self.load_entry(key, definition, meta)
+                self.fire_entry(entry, now, grace, saves)
+            # Messages go out before the entries' new phase is saved: a crash in between
+            # re-sends slots (the database drops the copies) rather than losing them.
+            if self.bulk is not None:
+                try:
+                    self.bulk.flush()
+                except Exception:
+                    logger.exception("beat: could not publish a batch; its slots stay due and are retried")
+                    return
+            saves.execute()
+
+    def load_entry(self, key, definition, meta):
+        fields = TaskEntry.decode_definition(definition)
+        last_run_at = TaskEntry.decode_meta(meta)["last_run_at"]
+        entry = TaskEntry(app=self.app, **fields)
+        entry.last_run_at = last_run_at
+        return entry
+
+    def fire_entry(self, entry, now, grace, saves):
+        """Fire the entry's newest due slot, or skip it if it is past the catch-up window."""
+        schedule = entry.schedule
+        if not entry.enabled:
+            return
+        slot = schedule.newest_slot(entry.last_run_at, now) if entry.last_run_at else now.replace(microsecond=0)
+        if slot is None:
+            # Not due after all (the score was stale): just fix the score.
+            saves.zadd(self.app.redbeat_conf.schedule_key, {entry.key: entry.score})
+            return
+        late = now - slot
+        if late > schedule.catchup_window(slot):
+            logger.warning("beat: %s missed slot %s by %s, beyond its catch-up window; waiting for the next slot",
+                           entry.name, slot.isoformat(), late)
+        elif not self.publish(entry, slot, catch_up=late > grace):
+            return  # the broker failed: keep the entry due, so the next tick tries this slot again
+        entry.last_run_at = slot
+        saves.hset(entry.key, "meta", json.dumps({"last_run_at": slot}, cls=RedBeatJSONEncoder))
+        saves.zadd(self.app.redbeat_conf.schedule_key, {entry.key: entry.score})
+
+    def publish(self, entry, slot, catch_up):
+        """Send the entry's task with its slot; returns False (and logs) on a broker error."""
+        kwargs = {**(entry.kwargs or {}), "slot": slot.isoformat(), "catch_up": catch_up}
+        logger.info("Scheduler: Sending due task %s slot %s%s", entry.name, slot.isoformat(),
+                    " (catch-up)" if catch_up else "")
+        try:
+            if self.bulk is not None:
+                self.bulk.add(entry.task, entry.args, kwargs)
+                return True
+            # Short reprs: Celery's safe repr of every argument costs more than the publish itself.
+            self.send_task(entry.task, entry.args, kwargs, producer=self.producer,
+                           headers={"celery_beat_task": True}, argsrepr=repr(entry.args),
+                           kwargsrepr=repr(kwargs), **entry.options)
+        except Exception as exc:
+            logger.exception("Scheduler: Message Error: %s", SchedulingError(f"{entry.name}: {exc}"))
+            return False
+        return True

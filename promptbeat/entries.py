@@ -1,34 +1,34 @@
-"""RedBeat entries for tasks: deterministic names, and storage that keeps a cron's time zone."""
+"""RedBeat entries for tasks: deterministic names, and storage that keeps the whole TaskSchedule (zone, bounds)."""
 import json
 from datetime import timedelta
 
 from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
 from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf, get_redis
 
-from promptbeat.schedules import ZonedCrontab, celery_schedule
+from promptbeat.schedules import TaskSchedule, task_schedule
 
 EXECUTE_TASK = "promptbeat.execute_task"
 ENTRY_PREFIX = "task:"
 
 
 class TaskEntryEncoder(RedBeatJSONEncoder):
-    """RedBeat's encoder, plus ZonedCrontab, which RedBeat would store without its zone."""
+    """RedBeat's encoder, plus TaskSchedule, which RedBeat would store without its zone and bounds."""
 
     def default(self, obj):
-        if isinstance(obj, ZonedCrontab):
-            return {"__type__": "zoned_crontab", "expr": obj.expr, "tz": obj.tz_name}
+        if isinstance(obj, TaskSchedule):
+            return {"__type__": "task_schedule", **obj.spec()}
         return super().default(obj)
 
 
 class TaskEntry(RedBeatSchedulerEntry):
-    """A RedBeat entry whose schedule may be a ZonedCrontab, with an honest due time."""
+    """A RedBeat entry whose schedule is a TaskSchedule, with an honest due time."""
 
     @staticmethod
     def decode_definition(definition):
         decoded = json.loads(definition, cls=RedBeatJSONDecoder)
         schedule = decoded.get("schedule")
-        if isinstance(schedule, dict) and schedule.get("__type__") == "zoned_crontab":
-            decoded["schedule"] = ZonedCrontab(schedule["expr"], schedule["tz"])
+        if isinstance(schedule, dict) and schedule.get("__type__") == "task_schedule":
+            decoded["schedule"] = TaskSchedule.from_spec(schedule)
         return decoded
 
     def encoded_definition(self):
@@ -54,6 +54,12 @@ class TaskEntry(RedBeatSchedulerEntry):
         if remaining is None:
             return None
         return self._default_now() + max(remaining, timedelta(0))
+
+    @property
+    def score(self):
+        # RedBeat's whole-second scores would make beat wake up to a second late; keep the fraction.
+        due_at = self.due_at
+        return -1 if due_at is None else due_at.timestamp()
 
     def save(self, reset_phase=False):
         """Write definition and score; set last_run_at when reset_phase, else keep the stored one."""
@@ -85,7 +91,7 @@ def build_entry(celery_app, task, last_run_at=None):
     return TaskEntry(
         name=entry_name(task.id),
         task=EXECUTE_TASK,
-        schedule=celery_schedule(task),
+        schedule=task_schedule(task),
         args=[task.id],
         kwargs={"trigger": "scheduled"},
         options={},

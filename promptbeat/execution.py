@@ -5,23 +5,29 @@ from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 from sqlalchemy import func, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm.exc import StaleDataError
 
-from promptbeat import crypto, llm, prompts, retry, webhooks
+from promptbeat import crypto, lifecycle, llm, prompts, retry, webhooks
 from promptbeat.connections import endpoint_for
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ExecutionStatus, Task, Trigger, utcnow
+from promptbeat.limits import llm_call_slot
+from promptbeat.models import Execution, ExecutionStatus, OverlapPolicy, Task, Trigger, utcnow
+from promptbeat.overlap import run_guard
+from promptbeat.slots import claim_slot
+from promptbeat.sync import sync_task
 
 logger = logging.getLogger(__name__)
 
 
-def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=None, worker=None,
-                  redelivered=False, sleep=time.sleep):
+def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=None, worker=None, slot=None,
+                  catch_up=False, allow_overlap=False, redelivered=False, sleep=time.sleep):
     """Run a task and record the result and the worker that ran it; returns the Execution, or None if it is gone.
 
-    Safe to call twice with the same execution_id: only the call that moves the run from queued to
-    running does the work, so a duplicate message never makes a second call or a second result. A
-    message the broker *redelivered* (its worker died or shut down mid-run) may take over a run still
-    marked running: that run's holder is gone, so the run is retried rather than left stuck.
+    Safe to call twice for the same run: a scheduled fire carries its slot, and only the first
+    dispatch of a slot creates an execution; only the call that moves a run from queued to running
+    does the work. A message the broker *redelivered* (its worker died or shut down mid-run) may
+    take over a run still marked running: that run's holder is gone, so it is retried, not stuck.
     """
     settings = current_app.config["PROMPTBEAT"]
     task = db.session.get(Task, task_id)
@@ -29,26 +35,49 @@ def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_a
         logger.info("task %s no longer exists; nothing to run", task_id)
         return None
 
+    slot = _parse_moment(slot)
     if execution_id:
         execution = db.session.get(Execution, execution_id)
-        if execution is None:
-            logger.info("run %s of task %s no longer exists; nothing to run", execution_id, task_id)
-            return None
+    elif slot is not None:
+        execution, claimed = claim_slot(task, slot, trigger, catch_up=bool(catch_up))
+        if not claimed and not redelivered:
+            return execution
     else:
         execution = Execution(task=task, trigger=trigger, status=ExecutionStatus.QUEUED, created_at=utcnow())
         db.session.add(execution)
         db.session.flush()
+    if execution is None:
+        logger.info("run %s of task %s no longer exists; nothing to run", execution_id, task_id)
+        return None
     if ExecutionStatus(execution.status).is_final:
         logger.info("run %s already finished (%s); not running it again", execution.id, execution.status)
         return execution
 
     if not task.enabled and trigger != Trigger.MANUAL:
-        if _finish(execution.id, ExecutionStatus.QUEUED, status=ExecutionStatus.SKIPPED,
-                   error="The task was disabled before this run started.", finished_at=utcnow()):
-            logger.info("run %s of disabled task %s skipped", execution.id, task.id)
-        return _reload(execution.id)
+        return _skip(execution.id, "The task was disabled before this run started.")
+    if trigger == Trigger.SCHEDULED:
+        _advance_anchor(task, slot or fired_at)
+        reason = lifecycle.out_of_bounds(task, slot)
+        if reason:
+            return _skip(execution.id, reason)
 
+    if task.overlap_policy == OverlapPolicy.ALLOW or allow_overlap:
+        return _claim_and_run(settings, task, execution, trigger, worker, redelivered, sleep)
+    with run_guard(settings, task, execution) as reason:
+        if reason:
+            return _skip(execution.id, reason)
+        return _claim_and_run(settings, task, execution, trigger, worker, redelivered, sleep)
+
+
+def _skip(run_id, reason):
+    if _finish(run_id, ExecutionStatus.QUEUED, status=ExecutionStatus.SKIPPED, error=reason, finished_at=utcnow()):
+        logger.info("run %s skipped: %s", run_id, reason)
+    return _reload(run_id)
+
+
+def _claim_and_run(settings, task, execution, trigger, worker, redelivered, sleep):
     started = utcnow()
+    task_id = task.id
     max_run = task.max_run_seconds or settings.max_run_seconds
     claimable = [ExecutionStatus.QUEUED] + ([ExecutionStatus.RUNNING] if redelivered else [])
     claimed = db.session.execute(
@@ -62,8 +91,6 @@ def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_a
         db.session.rollback()
         logger.info("run %s is already running elsewhere (a duplicate message); leaving it", execution.id)
         return _reload(execution.id)
-    if trigger == Trigger.SCHEDULED:
-        _advance_anchor(task, fired_at)
 
     plan = _plan(task, execution.id, settings, started)
     run_id = execution.id
@@ -79,9 +106,28 @@ def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_a
         return _reload(run_id)
     logger.info("task %s run %s (%s) %s in %d ms after %d attempt(s)", task_id, run_id, trigger,
                 result["status"], result["duration_ms"], len(result["attempts"]))
+    _record_outcome(task_id, run_id)
     if plan["webhook_url"]:
         _deliver_webhook(run_id, plan, settings, sleep)
     return _reload(run_id)
+
+
+def _record_outcome(task_id, run_id):
+    """Update the task's counters (auto-pause, completion) in a transaction of their own.
+
+    One that also held the execution's row could deadlock with a concurrent delete of the
+    task (tasks row, then its executions).
+    """
+    try:
+        task = db.session.get(Task, task_id)
+        execution = db.session.get(Execution, run_id)
+        stopped = task is not None and execution is not None and lifecycle.record_outcome(task, execution)
+        db.session.commit()
+        if stopped:
+            sync_task(current_app.extensions["celery"], task, reset_phase=False)
+    except (StaleDataError, OperationalError):
+        db.session.rollback()
+        logger.info("task %s changed or was deleted while run %s ran; its counters were not updated", task_id, run_id)
 
 
 def _plan(task, run_id, settings, started):
@@ -145,10 +191,13 @@ def _call_with_retries(plan, run_id, settings, max_run, sleep):
         attempts.append(record)
         call_begun = time.monotonic()
         try:
-            completion = llm.complete(
-                plan["endpoint"], model=plan["model"], prompt=plan["prompt"], system_prompt=plan["system_prompt"],
-                temperature=plan["temperature"], max_tokens=plan["max_tokens"], timeout=timeout,
-            )
+            # The cap on calls in flight across all workers holds per attempt, not during backoff.
+            with llm_call_slot(settings):
+                completion = llm.complete(
+                    plan["endpoint"], model=plan["model"], prompt=plan["prompt"],
+                    system_prompt=plan["system_prompt"], temperature=plan["temperature"],
+                    max_tokens=plan["max_tokens"], timeout=timeout,
+                )
         except llm.LLMError as exc:
             record.update(ms=int((time.monotonic() - call_begun) * 1000), error_class=exc.error_class, error=str(exc))
             logger.warning("task %s run %s attempt %d failed: %s", plan["task_id"], run_id, number, exc)
@@ -257,6 +306,8 @@ def _advance_anchor(task, fired_at):
 
 
 def _parse_moment(value):
+    if isinstance(value, datetime):
+        return value
     if not value:
         return None
     try:

@@ -4,7 +4,7 @@ import hashlib
 import secrets
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -35,6 +35,12 @@ class ScheduleType(enum.StrEnum):
     INTERVAL = "interval"
     FIXED_TIME = "fixed_time"
     CRONTAB = "crontab"
+    ONCE = "once"
+
+
+class OverlapPolicy(enum.StrEnum):
+    SKIP = "skip"
+    ALLOW = "allow"
 
 
 class ExecutionStatus(enum.StrEnum):
@@ -163,6 +169,21 @@ class Task(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     # When the schedule last fired or was (re)started: interval phase and restores count from here.
     anchor_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # One-off schedule: the moment it runs.
+    run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Bounds: no slot before start_at or after end_at, and at most max_runs scheduled runs.
+    start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    max_runs: Mapped[int | None]
+    run_count: Mapped[int] = mapped_column(default=0)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    overlap_policy: Mapped[str] = mapped_column(String(8), default=OverlapPolicy.SKIP)
+    # How late a missed slot may still run after beat was down; None means the default.
+    catchup_seconds: Mapped[int | None]
+    # Why the task is paused (a user's note, or the auto-pause reason).
+    pause_note: Mapped[str | None] = mapped_column(Text)
+    auto_pause_after: Mapped[int | None]
+    consecutive_failures: Mapped[int] = mapped_column(default=0)
     connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id", ondelete="SET NULL"))
     # None means the setting's default (PROMPTBEAT_MAX_ATTEMPTS, _LLM_TIMEOUT, _MAX_RUN_SECONDS).
     max_attempts: Mapped[int | None]
@@ -183,6 +204,8 @@ class Execution(db.Model):
         Index("ix_executions_task_id_id", "task_id", "id"),
         # /metrics counts runs by status and trigger at every scrape.
         Index("ix_executions_status_trigger", "status", "trigger"),
+        # One execution per scheduled slot, however often the slot is dispatched.
+        UniqueConstraint("task_id", "slot", name="uq_executions_task_id_slot"),
         Index("ix_executions_status_deadline_at", "status", "deadline_at"),
     )
 
@@ -202,6 +225,9 @@ class Execution(db.Model):
     total_tokens: Mapped[int | None]
     # The Celery node (name@host) that ran it, so a run can be traced to a worker container.
     worker: Mapped[str | None] = mapped_column(String(255))
+    # The nominal fire time a scheduled run stands for; None for manual and immediate runs.
+    slot: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    catch_up: Mapped[bool] = mapped_column(default=False)
     cost_usd: Mapped[float | None]
     # The prompt as sent, after its variables were rendered.
     prompt: Mapped[str | None] = mapped_column(Text)

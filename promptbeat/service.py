@@ -7,11 +7,12 @@ from promptbeat.extensions import db
 from promptbeat.models import Execution, ExecutionStatus, ScheduleType, Task, Trigger, utcnow
 from promptbeat.sync import remove_entry, sync_task
 from promptbeat.tasks import execute_task
-from promptbeat.validation import task_values, validate_task
+from promptbeat.validation import TaskInputError, task_values, validate_task
 
 logger = logging.getLogger(__name__)
 
-SCHEDULE_FIELDS = ("schedule_type", "interval_seconds", "fixed_time", "cron", "timezone")
+SCHEDULE_FIELDS = ("schedule_type", "interval_seconds", "fixed_time", "cron", "timezone", "run_at", "start_at",
+                   "end_at", "max_runs")
 
 
 def _celery():
@@ -25,6 +26,8 @@ def _settings():
 def create_task(data):
     """Validate and save a new task, register it with beat, and run it at once if it is an enabled interval task."""
     values = validate_task(data, _settings())
+    if values["enabled"]:
+        _check_enabled_cap()
     task = Task(**values, anchor_at=utcnow())
     db.session.add(task)
     db.session.commit()
@@ -35,6 +38,8 @@ def create_task(data):
 def update_task(task, data):
     """Apply a (partial) update; a rejected one changes nothing, in the database or in Redis."""
     values = validate_task(data, _settings(), base=task_values(task))
+    if values["enabled"] and not task.enabled:
+        _check_enabled_cap()
     was_enabled = task.enabled
     before = tuple(getattr(task, f) for f in SCHEDULE_FIELDS)
     for field, value in values.items():
@@ -42,19 +47,42 @@ def update_task(task, data):
     restarted = (not was_enabled and task.enabled) or before != tuple(getattr(task, f) for f in SCHEDULE_FIELDS)
     if restarted or task.schedule_type == ScheduleType.INTERVAL:
         task.anchor_at = utcnow()
+    if task.enabled:
+        task.pause_note = None
+        task.consecutive_failures = 0
+    if restarted and task.completed_at is not None:
+        # Re-enabling or rescheduling a completed task starts its bounds afresh.
+        task.completed_at, task.run_count = None, 0
     db.session.commit()
     _after_save(task, schedule_restarted=restarted)
     return task
 
 
-def set_enabled(task, enabled):
-    """Enable or disable a task; enabling an interval task runs it at once."""
-    return update_task(task, {"enabled": enabled})
+def set_enabled(task, enabled, note=None):
+    """Enable (resume) or disable (pause, with an optional note) a task.
+
+    Resuming never fires the runs missed while paused: the schedule restarts from now
+    (an interval task runs once at once, as on creation).
+    """
+    data = {"enabled": enabled}
+    if not enabled:
+        data["pause_note"] = note
+    return update_task(task, data)
+
+
+def _check_enabled_cap():
+    cap = _settings().max_enabled_tasks
+    enabled = db.session.execute(db.select(db.func.count(Task.id)).where(Task.enabled.is_(True))).scalar()
+    if enabled >= cap:
+        raise TaskInputError({"enabled": f"At most {cap} tasks may be enabled at once (PROMPTBEAT_MAX_ENABLED_TASKS)."})
 
 
 def delete_task(task):
     """Delete a task, its runs and its beat entry."""
     task_id = task.id
+    # Runs first, then the task: the same lock order as a worker finishing a run (its
+    # execution, then the task's counters), so the two cannot deadlock.
+    db.session.execute(db.delete(Execution).where(Execution.task_id == task_id))
     db.session.delete(task)
     db.session.commit()
     try:
@@ -63,18 +91,19 @@ def delete_task(task):
         logger.exception("could not remove the beat entry of deleted task %s; reconcile will", task_id)
 
 
-def run_now(task):
-    """Queue a manual run, even of a disabled task; returns its execution."""
-    return enqueue_run(task, Trigger.MANUAL)
+def run_now(task, allow_overlap=False):
+    """Queue a manual run, even of a paused task; it honours the overlap policy unless allow_overlap."""
+    return enqueue_run(task, Trigger.MANUAL, allow_overlap=allow_overlap)
 
 
-def enqueue_run(task, trigger):
+def enqueue_run(task, trigger, allow_overlap=False):
     """Record a queued execution, commit, then hand it to a worker."""
     execution = Execution(task=task, trigger=trigger, status=ExecutionStatus.QUEUED, model=task.model)
     db.session.add(execution)
     db.session.commit()
     try:
-        execute_task.delay(task.id, trigger=str(trigger), execution_id=execution.id)
+        extra = {"allow_overlap": True} if allow_overlap else {}
+        execute_task.delay(task.id, trigger=str(trigger), execution_id=execution.id, **extra)
         logger.info("queued %s run %s of task %s", trigger, execution.id, task.id)
     except Exception as exc:
         logger.exception("could not queue run %s of task %s", execution.id, task.id)
@@ -88,7 +117,8 @@ def enqueue_run(task, trigger):
 def _after_save(task, schedule_restarted):
     # Interval tasks run now and then every interval: the entry's phase restarts
     # with this run, so beat's first fire comes one full interval later.
-    runs_now = task.enabled and task.schedule_type == ScheduleType.INTERVAL
+    runs_now = (task.enabled and task.schedule_type == ScheduleType.INTERVAL
+                and (task.start_at is None or task.start_at <= utcnow()))
     sync_task(_celery(), task, reset_phase=runs_now or schedule_restarted)
     if runs_now:
         enqueue_run(task, Trigger.IMMEDIATE)

@@ -54,7 +54,12 @@ class Settings:
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
     default_model: str = "gpt-4o-mini"
-    min_interval_seconds: int = 10
+    min_interval_seconds: int = 60
+    max_enabled_tasks: int = 10_000
+    # Across all workers; 0 means no cap.
+    max_concurrent_llm_calls: int = 16
+    # A scheduled run this much later than its slot is recorded as a catch-up.
+    misfire_grace_seconds: int = 15
     max_prompt_chars: int = 20_000
     llm_timeout_seconds: float = 120.0
     reconcile_seconds: int = 30
@@ -114,6 +119,9 @@ class Settings:
             openai_base_url=_str(environ, "OPENAI_BASE_URL"),
             default_model=_str(environ, "PROMPTBEAT_DEFAULT_MODEL", cls.default_model),
             min_interval_seconds=_int(environ, "PROMPTBEAT_MIN_INTERVAL_SECONDS", cls.min_interval_seconds),
+            max_enabled_tasks=_int(environ, "PROMPTBEAT_MAX_ENABLED_TASKS", cls.max_enabled_tasks),
+            max_concurrent_llm_calls=_int(environ, "PROMPTBEAT_MAX_CONCURRENT_LLM_CALLS", cls.max_concurrent_llm_calls),
+            misfire_grace_seconds=_int(environ, "PROMPTBEAT_MISFIRE_GRACE_SECONDS", cls.misfire_grace_seconds),
             max_prompt_chars=_int(environ, "PROMPTBEAT_MAX_PROMPT_CHARS", cls.max_prompt_chars),
             llm_timeout_seconds=_float(environ, "PROMPTBEAT_LLM_TIMEOUT", cls.llm_timeout_seconds),
             reconcile_seconds=_int(environ, "PROMPTBEAT_RECONCILE_SECONDS", cls.reconcile_seconds),

@@ -1,18 +1,23 @@
 """Validation of task input, shared by the form and the API so both accept the same things."""
 import re
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
 
 from promptbeat import prompts, webhooks
 from promptbeat.extensions import db
-from promptbeat.models import Connection, ScheduleType, WebhookFormat
+from promptbeat.models import Connection, OverlapPolicy, ScheduleType, WebhookFormat
 
 FIELDS = (
     "name", "prompt", "system_prompt", "model", "temperature", "max_tokens", "schedule_type",
     "interval_minutes", "interval_seconds", "time", "cron", "timezone", "enabled",
+    "run_at", "start_at", "end_at", "max_runs", "overlap_policy", "catchup_seconds", "auto_pause_after",
+    "pause_note",
     "connection_id", "max_attempts", "request_timeout_seconds", "max_run_seconds", "webhook_url", "webhook_format",
 )
+SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone",
+                   "run_at", "start_at", "end_at", "max_runs", "catchup_seconds")
 MAX_ATTEMPTS = 10
 HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 MAX_TEMPERATURE = 2.0
@@ -33,7 +38,11 @@ def task_values(task):
         "name": task.name, "prompt": task.prompt, "system_prompt": task.system_prompt,
         "model": task.model, "temperature": task.temperature, "max_tokens": task.max_tokens,
         "schedule_type": task.schedule_type, "time": task.fixed_time, "cron": task.cron,
-        "timezone": task.timezone, "enabled": task.enabled, "connection_id": task.connection_id,
+        "timezone": task.timezone, "enabled": task.enabled, "run_at": task.run_at,
+        "start_at": task.start_at, "end_at": task.end_at, "max_runs": task.max_runs,
+        "overlap_policy": task.overlap_policy, "catchup_seconds": task.catchup_seconds,
+        "auto_pause_after": task.auto_pause_after, "pause_note": task.pause_note,
+        "connection_id": task.connection_id,
         "max_attempts": task.max_attempts, "request_timeout_seconds": task.request_timeout_seconds,
         "max_run_seconds": task.max_run_seconds, "webhook_url": task.webhook_url,
         "webhook_format": task.webhook_format,
@@ -62,8 +71,13 @@ def validate_task(data, settings, base=None):
     clean["temperature"] = _number(merged, "temperature", errors, float, 0.0, MAX_TEMPERATURE, default=0.7)
     clean["max_tokens"] = _number(merged, "max_tokens", errors, int, 1, MAX_TOKENS, default=None)
     clean["enabled"] = _boolean(merged, "enabled", errors, default=True)
-    clean["timezone"] = _zone(merged, errors)
-    clean.update(_schedule(merged, settings, errors))
+    clean["pause_note"] = _text(merged, "pause_note", errors, limit=1000) or None
+    clean["auto_pause_after"] = _number(merged, "auto_pause_after", errors, int, 1, 1000, default=None)
+    policy = merged.get("overlap_policy") or OverlapPolicy.SKIP
+    if policy not in set(OverlapPolicy):
+        errors["overlap_policy"] = "Must be one of: skip, allow."
+    clean["overlap_policy"] = policy
+    clean.update(schedule_values(merged, settings, errors))
     clean.update(_execution_options(merged, settings, errors))
     for field in ("prompt", "system_prompt"):
         if clean.get(field) and field not in errors:
@@ -74,6 +88,48 @@ def validate_task(data, settings, base=None):
     if errors:
         raise TaskInputError(errors)
     return clean
+
+
+def validate_schedule(data, settings):
+    """Check only the schedule fields (for the live preview); returns model attributes or raises."""
+    errors = {}
+    values = schedule_values({k: v for k, v in data.items() if k in SCHEDULE_INPUTS}, settings, errors)
+    if errors:
+        raise TaskInputError(errors)
+    return values
+
+
+def schedule_values(merged, settings, errors):
+    """The schedule attributes: type and its value, zone, bounds and catch-up window."""
+    clean = {"timezone": _zone(merged, errors)}
+    zone = ZoneInfo(clean["timezone"])
+    clean.update(_schedule(merged, settings, errors, zone))
+    clean["start_at"] = _moment(merged, "start_at", errors, zone)
+    clean["end_at"] = _moment(merged, "end_at", errors, zone)
+    if clean["start_at"] and clean["end_at"] and clean["end_at"] <= clean["start_at"]:
+        errors["end_at"] = "The end must come after the start."
+    clean["max_runs"] = _number(merged, "max_runs", errors, int, 1, 10_000_000, default=None)
+    clean["catchup_seconds"] = _number(merged, "catchup_seconds", errors, int, 0, 7 * 86400, default=None)
+    return clean
+
+
+def _moment(data, field, errors, zone, required=False):
+    """An ISO 8601 date and time; without an offset it is read in the task's time zone."""
+    value = data.get(field)
+    if value in (None, ""):
+        if required:
+            errors[field] = "Give a date and time, for example 2030-01-31T09:00."
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc)
+    try:
+        moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        errors[field] = "Use an ISO 8601 date and time, for example 2030-01-31T09:00 or 2030-01-31T09:00+01:00."
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.astimezone(timezone.utc)
 
 
 def _text(data, field, errors, required=False, limit=None):
@@ -153,13 +209,15 @@ def _zones():
     return _ZONES
 
 
-def _schedule(data, settings, errors):
+def _schedule(data, settings, errors, zone):
     kind = data.get("schedule_type") or ScheduleType.INTERVAL
     if not isinstance(kind, str) or kind not in set(ScheduleType):
-        errors["schedule_type"] = "Must be one of: interval, fixed_time, crontab."
+        errors["schedule_type"] = "Must be one of: interval, fixed_time, crontab, once."
         return {}
-    schedule = {"schedule_type": kind, "interval_seconds": None, "fixed_time": None, "cron": None}
-    if kind == ScheduleType.INTERVAL:
+    schedule = {"schedule_type": kind, "interval_seconds": None, "fixed_time": None, "cron": None, "run_at": None}
+    if kind == ScheduleType.ONCE:
+        schedule["run_at"] = _moment(data, "run_at", errors, zone, required=True)
+    elif kind == ScheduleType.INTERVAL:
         schedule["interval_seconds"] = _interval(data, settings, errors)
     elif kind == ScheduleType.FIXED_TIME:
         value = data.get("time")

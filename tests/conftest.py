@@ -77,6 +77,7 @@ def role_environ(database_url, redis_url, fake_llm):
         "PROMPTBEAT_BEAT_MAX_LOOP_INTERVAL": "1",
         "PROMPTBEAT_RECONCILE_SECONDS": "2",
         "PROMPTBEAT_LLM_TIMEOUT": "10",
+        "PROMPTBEAT_MIN_INTERVAL_SECONDS": "10",
         "PROMPTBEAT_FERNET_KEYS": TEST_FERNET_KEY,
         # Tests deliver webhooks to receivers on 127.0.0.1.
         "PROMPTBEAT_WEBHOOK_ALLOW_PRIVATE": "1",
@@ -195,7 +196,11 @@ def live_roles(role_environ, app, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     env = services.role_env(role_environ)
     worker = services.start_worker(env, logs / "worker.log")
-    beat = services.start_beat(env, logs / "beat.log")
+    try:
+        beat = services.start_beat(env, logs / "beat.log")
+    except BaseException:
+        worker.stop()  # never leave a worker behind to steal the next run's messages
+        raise
     yield {"worker": worker, "beat": beat, "env": env, "logs": logs}
     beat.stop()
     worker.stop()

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from promptbeat.entries import TaskEntry
-from promptbeat.schedules import ZonedCrontab
+from promptbeat.schedules import TaskSchedule
 
 TASK_FIELDS = {
     "name", "prompt", "system_prompt", "model", "temperature", "max_tokens", "schedule_type",
@@ -105,7 +105,7 @@ def test_creating_a_clock_task_registers_it_without_running_it(app, api, redis_c
     assert api.get(f"/tasks/{task['id']}/executions").get_json() == {"executions": []}
     assert queued_messages(redis_client) == []
     schedule = stored_entry(app, task["id"]).schedule
-    assert isinstance(schedule, ZonedCrontab)
+    assert isinstance(schedule, TaskSchedule)
     assert schedule.tz_name == payload["timezone"]
 
 
@@ -149,7 +149,7 @@ def test_patch_of_the_schedule_rewrites_the_beat_entry(app, api):
     response = api.patch(f"/tasks/{task['id']}", json={"cron": "30 7 * * *", "timezone": "Asia/Tokyo"})
     assert response.status_code == 200
     assert response.get_json()["schedule_description"] == "At 07:30 (Asia/Tokyo)"
-    assert stored_entry(app, task["id"]).schedule == ZonedCrontab("30 7 * * *", "Asia/Tokyo")
+    assert stored_entry(app, task["id"]).schedule == TaskSchedule("cron", expr="30 7 * * *", tz="Asia/Tokyo")
 
 
 def test_patch_switching_to_a_fixed_time_clears_the_interval(app, api):
@@ -160,7 +160,7 @@ def test_patch_switching_to_a_fixed_time_clears_the_interval(app, api):
     updated = response.get_json()
     assert (updated["schedule_type"], updated["time"]) == ("fixed_time", "18:45")
     assert (updated["interval_seconds"], updated["interval_minutes"]) == (None, None)
-    assert stored_entry(app, task["id"]).schedule == ZonedCrontab("45 18 * * *", "UTC")
+    assert stored_entry(app, task["id"]).schedule == TaskSchedule("cron", expr="45 18 * * *", tz="UTC")
 
 
 def test_delete_removes_the_task_and_its_beat_entry(api, redis_client):

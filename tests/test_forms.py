@@ -5,7 +5,7 @@ from html import unescape
 from promptbeat.entries import TaskEntry
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
-from promptbeat.schedules import ZonedCrontab
+from promptbeat.schedules import TaskSchedule
 from tests.conftest import csrf_token
 
 
@@ -91,7 +91,7 @@ def test_create_a_fixed_time_task_in_a_zone(app, signed_in):
         "fixed_time", "09:00", "Asia/Shanghai", None)
     assert executions_of(app, task_id) == []
     schedule = TaskEntry.from_key(f"promptbeat:task:{task_id}", app=app.extensions["celery"]).schedule
-    assert schedule == ZonedCrontab("0 9 * * *", "Asia/Shanghai")
+    assert schedule == TaskSchedule("cron", expr="0 9 * * *", tz="Asia/Shanghai")
 
     page = text(signed_in.get(f"/tasks/{task_id}"))
     assert flashes(page) == ["“Morning note” created; next run every day at 09:00 (Asia/Shanghai)."]
@@ -153,7 +153,7 @@ def test_edit_changes_the_schedule_and_the_beat_entry(app, api, signed_in):
     saved = load_task(app, task["id"])
     assert (saved.name, saved.cron) == ("Weekend briefing", "0 10 * * 6,0")
     entry = TaskEntry.from_key(f"promptbeat:task:{task['id']}", app=app.extensions["celery"])
-    assert entry.schedule == ZonedCrontab("0 10 * * 6,0", "Europe/Berlin")
+    assert entry.schedule == TaskSchedule("cron", expr="0 10 * * 6,0", tz="Europe/Berlin")
     page = text(signed_in.get(f"/tasks/{task['id']}"))
     assert flashes(page) == ["“Weekend briefing” saved; next run at 10:00, only on Saturday and Sunday (Europe/Berlin)."]
     assert executions_of(app, task["id"]) == []

@@ -60,7 +60,8 @@ def submit_runs(web_app, prompt, count):
     client = web_app.test_client()
     headers = {"Authorization": f"Bearer {plaintext}"}
     created = client.post("/api/tasks", headers=headers, json={
-        "name": "Load", "prompt": prompt, "schedule_type": "interval", "interval_seconds": 600, "enabled": False})
+        "name": "Load", "prompt": prompt, "schedule_type": "interval", "interval_seconds": 600, "enabled": False,
+        "overlap_policy": "allow"})  # many runs of one task at once is the point here
     assert created.status_code == 201, created.get_data(as_text=True)
     task_id = created.get_json()["id"]
     for _ in range(count):

@@ -1,12 +1,11 @@
-"""Schedules: the words pages show, the next fire times, and ZonedCrontab's due check."""
+"""Schedules: the words pages show, the next fire times, and TaskSchedule's due check."""
 import pickle
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from celery.schedules import schedule as interval_schedule
 
 from promptbeat.models import Task
-from promptbeat.schedules import ZonedCrontab, celery_schedule, cron_expression, describe, next_runs
+from promptbeat.schedules import TaskSchedule, celery_schedule, cron_expression, describe, next_runs
 
 UTC = timezone.utc
 
@@ -97,14 +96,14 @@ def test_next_runs_crontab_weekdays_in_a_zone():
 
 
 def test_celery_schedule_per_type():
-    assert celery_schedule(interval_task(90)) == interval_schedule(run_every=timedelta(seconds=90))
-    assert celery_schedule(fixed_time_task("07:05", "Asia/Tokyo")) == ZonedCrontab("5 7 * * *", "Asia/Tokyo")
+    assert celery_schedule(interval_task(90)) == TaskSchedule("interval", every=90)
+    assert celery_schedule(fixed_time_task("07:05", "Asia/Tokyo")) == TaskSchedule("cron", expr="5 7 * * *", tz="Asia/Tokyo")
     assert cron_expression(fixed_time_task("23:59", "UTC")) == "59 23 * * *"
-    assert celery_schedule(crontab_task("0 9 * * 1-5", "Europe/Berlin")) == ZonedCrontab("0 9 * * 1-5", "Europe/Berlin")
+    assert celery_schedule(crontab_task("0 9 * * 1-5", "Europe/Berlin")) == TaskSchedule("cron", expr="0 9 * * 1-5", tz="Europe/Berlin")
 
 
 class Clock:
-    """A controllable now() for ZonedCrontab."""
+    """A controllable now() for TaskSchedule."""
 
     def __init__(self, moment):
         self.moment = moment
@@ -113,9 +112,9 @@ class Clock:
         return self.moment
 
 
-def test_zoned_crontab_is_due_with_a_controlled_clock():
+def test_cron_schedule_is_due_with_a_controlled_clock():
     clock = Clock(utc(2025, 1, 2, 0, 59, 30))
-    cron = ZonedCrontab("0 9 * * *", "Asia/Shanghai", nowfun=clock)
+    cron = TaskSchedule("cron", expr="0 9 * * *", tz="Asia/Shanghai", nowfun=clock)
     fired = utc(2025, 1, 1, 1, 0)
 
     due, wait = cron.is_due(fired)
@@ -133,31 +132,31 @@ def test_zoned_crontab_is_due_with_a_controlled_clock():
     assert wait == (utc(2025, 1, 3, 1, 0) - clock.moment).total_seconds()
 
 
-def test_zoned_crontab_ignores_celerys_utc_timezone():
+def test_cron_schedule_ignores_celerys_utc_timezone():
     # In UTC the expression "0 9 * * *" would be due at 09:00 UTC; in Shanghai it is not.
     clock = Clock(utc(2025, 1, 2, 9, 0, 1))
-    cron = ZonedCrontab("0 9 * * *", "Asia/Shanghai", nowfun=clock)
+    cron = TaskSchedule("cron", expr="0 9 * * *", tz="Asia/Shanghai", nowfun=clock)
     due, wait = cron.is_due(utc(2025, 1, 2, 1, 0))
     assert due is False
     assert wait == (utc(2025, 1, 3, 1, 0) - clock.moment).total_seconds()
 
 
-def test_zoned_crontab_with_an_ancient_last_run_is_due_once():
+def test_cron_schedule_with_an_ancient_last_run_is_due_once():
     clock = Clock(utc(2025, 1, 2, 12, 0))
-    cron = ZonedCrontab("0 9 * * *", "UTC", nowfun=clock)
+    cron = TaskSchedule("cron", expr="0 9 * * *", tz="UTC", nowfun=clock)
     due, wait = cron.is_due(utc(2000, 1, 1))
     assert due is True
     assert wait == 21 * 3600
 
 
-def test_zoned_crontab_accepts_a_naive_last_run_as_utc():
+def test_cron_schedule_accepts_a_naive_last_run_as_utc():
     clock = Clock(utc(2025, 1, 1, 8, 59))
-    cron = ZonedCrontab("0 9 * * *", "UTC", nowfun=clock)
+    cron = TaskSchedule("cron", expr="0 9 * * *", tz="UTC", nowfun=clock)
     assert cron.is_due(datetime(2024, 12, 31, 9, 0)) == (False, 60.0)
 
 
-def test_zoned_crontab_survives_pickling_with_its_zone():
-    cron = pickle.loads(pickle.dumps(ZonedCrontab("0 9 * * 1-5", "Asia/Shanghai")))
+def test_cron_schedule_survives_pickling_with_its_zone():
+    cron = pickle.loads(pickle.dumps(TaskSchedule("cron", expr="0 9 * * 1-5", tz="Asia/Shanghai")))
     assert (cron.expr, cron.tz_name) == ("0 9 * * 1-5", "Asia/Shanghai")
-    assert cron == ZonedCrontab("0 9 * * 1-5", "Asia/Shanghai")
-    assert cron != ZonedCrontab("0 9 * * 1-5", "UTC")
+    assert cron == TaskSchedule("cron", expr="0 9 * * 1-5", tz="Asia/Shanghai")
+    assert cron != TaskSchedule("cron", expr="0 9 * * 1-5", tz="UTC")

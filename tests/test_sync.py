@@ -9,12 +9,11 @@ import celery
 import fakeredis
 import pytest
 from celery import Celery
-from celery.schedules import schedule as interval_schedule
 
 from promptbeat.entries import EXECUTE_TASK, TaskEntry, entry_key
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
-from promptbeat.schedules import ZonedCrontab
+from promptbeat.schedules import TaskSchedule
 from promptbeat.settings import Settings, celery_config
 from promptbeat.sync import ReconcileResult, reconcile, remove_entry, sync_task, write_entry
 from tests.services import free_port
@@ -90,7 +89,7 @@ def test_entry_name_is_deterministic(beat_app, redis):
 def test_interval_entry_has_an_interval_schedule(beat_app):
     write_entry(beat_app, make_task(7, interval_seconds=90), reset_phase=True)
     entry = TaskEntry.from_key("promptbeat:task:7", app=beat_app)
-    assert entry.schedule == interval_schedule(run_every=timedelta(seconds=90))
+    assert entry.schedule == TaskSchedule("interval", every=90)
     assert entry.task == EXECUTE_TASK
     assert entry.args == [7]
     assert entry.kwargs == {"trigger": "scheduled"}
@@ -103,13 +102,13 @@ def test_interval_entry_has_an_interval_schedule(beat_app):
 def test_cron_entries_keep_their_time_zone(beat_app, kind, expression, zone):
     write_entry(beat_app, make_task(3, kind), reset_phase=False)
     entry = TaskEntry.from_key("promptbeat:task:3", app=beat_app)
-    assert isinstance(entry.schedule, ZonedCrontab)
+    assert isinstance(entry.schedule, TaskSchedule)
     assert (entry.schedule.expr, entry.schedule.tz_name) == (expression, zone)
 
 
 def test_cron_entry_score_is_the_next_fire_in_its_zone(beat_app, redis):
     write_entry(beat_app, make_task(3, "fixed_time"), reset_phase=True)
-    expected = ZonedCrontab("0 9 * * *", "Asia/Shanghai").next_after(now())
+    expected = TaskSchedule("cron", expr="0 9 * * *", tz="Asia/Shanghai").cron.next_after(now())
     assert redis.zscore(SCHEDULE_KEY, "promptbeat:task:3") == pytest.approx(expected.timestamp(), abs=2)
 
 
@@ -127,9 +126,9 @@ def test_write_entry_without_reset_keeps_what_beat_recorded(beat_app, redis):
 
     write_entry(beat_app, make_task(5, "crontab", cron="30 8 * * *"), reset_phase=False)
     assert redis.hget("promptbeat:task:5", "meta") == meta
-    schedule = ZonedCrontab("30 8 * * *", "Europe/Berlin")
+    schedule = TaskSchedule("cron", expr="30 8 * * *", tz="Europe/Berlin")
     assert TaskEntry.from_key("promptbeat:task:5", app=beat_app).schedule == schedule
-    assert redis.zscore(SCHEDULE_KEY, "promptbeat:task:5") == pytest.approx(schedule.next_after(now()).timestamp(), abs=2)
+    assert redis.zscore(SCHEDULE_KEY, "promptbeat:task:5") == pytest.approx(schedule.cron.next_after(now()).timestamp(), abs=2)
 
 
 def test_remove_entry(beat_app, redis):
@@ -160,8 +159,8 @@ def test_reconcile_restores_a_missing_entry_in_phase_with_the_anchor(beat_app, r
 def test_reconcile_restores_a_missing_cron_entry_with_its_zone(beat_app, redis):
     result = reconcile(beat_app, [make_task(2, "crontab", anchor_at=now())])
     assert result == ReconcileResult(added=1)
-    assert TaskEntry.from_key("promptbeat:task:2", app=beat_app).schedule == ZonedCrontab("0 9 * * 1-5", "Europe/Berlin")
-    expected = ZonedCrontab("0 9 * * 1-5", "Europe/Berlin").next_after(now())
+    assert TaskEntry.from_key("promptbeat:task:2", app=beat_app).schedule == TaskSchedule("cron", expr="0 9 * * 1-5", tz="Europe/Berlin")
+    expected = TaskSchedule("cron", expr="0 9 * * 1-5", tz="Europe/Berlin").cron.next_after(now())
     assert redis.zscore(SCHEDULE_KEY, "promptbeat:task:2") == pytest.approx(expected.timestamp(), abs=2)
 
 
@@ -196,7 +195,7 @@ def test_reconcile_rewrites_a_cron_entry_whose_zone_changed(beat_app):
     result = reconcile(beat_app, [make_task(2, "crontab", timezone="America/New_York", anchor_at=now())])
     assert result == ReconcileResult(updated=1)
     schedule = TaskEntry.from_key("promptbeat:task:2", app=beat_app).schedule
-    assert schedule == ZonedCrontab("0 9 * * 1-5", "America/New_York")
+    assert schedule == TaskSchedule("cron", expr="0 9 * * 1-5", tz="America/New_York")
 
 
 def test_reconcile_puts_back_an_entry_missing_from_the_schedule(beat_app, redis):

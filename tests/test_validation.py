@@ -139,7 +139,7 @@ def test_api_reports_every_invalid_field_at_once(api):
     assert response.get_json()["fields"] == {
         "name": "This field is required.",
         "temperature": "Must be between 0 and 2.",
-        "schedule_type": "Must be one of: interval, fixed_time, crontab.",
+        "schedule_type": "Must be one of: interval, fixed_time, crontab, once.",
     }
 
 

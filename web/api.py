@@ -1,5 +1,5 @@
 """The JSON API under /api, authenticated with bearer tokens; it behaves as the forms do."""
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from datetime import timedelta
@@ -12,7 +12,7 @@ from promptbeat.models import Connection, Execution, Task, utcnow
 from promptbeat.validation import TaskInputError
 from web.auth import token_required
 from web.openapi import MAX_ID, openapi_document
-from web.presenters import execution_json, latest_executions, task_json
+from web.presenters import execution_json, latest_executions, preview_json, schedule_preview, task_json
 from web.security import admin_required, audit
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -133,11 +133,24 @@ def enable_task(task_id):
 
 
 @bp.post("/tasks/<int:task_id>/disable")
+@bp.post("/tasks/<int:task_id>/pause")
 @token_required
 @admin_required
 def disable_task(task_id):
-    task = service.set_enabled(_task_or_404(task_id), False)
-    audit("task_disabled", task_id=task_id)
+    note = _optional_body().get("note")
+    if note is not None and not isinstance(note, str):
+        raise ApiError(422, "validation_failed", "Some fields are invalid.", {"note": "Must be text."})
+    task = service.set_enabled(_task_or_404(task_id), False, note=note)
+    audit("task_paused" if request.path.endswith("/pause") else "task_disabled", task_id=task_id)
+    return _one(task)
+
+
+@bp.post("/tasks/<int:task_id>/resume")
+@token_required
+@admin_required
+def resume_task(task_id):
+    task = service.set_enabled(_task_or_404(task_id), True)
+    audit("task_resumed", task_id=task_id)
     return _one(task)
 
 
@@ -145,9 +158,23 @@ def disable_task(task_id):
 @token_required
 @admin_required
 def run_task(task_id):
-    execution = service.run_now(_task_or_404(task_id))
-    audit("task_run_now", task_id=task_id, execution_id=execution.id)
+    allow_overlap = _optional_body().get("allow_overlap", False)
+    if not isinstance(allow_overlap, bool):
+        raise ApiError(422, "validation_failed", "Some fields are invalid.", {"allow_overlap": "Must be true or false."})
+    execution = service.run_now(_task_or_404(task_id), allow_overlap=allow_overlap)
+    audit("task_run_now", task_id=task_id, execution_id=execution.id, allow_overlap=allow_overlap)
     return jsonify(execution=execution_json(execution)), 202
+
+
+def _optional_body():
+    return _json_body() if request.get_data() else {}
+
+
+@bp.post("/schedule/preview")
+@token_required
+def preview_schedule():
+    """Read-only, so viewers may use it too."""
+    return jsonify(preview_json(schedule_preview(_json_body(), current_app.config["PROMPTBEAT"])))
 
 
 @bp.get("/tasks/<int:task_id>/executions")
@@ -219,7 +246,7 @@ def task_usage(task_id):
 
 
 def _connection_or_404(connection_id):
-    connection = db.session.get(Connection, connection_id)
+    connection = db.session.get(Connection, connection_id) if connection_id <= MAX_ID else None
     if connection is None:
         raise ApiError(404, "not_found", f"No connection with id {connection_id}.")
     return connection
@@ -234,8 +261,10 @@ def list_connections():
 
 @bp.post("/connections")
 @token_required
+@admin_required
 def create_connection():
     connection = connections.save_connection(_json_body())
+    audit("connection_created", connection_id=connection.id, name=connection.name)
     return jsonify(connections.connection_json(connection)), 201
 
 
@@ -247,25 +276,31 @@ def get_connection(connection_id):
 
 @bp.patch("/connections/<int:connection_id>")
 @token_required
+@admin_required
 def update_connection(connection_id):
     connection = _connection_or_404(connection_id)
     data = _json_body()
     try:
-        return jsonify(connections.connection_json(connections.save_connection(data, connection)))
+        saved = connections.save_connection(data, connection)
     except connections.ConnectionInputError:
         db.session.rollback()
         raise
+    audit("connection_updated", connection_id=connection_id, fields=sorted(data))
+    return jsonify(connections.connection_json(saved))
 
 
 @bp.delete("/connections/<int:connection_id>")
 @token_required
+@admin_required
 def delete_connection(connection_id):
     db.session.delete(_connection_or_404(connection_id))
     db.session.commit()
+    audit("connection_deleted", connection_id=connection_id)
     return "", 204
 
 
 @bp.post("/connections/<int:connection_id>/test")
 @token_required
+@admin_required
 def test_connection(connection_id):
     return jsonify(connections.test_connection(_connection_or_404(connection_id)))

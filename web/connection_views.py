@@ -5,6 +5,7 @@ from flask_login import login_required
 from promptbeat import connections
 from promptbeat.extensions import db
 from promptbeat.models import Connection
+from web.security import admin_required, audit
 
 bp = Blueprint("connections", __name__, url_prefix="/connections")
 
@@ -30,6 +31,7 @@ def index():
 
 
 @bp.post("/")
+@admin_required
 def create():
     data = {name: request.form.get(name, "") for name in ("name", "base_url", "api_key", "default_model")}
     try:
@@ -38,11 +40,13 @@ def create():
         db.session.rollback()
         # The key is never echoed back into the form, even after a failed save.
         return _page(exc.errors, {k: v for k, v in data.items() if k != "api_key"}, 422)
+    audit("connection_created", connection_id=connection.id, name=connection.name)
     flash(f"Connection “{connection.name}” saved.", "success")
     return redirect(url_for("connections.index"))
 
 
 @bp.post("/<int:connection_id>/test")
+@admin_required
 def test(connection_id):
     result = connections.test_connection(_connection_or_404(connection_id))
     flash(result["message"], "success" if result["ok"] else "error")
@@ -50,10 +54,12 @@ def test(connection_id):
 
 
 @bp.post("/<int:connection_id>/delete")
+@admin_required
 def delete(connection_id):
     connection = _connection_or_404(connection_id)
     name = connection.name
     db.session.delete(connection)
     db.session.commit()
+    audit("connection_deleted", connection_id=connection_id, name=name)
     flash(f"Connection “{name}” deleted; its tasks now use the default endpoint.", "success")
     return redirect(url_for("connections.index"))

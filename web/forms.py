@@ -1,4 +1,6 @@
 """The task form: WTForms for rendering and CSRF, the shared validator for the rules."""
+from zoneinfo import ZoneInfo
+
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -12,7 +14,14 @@ SCHEDULE_CHOICES = [
     SelectChoice("interval", _l("Every N minutes")),
     SelectChoice("fixed_time", _l("Every day at")),
     SelectChoice("crontab", _l("Cron expression")),
+    SelectChoice("once", _l("Once, at")),
 ]
+OVERLAP_CHOICES = [
+    SelectChoice("skip", _l("Skip a run while the previous one is still running")),
+    SelectChoice("allow", _l("Allow runs to overlap")),
+]
+# Optional inputs passed to the validator as typed (blank means "not set").
+OPTIONAL_INPUTS = ("run_at", "start_at", "end_at", "max_runs", "catchup_seconds", "auto_pause_after")
 # Form field names that differ from the shared validator's.
 FIELD_FOR_INPUT = {"interval_seconds": "interval_minutes"}
 
@@ -29,6 +38,13 @@ class TaskForm(FlaskForm):
     time = StringField(_l("At (HH:MM)"))
     cron = StringField(_l("Cron expression"))
     timezone = StringField(_l("Time zone"), default="UTC")
+    run_at = StringField(_l("Run at (YYYY-MM-DD HH:MM, in the time zone)"))
+    start_at = StringField(_l("Start (optional)"))
+    end_at = StringField(_l("End (optional)"))
+    max_runs = StringField(_l("Maximum runs (optional)"))
+    overlap_policy = SelectField(_l("Overlap"), choices=OVERLAP_CHOICES, default="skip")
+    catchup_seconds = StringField(_l("Catch-up window in seconds (optional)"))
+    auto_pause_after = StringField(_l("Pause after N consecutive failures (optional)"))
     enabled = BooleanField(_l("Enabled"), default=True)
     connection_id = SelectField("Connection", default="")
     max_attempts = StringField("Attempts at most (optional)")
@@ -46,9 +62,11 @@ class TaskForm(FlaskForm):
         """The submitted values, shaped as the shared validator expects."""
         data = {name: getattr(self, name).data for name in (
             "name", "prompt", "system_prompt", "model", "temperature", "max_tokens",
-            "schedule_type", "time", "cron", "timezone", "enabled", "connection_id", "max_attempts",
-            "webhook_url", "webhook_format",
+            "schedule_type", "time", "cron", "timezone", "enabled", "overlap_policy", "connection_id",
+            "max_attempts", "webhook_url", "webhook_format",
         )}
+        for name in OPTIONAL_INPUTS:
+            data[name] = (getattr(self, name).data or "").strip() or None
         if self.schedule_type.data == "interval":
             data["interval_minutes"] = self.interval_minutes.data
             try:
@@ -97,6 +115,14 @@ class TaskForm(FlaskForm):
             form.time.data = task.fixed_time or ""
             form.cron.data = task.cron or ""
             form.timezone.data = task.timezone
+            zone = ZoneInfo(task.timezone or "UTC")
+            for name in ("run_at", "start_at", "end_at"):
+                moment = getattr(task, name)
+                getattr(form, name).data = moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else ""
+            for name in ("max_runs", "catchup_seconds", "auto_pause_after"):
+                value = getattr(task, name)
+                getattr(form, name).data = "" if value is None else str(value)
+            form.overlap_policy.data = task.overlap_policy
             form.enabled.data = task.enabled
             form.connection_id.data = str(task.connection_id or "")
             form.max_attempts.data = str(task.max_attempts or "")

@@ -49,4 +49,7 @@ DATA_WORDS = (
     _l("Must be true or false."), _l("Use HH:MM in 24-hour time, for example 09:30."),
     _l("Use a 5-field cron expression: minute hour day-of-month month day-of-week, e.g. '0 9 * * 1-5'."),
     _l("Give the interval: interval_minutes (or interval_seconds)."), _l("Not a valid choice."),
+    _l("Give a date and time, for example 2030-01-31T09:00."), _l("The end must come after the start."),
+    _l("Use an ISO 8601 date and time, for example 2030-01-31T09:00 or 2030-01-31T09:00+01:00."),
+    _l("Must be one of: skip, allow."), _l("active"), _l("paused"), _l("completed"),
 )

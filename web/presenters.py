@@ -1,6 +1,7 @@
 """How tasks and executions are shown: the shapes shared by pages and the API."""
 import functools
 import logging
+from zoneinfo import ZoneInfo
 
 from cron_descriptor import Options, get_description
 from flask import current_app
@@ -10,7 +11,7 @@ from sqlalchemy import func
 from promptbeat import schedules
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ScheduleType, Task
-from promptbeat.validation import TaskInputError, validate_task
+from promptbeat.validation import validate_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,25 @@ def latest_executions(task_ids):
     return {row.task_id: row for row in rows}
 
 
+PREVIEW_COUNT = 5
+
+
+def next_runs(task, count=PREVIEW_COUNT):
+    """The task's next fire times, as beat decides them; none while it is paused or completed."""
+    return schedules.next_runs(task, count) if task.enabled else []
+
+
 def next_run(task):
-    """When beat will next fire the task, or None when it is disabled."""
-    return schedules.next_runs(task, 1)[0] if task.enabled else None
+    """When beat will next fire the task, or None."""
+    runs = next_runs(task, 1)
+    return runs[0] if runs else None
+
+
+def status(task):
+    """active, paused or completed."""
+    if task.completed_at is not None:
+        return "completed"
+    return "active" if task.enabled else "paused"
 
 
 def task_json(task, last_execution=None):
@@ -57,6 +74,19 @@ def task_json(task, last_execution=None):
         "enabled": task.enabled,
         "schedule_description": schedules.describe(task),
         "next_run_at": iso(next_run(task)),
+        "next_runs": [iso(moment) for moment in next_runs(task)],
+        "status": status(task),
+        "pause_note": task.pause_note,
+        "run_at": iso(task.run_at),
+        "start_at": iso(task.start_at),
+        "end_at": iso(task.end_at),
+        "max_runs": task.max_runs,
+        "run_count": task.run_count,
+        "completed_at": iso(task.completed_at),
+        "overlap_policy": task.overlap_policy,
+        "catchup_seconds": task.catchup_seconds,
+        "auto_pause_after": task.auto_pause_after,
+        "consecutive_failures": task.consecutive_failures,
         "created_at": iso(task.created_at),
         "updated_at": iso(task.updated_at),
         "last_run": execution_json(last_execution, brief=True) if last_execution else None,
@@ -88,6 +118,8 @@ def execution_json(execution, brief=False):
         "prompt_tokens": execution.prompt_tokens,
         "completion_tokens": execution.completion_tokens,
         "total_tokens": execution.total_tokens,
+        "slot": iso(execution.slot),
+        "catch_up": execution.catch_up,
         "cost_usd": execution.cost_usd,
         "error_class": execution.error_class,
         "attempt_count": len(execution.attempts or []),
@@ -101,21 +133,20 @@ def execution_json(execution, brief=False):
     return data
 
 
-SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone")
+def schedule_preview(data, settings, describe=schedules.describe):
+    """An unsaved schedule in words and its next runs, by beat's rules; raises TaskInputError on bad input.
+
+    The one preview behind the API, the JSON endpoint for the session and the form's live fragment.
+    """
+    task = Task(**validate_schedule(data, settings), enabled=True)
+    # An unsaved task has run no times yet: it fires at most max_runs times in all.
+    count = min(PREVIEW_COUNT, task.max_runs) if task.max_runs else PREVIEW_COUNT
+    return {"description": describe(task), "runs": schedules.next_runs(task, count)}
 
 
-def schedule_preview(data, settings, count=5):
-    """The schedule in words and its next runs, or the schedule fields' errors, for the live form preview."""
-    probe = {key: data.get(key) for key in SCHEDULE_INPUTS if key in data}
-    try:
-        values = validate_task({**probe, "name": "preview", "prompt": "preview"}, settings)
-    except TaskInputError as exc:
-        return {"errors": {k: v for k, v in exc.errors.items() if k in SCHEDULE_INPUTS}, "runs": [],
-                "description": None}
-    # A transient, unsaved Task is what schedules.next_runs reads a schedule from.
-    task = Task(**{k: values[k] for k in ("schedule_type", "interval_seconds", "fixed_time", "cron", "timezone")},
-                enabled=True)
-    return {"errors": {}, "description": describe_schedule(task), "runs": schedules.next_runs(task, count)}
+def preview_json(preview):
+    """A schedule preview as the API returns it."""
+    return {"description": preview["description"], "next_runs": [iso(moment) for moment in preview["runs"]]}
 
 
 def model_choices(limit=50):
@@ -125,28 +156,34 @@ def model_choices(limit=50):
     return [default] + [model for model in used if model != default]
 
 
+DESCRIBED = ("schedule_type", "interval_seconds", "fixed_time", "cron", "timezone", "run_at", "start_at", "end_at",
+             "max_runs")
+
+
 def describe_schedule(task):
     """The schedule in words in the page's language; English comes from the shared core."""
     if task.schedule_type not in set(ScheduleType):
         return schedules.describe(task)
-    key = (task.schedule_type, task.interval_seconds, task.fixed_time, task.cron, task.timezone)
+    key = tuple(getattr(task, name) for name in DESCRIBED)
     return _describe_cached(key, str(get_locale()))
 
 
 @functools.lru_cache(maxsize=4096)
 def _describe_cached(key, locale):
     # Describing a cron expression takes about a millisecond; a dashboard shows many alike.
-    schedule_type, interval_seconds, fixed_time, cron, zone = key
-    task = Task(schedule_type=schedule_type, interval_seconds=interval_seconds, fixed_time=fixed_time, cron=cron,
-                timezone=zone)
+    task = Task(**dict(zip(DESCRIBED, key)))
     if not locale.startswith("zh"):
         return schedules.describe(task)
     zone = task.timezone or "UTC"
+    words = None
     if task.schedule_type == ScheduleType.INTERVAL:
-        return "每" + _chinese_duration(task.interval_seconds)
-    if task.schedule_type == ScheduleType.FIXED_TIME:
-        return f"每天 {task.fixed_time}（{zone}）"
-    if task.schedule_type == ScheduleType.CRONTAB:
+        words = "每" + _chinese_duration(task.interval_seconds)
+    elif task.schedule_type == ScheduleType.ONCE:
+        local = task.run_at.astimezone(ZoneInfo(zone)) if task.run_at else None
+        words = f"仅一次，于 {local:%Y-%m-%d %H:%M}（{zone}）" if local else "仅一次"
+    elif task.schedule_type == ScheduleType.FIXED_TIME:
+        words = f"每天 {task.fixed_time}（{zone}）"
+    elif task.schedule_type == ScheduleType.CRONTAB:
         try:
             options = Options()
             options.use_24hour_time_format = True
@@ -154,10 +191,23 @@ def _describe_cached(key, locale):
             words = get_description(task.cron, options)
             for english, chinese in CHINESE_NAMES.items():  # cron-descriptor's zh_CN leaves names in English
                 words = words.replace(english, chinese)
-            return f"{words}（{zone}）"
+            words = f"{words}（{zone}）"
         except Exception:  # cron-descriptor raises several types; the English words are a fine fallback
             logger.debug("could not describe cron %r in Chinese", task.cron, exc_info=True)
-    return schedules.describe(task)
+    if words is None:
+        return schedules.describe(task)
+    return words + _chinese_bounds(task)
+
+
+def _chinese_bounds(task):
+    parts = []
+    if task.start_at:
+        parts.append(f"自 {task.start_at:%Y-%m-%d %H:%M} UTC 起")
+    if task.end_at:
+        parts.append(f"至 {task.end_at:%Y-%m-%d %H:%M} UTC 止")
+    if task.max_runs:
+        parts.append(f"最多运行 {task.max_runs} 次")
+    return ("，" + "，".join(parts)) if parts else ""
 
 
 CHINESE_NAMES = {

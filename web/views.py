@@ -1,5 +1,5 @@
 """The pages: dashboard, task detail with its runs, the task form, one-click actions, live fragments."""
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from promptbeat import schedules, service
@@ -10,7 +10,7 @@ from web import dashboard
 from web.charts import line_chart, sparkline
 from web.forms import TaskForm
 from web.openapi import MAX_ID
-from web.presenters import describe_schedule, model_choices, next_run, schedule_preview
+from web.presenters import describe_schedule, model_choices, next_run, preview_json, schedule_preview
 from web.rendering import markdown_to_html
 from web.security import admin_required, audit
 
@@ -80,16 +80,34 @@ def edit(task_id):
 
 
 def _form_page(form, task):
-    preview = schedule_preview(form.input_data(), _settings())
+    preview = _form_preview(form.input_data())
     body = render_template("tasks/form.html", form=form, task=task, preview=preview, models=model_choices())
     return body, 422 if form.errors else 200
 
 
 @bp.get("/tasks/preview")
 def preview():
-    """The schedule in words and its next runs, for the form to show while the user types."""
+    """The form's live preview fragment (htmx): the schedule in words and its next runs, or what is wrong."""
     form = TaskForm(meta={"csrf": False}, formdata=request.args)
-    return render_template("tasks/_preview.html", preview=schedule_preview(form.input_data(), _settings()))
+    return render_template("tasks/_preview.html", preview=_form_preview(form.input_data()))
+
+
+@bp.post("/tasks/preview")
+def preview_data():
+    """The same preview as JSON for scripts using the session (CSRF header required); read-only."""
+    try:
+        preview = schedule_preview(request.get_json(silent=True) or request.form.to_dict(), _settings(),
+                                   describe_schedule)
+    except TaskInputError as exc:
+        return jsonify(error="validation_failed", message=_("Some fields are invalid."), fields=exc.errors), 422
+    return jsonify(preview_json(preview))
+
+
+def _form_preview(data):
+    try:
+        return {"errors": {}, **schedule_preview(data, _settings(), describe_schedule)}
+    except TaskInputError as exc:
+        return {"errors": exc.errors, "description": None, "runs": []}
 
 
 @bp.get("/tasks/<int:task_id>")
@@ -130,7 +148,13 @@ def _runs_page(task):
 @bp.post("/tasks/<int:task_id>/enable")
 @admin_required
 def enable(task_id):
-    task = service.set_enabled(_task_or_404(task_id), True)
+    task = _task_or_404(task_id)
+    try:
+        service.set_enabled(task, True)
+    except TaskInputError as exc:
+        db.session.rollback()
+        flash(" ".join(_(message) for message in exc.errors.values()), "error")
+        return _back(task)
     audit("task_enabled", task_id=task.id)
     flash(_saved_message(task, "enabled"), "success")
     return _back(task)
@@ -139,8 +163,14 @@ def enable(task_id):
 @bp.post("/tasks/<int:task_id>/disable")
 @admin_required
 def disable(task_id):
-    task = service.set_enabled(_task_or_404(task_id), False)
-    audit("task_disabled", task_id=task.id)
+    task = _task_or_404(task_id)
+    try:
+        service.set_enabled(task, False, note=(request.form.get("note") or "").strip() or None)
+    except TaskInputError as exc:
+        db.session.rollback()
+        flash(" ".join(_(message) for message in exc.errors.values()), "error")
+        return _back(task)
+    audit("task_disabled", task_id=task.id, note=bool(task.pause_note))
     flash(_("“%(name)s” disabled; it will not run until you enable it.", name=task.name), "success")
     return _back(task)
 
@@ -149,8 +179,9 @@ def disable(task_id):
 @admin_required
 def run(task_id):
     task = _task_or_404(task_id)
-    execution = service.run_now(task)
-    audit("task_run_now", task_id=task.id, execution_id=execution.id)
+    allow_overlap = request.form.get("allow_overlap") == "1"
+    execution = service.run_now(task, allow_overlap=allow_overlap)
+    audit("task_run_now", task_id=task.id, execution_id=execution.id, allow_overlap=allow_overlap)
     flash(_("“%(name)s” queued to run now.", name=task.name), "success")
     return _back(task)
 

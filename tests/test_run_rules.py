@@ -1,0 +1,209 @@
+"""Worker-side rules, run in-process against the fake LLM server: slots, overlap, bounds, pause, caps."""
+import dataclasses
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+from promptbeat.entries import entry_key
+from promptbeat.execution import run_execution
+from promptbeat.extensions import db
+from promptbeat.limits import llm_call_slot
+from promptbeat.models import Execution, ScheduleType, Task, Trigger
+from promptbeat.settings import Settings
+from tests.conftest import csrf_token
+
+SLOT = datetime(2030, 1, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def make_task(app, **values):
+    values = {"name": "t", "prompt": "Hello", "model": "fake-model", "schedule_type": ScheduleType.INTERVAL,
+              "interval_seconds": 60, "anchor_at": SLOT - timedelta(minutes=1), **values}
+    with app.app_context():
+        task = Task(**values)
+        db.session.add(task)
+        db.session.commit()
+        return task.id
+
+
+def executions(app, task_id):
+    with app.app_context():
+        rows = db.session.execute(db.select(Execution).filter_by(task_id=task_id).order_by(Execution.id)).scalars().all()
+        db.session.expunge_all()
+        return rows
+
+
+def fire(app, task_id, slot=SLOT, **kwargs):
+    with app.app_context():
+        execution = run_execution(task_id, trigger=Trigger.SCHEDULED, slot=slot.isoformat(), **kwargs)
+        return execution.id, execution.status, execution.error
+
+
+def test_second_dispatch_of_a_slot_runs_nothing(app, fake_llm):
+    task_id = make_task(app)
+    first = fire(app, task_id, catch_up=True)
+    again = fire(app, task_id)  # a redelivered message, or the other beat's copy
+    assert first[1] == "success" and again == first
+    (run,) = executions(app, task_id)
+    assert (run.slot, run.catch_up, run.trigger) == (SLOT, True, "scheduled")
+
+
+def test_two_beats_racing_one_slot_make_one_execution(app, fake_llm):
+    task_id = make_task(app, overlap_policy="allow")
+    results, barrier = [], threading.Barrier(2)
+
+    def dispatch():
+        barrier.wait()
+        results.append(fire(app, task_id))
+
+    threads = [threading.Thread(target=dispatch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(results) == 2 and results[0][0] == results[1][0]
+    assert len(executions(app, task_id)) == 1
+
+
+def test_overlap_skip_records_a_skipped_run_with_the_reason(app, fake_llm, redis_client):
+    task_id = make_task(app)
+    redis_client.set(f"promptbeat:running:{task_id}", "another-run", ex=30)  # a run in flight elsewhere
+    try:
+        _, status, error = fire(app, task_id)
+    finally:
+        redis_client.delete(f"promptbeat:running:{task_id}")
+    assert status == "skipped" and "still running" in error
+
+
+def test_database_guard_stands_behind_the_lock(app, fake_llm):
+    task_id = make_task(app)
+    with app.app_context():
+        db.session.add(Execution(task_id=task_id, trigger="scheduled", status="running",
+                                 started_at=datetime.now(timezone.utc)))
+        db.session.commit()
+    _, status, error = fire(app, task_id)
+    assert status == "skipped" and "still marked running" in error
+
+
+def test_overlap_allow_and_manual_override_run_anyway(app, fake_llm, redis_client):
+    allowed = make_task(app, overlap_policy="allow")
+    skipping = make_task(app)
+    for task_id in (allowed, skipping):
+        redis_client.set(f"promptbeat:running:{task_id}", "another-run", ex=30)
+    try:
+        assert fire(app, allowed)[1] == "success"
+        with app.app_context():
+            manual = run_execution(skipping, trigger=Trigger.MANUAL, allow_overlap=True)
+            assert manual.status == "success"
+            honoured = run_execution(skipping, trigger=Trigger.MANUAL)
+            assert honoured.status == "skipped"
+    finally:
+        for task_id in (allowed, skipping):
+            redis_client.delete(f"promptbeat:running:{task_id}")
+
+
+def test_auto_pause_after_consecutive_failures(app, fake_llm, redis_client):
+    task_id = make_task(app, prompt="[[fail:401]]", auto_pause_after=2)
+    assert fire(app, task_id, SLOT)[1] == "failed"
+    assert fire(app, task_id, SLOT + timedelta(minutes=1))[1] == "failed"
+    with app.app_context():
+        task = db.session.get(Task, task_id)
+        assert not task.enabled
+        assert task.pause_note.startswith("Paused automatically after 2 consecutive failures")
+    assert not redis_client.exists(entry_key(app.extensions["celery"], task_id))
+    assert fire(app, task_id, SLOT + timedelta(minutes=2))[1] == "skipped"
+
+
+def test_max_runs_completes_the_task(app, fake_llm):
+    task_id = make_task(app, max_runs=2)
+    assert [fire(app, task_id, SLOT + timedelta(minutes=i))[1] for i in range(3)] == ["success", "success", "skipped"]
+    with app.app_context():
+        task = db.session.get(Task, task_id)
+        assert (task.run_count, task.enabled, task.completed_at is not None) == (2, False, True)
+
+
+def test_slot_after_end_is_skipped(app, fake_llm):
+    task_id = make_task(app, end_at=SLOT - timedelta(seconds=1))
+    _, status, error = fire(app, task_id)
+    assert status == "skipped" and "after the task's end" in error
+
+
+def test_one_off_runs_once_then_shows_completed(app, api, fake_llm):
+    run_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=1)
+    body = {"name": "once", "prompt": "Hi", "schedule_type": "once", "run_at": run_at.isoformat()}
+    created = api.post("/tasks", json=body).get_json()
+    assert created["next_runs"] == [run_at.isoformat().replace("+00:00", "Z")]
+    assert fire(app, created["id"], run_at)[1] == "success"
+    shown = api.get(f"/tasks/{created['id']}").get_json()
+    assert (shown["status"], shown["enabled"], shown["next_runs"]) == ("completed", False, [])
+
+
+def test_api_shows_next_five_runs_and_words(app, api):
+    body = {"name": "n", "prompt": "p", "schedule_type": "fixed_time", "time": "02:30", "timezone": "Europe/Berlin"}
+    shown = api.get(f"/tasks/{api.post('/tasks', json=body).get_json()['id']}").get_json()
+    assert len(shown["next_runs"]) == 5
+    assert shown["schedule_description"] == "Every day at 02:30 (Europe/Berlin)"
+
+
+def test_preview_endpoint_uses_beats_rules(api):
+    response = api.post("/schedule/preview", json={"schedule_type": "crontab", "cron": "30 2 * * *",
+                                                   "timezone": "Europe/Berlin"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert len(body["next_runs"]) == 5 and "02:30" in body["description"]
+    bad = api.post("/schedule/preview", json={"schedule_type": "crontab", "cron": "61 * * *"})
+    assert bad.status_code == 422 and "cron" in bad.get_json()["fields"]
+
+
+def test_form_preview_with_the_session(signed_in):
+    token = csrf_token(signed_in.get("/tasks/new").get_data(as_text=True))
+    response = signed_in.post("/tasks/preview", json={"schedule_type": "interval", "interval_minutes": "30"},
+                              headers={"X-CSRFToken": token})
+    assert response.status_code == 200 and response.get_json()["description"] == "Every 30 minutes"
+    page = signed_in.get("/tasks/new").get_data(as_text=True)
+    assert 'hx-get="/tasks/preview"' in page  # the live preview fragment, same presenter
+
+
+def test_bad_schedule_input_gets_field_errors(api):
+    body = {"name": "n", "prompt": "p", "schedule_type": "once", "run_at": "tomorrow", "overlap_policy": "queue",
+            "start_at": "2030-01-02T00:00", "end_at": "2030-01-01T00:00"}
+    response = api.post("/tasks", json=body)
+    assert response.status_code == 422
+    assert set(response.get_json()["fields"]) == {"run_at", "overlap_policy", "end_at"}
+
+
+def test_minimum_interval_defaults_to_a_minute():
+    assert Settings(secret_key="x").min_interval_seconds == 60
+
+
+def test_maximum_enabled_tasks(app, api, monkeypatch):
+    monkeypatch.setitem(app.config, "PROMPTBEAT", dataclasses.replace(app.config["PROMPTBEAT"], max_enabled_tasks=1))
+    body = {"name": "n", "prompt": "p", "schedule_type": "crontab", "cron": "0 9 * * *"}
+    assert api.post("/tasks", json=body).status_code == 201
+    refused = api.post("/tasks", json=body)
+    assert refused.status_code == 422 and "At most 1 tasks" in refused.get_json()["fields"]["enabled"]
+    assert api.post("/tasks", json={**body, "enabled": False}).status_code == 201
+
+
+def test_llm_call_cap_queues_calls_across_workers(app):
+    settings = dataclasses.replace(app.config["PROMPTBEAT"], max_concurrent_llm_calls=1)
+    entered = []
+    with llm_call_slot(settings):
+        waiter = threading.Thread(target=lambda: _enter(settings, entered))
+        waiter.start()
+        time.sleep(0.6)
+        assert entered == []  # the second call waits while the first is in flight
+    waiter.join(timeout=10)
+    assert entered == ["in"]
+
+
+def _enter(settings, entered):
+    with llm_call_slot(settings, poll=0.05):
+        entered.append("in")
+
+
+def test_run_now_works_on_a_paused_fixed_time_task_with_an_explicit_override(app, api):
+    body = {"name": "n", "prompt": "p", "schedule_type": "fixed_time", "time": "09:00", "enabled": False}
+    task_id = api.post("/tasks", json=body).get_json()["id"]
+    response = api.post(f"/tasks/{task_id}/run", json={"allow_overlap": True})
+    assert response.status_code == 202 and response.get_json()["execution"]["trigger"] == "manual"
+    assert api.post(f"/tasks/{task_id}/run", json={"allow_overlap": "yes"}).status_code == 422
