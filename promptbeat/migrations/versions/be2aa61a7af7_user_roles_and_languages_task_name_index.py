@@ -1,7 +1,7 @@
 """user roles and languages; task name index
 
 Revision ID: be2aa61a7af7
-Revises: 5ffe769d3751
+Revises: caec02a66c18
 Existing users become admins, as they could change everything before.
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'be2aa61a7af7'
-down_revision = '5ffe769d3751'
+down_revision = 'caec02a66c18'
 branch_labels = None
 depends_on = None
 
