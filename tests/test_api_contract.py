@@ -33,11 +33,13 @@ def api_schema(app, api_token):
 def test_api_answers_match_the_document_and_never_5xx(api_schema, api_token):
     headers = {"Authorization": f"Bearer {api_token}"}
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 9
+    assert len(operations) == 20
+    # Testing a connection calls its base URL, which generated data would point anywhere: not from a test.
+    operations = [op for op in operations if op.definition.raw.get("operationId") != "testConnection"]
     for operation in operations:
         # Bounded examples per operation keep the run to seconds; derandomized, so a failure reproduces.
         @given(case=operation.as_strategy())
-        @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+        @settings(max_examples=25, deadline=None, derandomize=True, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
         def check(case):
             case.call_and_validate(headers=headers, checks=CHECKS)
@@ -45,12 +47,11 @@ def test_api_answers_match_the_document_and_never_5xx(api_schema, api_token):
         check()
 
 
-def test_document_lists_every_task_route(app):
-    # The document covers /api/tasks*; /api/connections* and /api/usage* are not in it yet.
+def test_document_lists_every_api_route(app):
     document = app.test_client().get("/api/openapi.json").get_json()
     documented = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
-    routes = {(rule.rule.removeprefix("/api").replace("<int:task_id>", "{task_id}"), method)
-              for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/tasks")
-              and not rule.rule.endswith("/usage")
+    routes = {(rule.rule.removeprefix("/api").replace("<int:", "{").replace(">", "}"), method)
+              for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/")
+              and rule.rule != "/api/openapi.json"
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert routes == documented

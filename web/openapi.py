@@ -25,9 +25,22 @@ EXECUTION_BRIEF = {
         "prompt_tokens": _nullable({"type": "integer"}),
         "completion_tokens": _nullable({"type": "integer"}),
         "total_tokens": _nullable({"type": "integer"}),
+        "slot": _nullable({"type": "string", "format": "date-time"}),
+        "catch_up": _nullable({"type": "boolean"}),
+        "cost_usd": _nullable({"type": "number"}),
+        "error_class": _nullable({"type": "string"}),
+        "attempt_count": {"type": "integer"},
+        "webhook_status": _nullable({"type": "string"}),
     },
 }
-EXECUTION = {**EXECUTION_BRIEF, "properties": {**EXECUTION_BRIEF["properties"], "output": _nullable({"type": "string"})}}
+EXECUTION = {**EXECUTION_BRIEF, "properties": {
+    **EXECUTION_BRIEF["properties"],
+    "output": _nullable({"type": "string"}),
+    "prompt": _nullable({"type": "string"}),
+    "attempts": {"type": "array", "items": {"type": "object"}},
+    "webhook_attempts": {"type": "array", "items": {"type": "object"}},
+}}
+MOMENT = _nullable({"type": "string", "format": "date-time"})
 TASK = {
     "type": "object",
     "required": ["id", "name", "prompt", "model", "schedule_type", "timezone", "enabled", "schedule_description"],
@@ -48,15 +61,49 @@ TASK = {
         "enabled": {"type": "boolean"},
         "schedule_description": {"type": "string"},
         "next_run_at": _nullable({"type": "string", "format": "date-time"}),
+        "next_runs": {"type": "array", "items": {"type": "string", "format": "date-time"},
+                      "description": "The next (up to five) fire times; empty while paused or completed."},
+        "status": {"type": "string", "enum": ["active", "paused", "completed"]},
+        "pause_note": _nullable({"type": "string"}),
+        "run_at": MOMENT,
+        "start_at": MOMENT,
+        "end_at": MOMENT,
+        "max_runs": _nullable({"type": "integer"}),
+        "run_count": {"type": "integer"},
+        "completed_at": MOMENT,
+        "overlap_policy": {"type": "string", "enum": ["skip", "allow"]},
+        "catchup_seconds": _nullable({"type": "integer"}),
+        "auto_pause_after": _nullable({"type": "integer"}),
+        "consecutive_failures": {"type": "integer"},
+        "connection_id": _nullable({"type": "integer"}),
+        "max_attempts": _nullable({"type": "integer"}),
+        "request_timeout_seconds": _nullable({"type": "number"}),
+        "max_run_seconds": _nullable({"type": "number"}),
+        "webhook_url": _nullable({"type": "string"}),
+        "webhook_format": _nullable({"type": "string"}),
         "created_at": {"type": "string", "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"},
         "last_run": _nullable({"$ref": "#/components/schemas/ExecutionBrief"}),
     },
 }
+SCHEDULE_PROPERTIES = {
+    "schedule_type": {"type": "string", "enum": ["interval", "fixed_time", "crontab", "once"]},
+    "interval_minutes": {"type": "integer", "minimum": 1},
+    "interval_seconds": {"type": "integer", "minimum": 1},
+    "time": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+    "cron": {"type": "string"},
+    "timezone": {"type": "string"},
+    "run_at": _nullable({"type": "string", "format": "date-time"}),
+    "start_at": _nullable({"type": "string", "format": "date-time"}),
+    "end_at": _nullable({"type": "string", "format": "date-time"}),
+    "max_runs": _nullable({"type": "integer", "minimum": 1}),
+    "catchup_seconds": _nullable({"type": "integer", "minimum": 0, "maximum": 7 * 86400}),
+}
 TASK_INPUT = {
     "type": "object",
     "description": "Unknown fields are rejected with 422. interval_* is for schedule_type interval, "
-                   "time for fixed_time, cron for crontab.",
+                   "time for fixed_time, cron for crontab, run_at for once. Dates and times are ISO 8601; "
+                   "without an offset they are read in the task's time zone.",
     "properties": {
         "name": {"type": "string", "maxLength": 200},
         "prompt": {"type": "string"},
@@ -64,14 +111,48 @@ TASK_INPUT = {
         "model": {"type": "string", "maxLength": 200},
         "temperature": {"type": "number", "minimum": 0, "maximum": MAX_TEMPERATURE},
         "max_tokens": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_TOKENS}),
-        "schedule_type": {"type": "string", "enum": ["interval", "fixed_time", "crontab"]},
-        "interval_minutes": {"type": "integer", "minimum": 1},
-        "interval_seconds": {"type": "integer", "minimum": 1},
-        "time": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
-        "cron": {"type": "string"},
-        "timezone": {"type": "string"},
+        **SCHEDULE_PROPERTIES,
         "enabled": {"type": "boolean"},
+        "overlap_policy": {"type": "string", "enum": ["skip", "allow"]},
+        "auto_pause_after": _nullable({"type": "integer", "minimum": 1}),
+        "pause_note": _nullable({"type": "string", "maxLength": 1000}),
+        "connection_id": _nullable({"type": "integer"}),
+        "max_attempts": _nullable({"type": "integer", "minimum": 1, "maximum": 10}),
+        "request_timeout_seconds": _nullable({"type": "number"}),
+        "max_run_seconds": _nullable({"type": "number"}),
+        "webhook_url": _nullable({"type": "string"}),
+        "webhook_format": {"type": "string", "enum": ["json", "slack"]},
     },
+}
+SCHEDULE_INPUT = {"type": "object", "description": "The schedule fields of a task; other fields are ignored.",
+                  "properties": SCHEDULE_PROPERTIES}
+SCHEDULE_PREVIEW = {
+    "type": "object",
+    "required": ["description", "next_runs"],
+    "properties": {"description": {"type": "string"},
+                   "next_runs": {"type": "array", "items": {"type": "string", "format": "date-time"}}},
+}
+USAGE = {
+    "type": "object",
+    "required": ["runs", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"],
+    "properties": {"runs": {"type": "integer"}, "prompt_tokens": {"type": "integer"},
+                   "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"},
+                   "cost_usd": {"type": "number"}, "day": {"type": "string"}, "task_id": {"type": "integer"}},
+}
+CONNECTION = {
+    "type": "object",
+    "required": ["id", "name", "base_url", "has_api_key"],
+    "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "base_url": _nullable({"type": "string"}),
+                   "default_model": _nullable({"type": "string"}),
+                   "extra_headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                   "has_api_key": {"type": "boolean"}},
+}
+CONNECTION_INPUT = {
+    "type": "object",
+    "description": "The key is write-only; an api_key of \"\" removes it. Unknown fields are rejected with 422.",
+    "properties": {"name": {"type": "string", "maxLength": 100}, "base_url": {"type": "string"},
+                   "api_key": _nullable({"type": "string"}), "default_model": _nullable({"type": "string"}),
+                   "extra_headers": {"type": "object", "additionalProperties": {"type": "string"}}},
 }
 ERROR = {
     "type": "object",
@@ -100,7 +181,25 @@ ERRORS = {"default": _json("Error", "An error: 400 malformed, 401 no or bad toke
                                     "405 wrong method, 422 invalid fields")}
 TASK_ID = {"name": "task_id", "in": "path", "required": True,
            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
-BODY = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskInput"}}}}
+CONNECTION_ID = {"name": "connection_id", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+DAYS = {"name": "days", "in": "query", "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 366, "default": 30}}
+
+
+def _body(schema_name, required=True):
+    return {"required": required,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
+
+
+def _optional_body(properties):
+    return {"required": False, "content": {"application/json": {"schema": {"type": "object",
+                                                                           "properties": properties}}}}
+
+
+BODY = _body("TaskInput")
+NOTE = _optional_body({"note": _nullable({"type": "string", "maxLength": 1000})})
+USAGE_LIST = {"type": "array", "items": {"$ref": "#/components/schemas/Usage"}}
 
 
 def openapi_document():
@@ -132,11 +231,64 @@ def openapi_document():
                 "operationId": "enableTask", "summary": "Enable; an interval task runs at once", "parameters": [TASK_ID],
                 "responses": {"200": _json("Task", "The task"), **ERRORS}}},
             "/tasks/{task_id}/disable": {"post": {
-                "operationId": "disableTask", "summary": "Disable", "parameters": [TASK_ID],
+                "operationId": "disableTask", "summary": "Disable (pause), with an optional note", "parameters": [TASK_ID],
+                "requestBody": NOTE, "responses": {"200": _json("Task", "The task"), **ERRORS}}},
+            "/tasks/{task_id}/pause": {"post": {
+                "operationId": "pauseTask", "summary": "Pause, with an optional note shown on the task",
+                "parameters": [TASK_ID], "requestBody": NOTE,
                 "responses": {"200": _json("Task", "The task"), **ERRORS}}},
+            "/tasks/{task_id}/resume": {"post": {
+                "operationId": "resumeTask", "summary": "Resume; runs missed while paused are not fired",
+                "parameters": [TASK_ID], "responses": {"200": _json("Task", "The task"), **ERRORS}}},
             "/tasks/{task_id}/run": {"post": {
-                "operationId": "runTask", "summary": "Run now, even when disabled", "parameters": [TASK_ID],
+                "operationId": "runTask", "summary": "Run now, even when paused; honours the overlap policy "
+                                                     "unless allow_overlap", "parameters": [TASK_ID],
+                "requestBody": _optional_body({"allow_overlap": {"type": "boolean", "default": False}}),
                 "responses": {"202": _wrapped("execution", "Execution", "The queued run"), **ERRORS}}},
+            "/tasks/{task_id}/usage": {"get": {
+                "operationId": "taskUsage", "summary": "A task's tokens and estimated cost per UTC day",
+                "parameters": [TASK_ID, DAYS],
+                "responses": {"200": {"description": "Usage", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["task_id", "total", "per_day"],
+                    "properties": {"task_id": {"type": "integer"}, "total": {"$ref": "#/components/schemas/Usage"},
+                                   "per_day": USAGE_LIST}}}}}, **ERRORS}}},
+            "/schedule/preview": {"post": {
+                "operationId": "previewSchedule", "summary": "The next five runs and the words for an unsaved "
+                                                            "schedule (read-only; viewers may call it)",
+                "requestBody": _body("ScheduleInput"),
+                "responses": {"200": _json("SchedulePreview", "The preview"), **ERRORS}}},
+            "/usage": {"get": {
+                "operationId": "usage", "summary": "Tokens and estimated cost per task and per UTC day",
+                "parameters": [DAYS],
+                "responses": {"200": {"description": "Usage", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["total", "per_day", "per_task"],
+                    "properties": {"total": {"$ref": "#/components/schemas/Usage"}, "per_day": USAGE_LIST,
+                                   "per_task": USAGE_LIST}}}}}, **ERRORS}}},
+            "/connections": {
+                "get": {"operationId": "listConnections", "summary": "List connections (never their keys)",
+                        "responses": {"200": _wrapped("connections", "Connection", "All connections", many=True),
+                                      **ERRORS}},
+                "post": {"operationId": "createConnection", "summary": "Add an OpenAI-compatible endpoint",
+                         "requestBody": _body("ConnectionInput"),
+                         "responses": {"201": _json("Connection", "The new connection"), **ERRORS}},
+            },
+            "/connections/{connection_id}": {
+                "get": {"operationId": "getConnection", "summary": "Read a connection", "parameters": [CONNECTION_ID],
+                        "responses": {"200": _json("Connection", "The connection"), **ERRORS}},
+                "patch": {"operationId": "updateConnection", "summary": "Update a connection (partial)",
+                          "parameters": [CONNECTION_ID], "requestBody": _body("ConnectionInput"),
+                          "responses": {"200": _json("Connection", "The connection"), **ERRORS}},
+                "delete": {"operationId": "deleteConnection", "summary": "Delete; its tasks use the default endpoint",
+                           "parameters": [CONNECTION_ID], "responses": {"204": {"description": "Deleted"}, **ERRORS}},
+            },
+            "/connections/{connection_id}/test": {"post": {
+                "operationId": "testConnection", "summary": "List the endpoint's models once, to check it answers",
+                "parameters": [CONNECTION_ID],
+                "responses": {"200": {"description": "The outcome", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["ok", "message"],
+                    "properties": {"ok": {"type": "boolean"}, "message": {"type": "string"},
+                                   "error_class": {"type": "string"},
+                                   "models": {"type": "array", "items": {"type": "string"}}}}}}}, **ERRORS}}},
             "/tasks/{task_id}/executions": {"get": {
                 "operationId": "listExecutions", "summary": "Runs, newest first",
                 "parameters": [TASK_ID, {"name": "limit", "in": "query", "required": False,
@@ -146,6 +298,8 @@ def openapi_document():
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Task": TASK, "TaskInput": TASK_INPUT, "Execution": EXECUTION,
-                        "ExecutionBrief": EXECUTION_BRIEF, "Error": ERROR},
+                        "ExecutionBrief": EXECUTION_BRIEF, "Error": ERROR, "ScheduleInput": SCHEDULE_INPUT,
+                        "SchedulePreview": SCHEDULE_PREVIEW, "Usage": USAGE, "Connection": CONNECTION,
+                        "ConnectionInput": CONNECTION_INPUT},
         },
     }
