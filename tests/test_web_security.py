@@ -90,8 +90,13 @@ def test_viewer_can_look_but_not_change_in_pages(app, client):
     token = csrf_token(page)
     for path in ["/tasks/new", f"/tasks/{task_id}/edit"]:
         assert client.get(path).status_code == 403
-    for path in [f"/tasks/{task_id}/run", f"/tasks/{task_id}/enable", f"/tasks/{task_id}/delete", "/account/tokens"]:
-        assert client.post(path, data={"csrf_token": token, "name": "x"}).status_code == 403
+    for path in [f"/tasks/{task_id}/run", f"/tasks/{task_id}/enable", f"/tasks/{task_id}/disable",
+                 f"/tasks/{task_id}/delete", "/account/tokens", "/connections/"]:
+        assert client.post(path, data={"csrf_token": token, "name": "x", "note": "n"}).status_code == 403
+    # The schedule preview only reads: viewers may use it.
+    preview = client.post("/tasks/preview", json={"schedule_type": "interval", "interval_minutes": 5},
+                          headers={"X-CSRFToken": token})
+    assert preview.status_code == 200 and preview.get_json()["description"] == "Every 5 minutes"
     with app.app_context():
         task = db.session.get(Task, task_id)
         assert task is not None and not task.enabled and not task.executions
@@ -104,12 +109,17 @@ def test_viewer_token_can_read_but_not_change_in_the_api(app, client):
     assert client.get(f"/api/tasks/{task_id}/executions", headers=headers).status_code == 200
     calls = [("post", "/api/tasks", {"name": "x", "prompt": "y"}), ("patch", f"/api/tasks/{task_id}", {"name": "z"}),
              ("delete", f"/api/tasks/{task_id}", None), ("post", f"/api/tasks/{task_id}/enable", None),
-             ("post", f"/api/tasks/{task_id}/run", None)]
+             ("post", f"/api/tasks/{task_id}/run", None), ("post", f"/api/tasks/{task_id}/pause", {"note": "n"}),
+             ("post", f"/api/tasks/{task_id}/resume", None), ("post", f"/api/tasks/{task_id}/disable", None),
+             ("post", "/api/connections", {"name": "c", "base_url": "http://127.0.0.1:9/v1"})]
     for method, path, body in calls:
         response = getattr(client, method)(path, headers=headers, json=body)
         assert response.status_code == 403 and response.get_json()["error"] == "forbidden", path
+    preview = client.post("/api/schedule/preview", headers=headers, json={"schedule_type": "crontab", "cron": "0 9 * * *"})
+    assert preview.status_code == 200 and len(preview.get_json()["next_runs"]) == 5
     with app.app_context():
-        assert db.session.get(Task, task_id).name == "Feed"
+        task = db.session.get(Task, task_id)
+        assert task.name == "Feed" and task.pause_note is None
 
 
 def test_tokens_are_created_shown_once_hashed_and_revoked(app, signed_in, client):
