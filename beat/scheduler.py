@@ -61,6 +61,7 @@ class PromptbeatScheduler(RedBeatScheduler):
         if client.set(self.lock_key, token, nx=True, px=int(self.lock_timeout * 1000)):
             logger.warning("beat: the lock had vanished (Redis flushed or restarted); took it again")
             self.redeclare_queues()
+            self.reinstall_fixed_jobs()
             self._next_reconcile = 0.0  # the entries are likely gone too: restore them now
             return
         logger.error("beat: another beat holds the lock now; this one stops to avoid firing twice")
@@ -76,6 +77,13 @@ class PromptbeatScheduler(RedBeatScheduler):
                     queue.bind(channel).declare()
         except Exception:
             logger.exception("beat: could not declare the task queues again")
+
+    def reinstall_fixed_jobs(self):
+        """Write beat_schedule's fixed jobs (the lost-run sweep) again: a flush took them with it."""
+        try:
+            self.setup_schedule()
+        except Exception:
+            logger.exception("beat: could not reinstall the fixed jobs")
 
     def reconcile_now(self):
         """Rewrite entries from the database; a failure is logged and retried next tick."""
@@ -152,6 +160,9 @@ class PromptbeatScheduler(RedBeatScheduler):
         schedule = entry.schedule
         if not entry.enabled:
             return
+        if not hasattr(schedule, "newest_slot"):
+            self.fire_fixed_job(entry, now, saves)
+            return
         slot = schedule.newest_slot(entry.last_run_at, now) if entry.last_run_at else now.replace(microsecond=0)
         if slot is None:
             # Not due after all (the score was stale): just fix the score.
@@ -165,6 +176,23 @@ class PromptbeatScheduler(RedBeatScheduler):
             return  # the broker failed: keep the entry due, so the next tick tries this slot again
         entry.last_run_at = slot
         saves.hset(entry.key, "meta", json.dumps({"last_run_at": slot}, cls=RedBeatJSONEncoder))
+        saves.zadd(self.app.redbeat_conf.schedule_key, {entry.key: entry.score})
+
+    def fire_fixed_job(self, entry, now, saves):
+        """Fire one of promptbeat's own fixed jobs (beat_schedule, e.g. the lost-run sweep): no slot, no catch-up."""
+        due, _ = entry.is_due()
+        if not due:
+            saves.zadd(self.app.redbeat_conf.schedule_key, {entry.key: entry.score})
+            return
+        logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
+        try:
+            self.send_task(entry.task, entry.args, entry.kwargs, producer=self.producer,
+                           headers={"celery_beat_task": True}, **entry.options)
+        except Exception as exc:
+            logger.exception("Scheduler: Message Error: %s", SchedulingError(f"{entry.name}: {exc}"))
+            return
+        entry.last_run_at = now
+        saves.hset(entry.key, "meta", json.dumps({"last_run_at": now}, cls=RedBeatJSONEncoder))
         saves.zadd(self.app.redbeat_conf.schedule_key, {entry.key: entry.score})
 
     def publish(self, entry, slot, catch_up):

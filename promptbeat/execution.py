@@ -13,7 +13,7 @@ from promptbeat.connections import endpoint_for
 from promptbeat.extensions import db
 from promptbeat.limits import llm_call_slot
 from promptbeat.models import Execution, ExecutionStatus, OverlapPolicy, Task, Trigger, utcnow
-from promptbeat.overlap import run_guard
+from promptbeat.overlap import release_for_run, run_guard
 from promptbeat.slots import claim_slot
 from promptbeat.sync import sync_task
 
@@ -269,22 +269,32 @@ def _deliver_webhook(run_id, plan, settings, sleep):
 
 
 def sweep_lost_runs(settings, now=None):
-    """Mark runs still 'running' past their deadline (plus grace) as lost; returns how many.
+    """Mark runs still 'running' past their deadline (plus grace) as lost, and free their overlap locks.
 
     A run ends by its deadline (PROMPTBEAT_MAX_RUN_SECONDS or the task's own) even when it retries,
-    so one still running after it had its worker killed mid-call.
+    so one still running after it had its worker killed mid-call. Returns how many were marked.
     """
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.lost_grace_seconds)
+    dead = db.session.execute(
+        db.select(Execution.id, Execution.task_id)
+        .where(Execution.status == ExecutionStatus.RUNNING, Execution.deadline_at < cutoff)
+    ).all()
+    if not dead:
+        return 0
     count = db.session.execute(
         update(Execution)
-        .where(Execution.status == ExecutionStatus.RUNNING, Execution.deadline_at < cutoff)
+        .where(Execution.id.in_([run_id for run_id, _ in dead]), Execution.status == ExecutionStatus.RUNNING)
         .values(status=ExecutionStatus.LOST, finished_at=now, error_class="WorkerLost",
                 error="The worker running this call stopped (killed or crashed) and the run passed its "
                       "deadline; it was not retried to avoid a duplicate call.")
         .execution_options(synchronize_session=False)
     ).rowcount
     db.session.commit()
+    for run_id, task_id in dead:
+        # The dead run can no longer release its own lock; without this the task would skip
+        # every run until the lock expired.
+        release_for_run(settings, task_id, run_id)
     if count:
         logger.warning("marked %d run(s) lost: their worker stopped mid-run", count)
     return count

@@ -23,18 +23,39 @@ return 0
 """
 
 
-def lock_ttl(settings):
+# Release a lock held for a given run (its token starts with the run's id): for the lost-run sweep.
+RELEASE_FOR_RUN = """
+local value = redis.call('get', KEYS[1])
+if value and string.sub(value, 1, string.len(ARGV[1])) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def lock_ttl(settings, task=None):
     """How long a run may hold the lock: its longest possible run, retries included, plus bookkeeping."""
-    return int(max(settings.max_run_seconds, settings.llm_timeout_seconds * 2)) + 60
+    max_run = (task.max_run_seconds if task is not None else None) or settings.max_run_seconds
+    return int(max_run) + 60
+
+
+def lock_key(settings, task_id):
+    """The Redis key of a task's overlap lock."""
+    return f"{settings.redbeat_key_prefix}running:{task_id}"
+
+
+def release_for_run(settings, task_id, run_id):
+    """Free the task's lock if a (dead) run holds it; returns whether it did."""
+    client = get_client(settings.redis_url)
+    return bool(client.eval(RELEASE_FOR_RUN, 1, lock_key(settings, task_id), f"{run_id}:"))
 
 
 @contextmanager
 def run_guard(settings, task, execution):
     """Yield None when the run may go ahead, else the reason it must be skipped."""
     client = get_client(settings.redis_url)
-    key = f"{settings.redbeat_key_prefix}running:{task.id}"
-    token = secrets.token_hex(16)
-    if not client.set(key, token, nx=True, ex=lock_ttl(settings)):
+    key = lock_key(settings, task.id)
+    # The run's id leads the token, so the lost-run sweep can free a lock whose holder died.
+    token = f"{execution.id}:{secrets.token_hex(16)}"
+    if not client.set(key, token, nx=True, ex=lock_ttl(settings, task)):
         yield "Skipped: a previous run of this task was still running (overlap policy: skip)."
         return
     try:
@@ -48,7 +69,7 @@ def run_guard(settings, task, execution):
 
 def _running_elsewhere(settings, task, execution):
     # Runs older than the lock's lifetime are presumed dead (their worker was killed).
-    horizon = utcnow() - timedelta(seconds=lock_ttl(settings))
+    horizon = utcnow() - timedelta(seconds=lock_ttl(settings, task))
     query = db.select(Execution.id).where(
         Execution.task_id == task.id,
         Execution.id != execution.id,
