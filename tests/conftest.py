@@ -114,6 +114,12 @@ def _clean_state(request):
         yield
         return
     flask_app = request.getfixturevalue("app")
+    # Every create_app makes its Celery app the process default, and `execute_task.delay` sends through
+    # the default. A test that built its own app on a private Redis (scale-out, metrics, faults) would
+    # otherwise leave the session app queueing runs to that Redis, stopped by then, so no worker sees them.
+    celery_app = flask_app.extensions["celery"]
+    celery_app.set_default()
+    celery_app.set_current()
     with flask_app.app_context():
         for table in reversed(db.metadata.sorted_tables):
             db.session.execute(table.delete())
@@ -129,10 +135,15 @@ def _clear_redis(flask_app):
     client = redis_lib.Redis.from_url(settings.redis_url)
     try:
         prefix = settings.redbeat_key_prefix
-        for pattern in (f"{prefix}task:*", f"{prefix}signin:*"):
+        # Overlap locks are keyed by task id, and ids start again after the tables are emptied (SQLite)
+        # or re-created (the compose test migrates from scratch): a lock left by a worker stopped
+        # mid-run would make a later test's run skip as "still running".
+        for pattern in (f"{prefix}task:*", f"{prefix}signin:*", f"{prefix}running:*"):
             for key in client.scan_iter(match=pattern):
                 client.delete(key)
-        client.delete(f"{prefix}:schedule", "promptbeat")
+        # The queue, kombu's record of taken but unfinished messages (restored to the queue when a
+        # worker stops) and LLM-call leases held by runs of earlier tests.
+        client.delete(f"{prefix}:schedule", "promptbeat", "unacked", "unacked_index", f"{prefix}llm-calls")
     finally:
         client.close()
 
