@@ -141,6 +141,9 @@ class PromptbeatScheduler(RedBeatScheduler):
             # Messages go out before the entries' new phase is saved: a crash in between
             # re-sends slots (the database drops the copies) rather than losing them.
             if self.bulk is not None:
+                # This beat may have stalled (SIGSTOP, a long GC pause) since the tick began and
+                # lost the lock to a standby that fired these slots; check again just before sending.
+                self.keep_lock()
                 try:
                     self.bulk.flush()
                 except Exception:
