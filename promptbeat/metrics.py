@@ -47,6 +47,7 @@ class PromptbeatCollector:
                 func.count(Execution.duration_ms), func.coalesce(func.sum(Execution.duration_ms), 0),
                 func.coalesce(func.sum(Execution.prompt_tokens), 0),
                 func.coalesce(func.sum(Execution.completion_tokens), 0),
+                func.coalesce(func.sum(Execution.cost_usd), 0),
                 *bucket_columns,
             ).group_by(Execution.status, Execution.trigger)
         ).all()
@@ -57,20 +58,24 @@ class PromptbeatCollector:
                                          "Time spent calling the model, per finished run.",
                                          labels=["status", "trigger"])
         tokens = CounterMetricFamily("promptbeat_tokens", "Tokens used by runs, by kind.", labels=["kind", "trigger"])
-        prompt_by_trigger, completion_by_trigger = {}, {}
-        for status, trigger, count, timed, total_ms, prompt_tokens, completion_tokens, *buckets in rows:
+        cost = CounterMetricFamily("promptbeat_cost_usd", "Estimated cost of runs in USD, from the price table.",
+                                   labels=["trigger"])
+        prompt_by_trigger, completion_by_trigger, cost_by_trigger = {}, {}, {}
+        for status, trigger, count, timed, total_ms, prompt_tokens, completion_tokens, usd, *buckets in rows:
             runs.add_metric([status, trigger], count)
             if timed:
                 cumulative = [(str(bound), int(n or 0)) for bound, n in zip(DURATION_BUCKETS, buckets)]
                 duration.add_metric([status, trigger], cumulative + [("+Inf", timed)], total_ms / 1000)
             prompt_by_trigger[trigger] = prompt_by_trigger.get(trigger, 0) + int(prompt_tokens)
             completion_by_trigger[trigger] = completion_by_trigger.get(trigger, 0) + int(completion_tokens)
+            cost_by_trigger[trigger] = cost_by_trigger.get(trigger, 0.0) + float(usd)
         for trigger, value in prompt_by_trigger.items():
             tokens.add_metric(["prompt", trigger], value)
         for trigger, value in completion_by_trigger.items():
             tokens.add_metric(["completion", trigger], value)
-        # TODO(cost): executions record no cost yet; add promptbeat_cost_usd here once they do.
-        return [runs, duration, tokens]
+        for trigger, value in cost_by_trigger.items():
+            cost.add_metric([trigger], value)
+        return [runs, duration, tokens, cost]
 
     def _enabled_tasks(self):
         count = db.session.execute(db.select(func.count()).select_from(Task).where(Task.enabled)).scalar_one()

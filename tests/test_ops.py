@@ -81,7 +81,8 @@ def test_metrics_report_runs_durations_tokens_queue_and_enabled_tasks(unworked_a
         for millis, status, tokens in [(80, "success", 10), (1500, "success", 20), (40_000, "failed", None)]:
             db.session.add(Execution(task=task, trigger="scheduled", status=status, started_at=now,
                                      finished_at=now + timedelta(milliseconds=millis), duration_ms=millis,
-                                     prompt_tokens=tokens, completion_tokens=tokens and tokens * 2))
+                                     prompt_tokens=tokens, completion_tokens=tokens and tokens * 2,
+                                     cost_usd=tokens and tokens / 1000))
         db.session.commit()
 
     samples = scrape(client)
@@ -98,6 +99,7 @@ def test_metrics_report_runs_durations_tokens_queue_and_enabled_tasks(unworked_a
     assert samples[("promptbeat_run_duration_seconds_bucket", (("le", "60.0"),) + failed)] == 1
     assert samples[("promptbeat_tokens_total", (("kind", "prompt"), ("trigger", "scheduled")))] == 30
     assert samples[("promptbeat_tokens_total", (("kind", "completion"), ("trigger", "scheduled")))] == 60
+    assert samples[("promptbeat_cost_usd_total", (("trigger", "scheduled"),))] == pytest.approx(0.03)
     assert samples[("promptbeat_queue_depth", (("queue", "promptbeat"),))] == 1
     assert samples[("promptbeat_enabled_tasks", ())] == 1
     assert samples[("promptbeat_redis_up", ())] == 1
