@@ -1,27 +1,46 @@
-"""Bulk publishing for beat: many task messages in one Redis pipeline instead of one round trip each.
+"""Bulk publishing for beat: a batch of task messages in one Redis command instead of one round trip each.
 
 Celery's send_task costs about a millisecond per message (routing lookups, declarations,
-a sent event); a burst of thousands of due tasks would queue behind it. Messages are
-built by Celery and kombu as usual (same headers, body and properties the worker
-expects) and only the final LPUSH is pipelined. Other brokers fall back to send_task.
+a sent event); a burst of thousands of due tasks would queue behind it. The first message
+of each task name is built by Celery and kombu as usual and kept as JSON text; later ones
+fill in only what differs per message (ids, body, the arguments' reprs), so
+the worker receives exactly what send_task would have sent. The whole batch goes out in one
+LPUSH. Other brokers, or a serializer other than JSON, fall back to send_task.
 """
+import json
 import logging
+import re
+from base64 import b64encode
+from json.encoder import encode_basestring_ascii as quote
+from typing import NamedTuple
+from uuid import uuid4
 
 from kombu.serialization import dumps as serialize
-from kombu.utils.json import dumps
-from kombu.utils.uuid import uuid
+from kombu.utils.json import dumps as kombu_dumps
 
 logger = logging.getLogger(__name__)
 
+# A placeholder id, replaced in every message built from a template.
+TEMPLATE_ID = "00000000-0000-4000-8000-000000000000"
+MARKER = re.compile(r"@@(BODY|ID|ARGSREPR|KWARGSREPR)@@")
+
+
+class Template(NamedTuple):
+    """A task's message as a format string of JSON text, with fields for its per-message values."""
+
+    text: str
+    embed: dict
+
 
 class BulkPublisher:
-    """Collects (task name, args, kwargs) and pushes them to the default queue in one pipeline."""
+    """Collects (task name, args, kwargs) and pushes them to the default queue in one command."""
 
     def __init__(self, app, channel):
         self.app = app
         self.channel = channel
         self.queue = app.amqp.queues[app.conf.task_default_queue]
         self.pending = []
+        self.templates = {}
 
     @classmethod
     def supported(cls, channel):
@@ -29,27 +48,56 @@ class BulkPublisher:
 
     def add(self, name, args, kwargs):
         """Build one message; returns its task id."""
-        task_id = uuid()
-        message = self.app.amqp.as_task_v2(task_id, name, args, kwargs, argsrepr=repr(args), kwargsrepr=repr(kwargs))
+        task_id = str(uuid4())
+        if name not in self.templates:
+            self.templates[name] = self.template(name, args, kwargs)
+        template = self.templates[name]
+        if template is None:
+            self.pending.append(json.dumps(self.build(name, task_id, args, kwargs)))
+            return task_id
+        # Celery's JSON body is (args, kwargs, embed); plain json gives the same bytes for the
+        # plain values a fire carries, at a fraction of kombu's encoder's cost.
+        body = json.dumps([args, kwargs, template.embed])
+        self.pending.append(template.text.format(
+            ID=task_id, BODY=b64encode(body.encode()).decode(),
+            ARGSREPR=quote(repr(args))[1:-1], KWARGSREPR=quote(repr(kwargs))[1:-1]))
+        return task_id
+
+    def build(self, name, task_id, args, kwargs):
+        """One message built the canonical way, by Celery and kombu, as plain JSON-able values."""
+        message = self.app.amqp.as_task_v2(task_id, name, args, kwargs, argsrepr=repr(args), kwargsrepr=repr(kwargs),
+                                           reply_to=self.app.thread_oid, ignore_result=None)
         content_type, content_encoding, body = serialize(message.body, serializer=self.app.conf.task_serializer)
         headers = {**message.headers, "celery_beat_task": True}
         properties = {**message.properties, "delivery_mode": 2, "priority": 0}
         prepared = self.channel.prepare_message(body, 0, content_type, content_encoding, headers, properties)
         prepared["body"], encoding = self.channel.encode_body(prepared["body"], self.channel.body_encoding)
-        prepared["properties"].update(body_encoding=encoding, delivery_tag=uuid())
+        prepared["properties"].update(body_encoding=encoding, delivery_tag=str(uuid4()))
         prepared["properties"]["delivery_info"].update(exchange=self.queue.exchange.name,
                                                       routing_key=self.queue.routing_key)
-        self.pending.append(dumps(prepared))
-        return task_id
+        # Through kombu's JSON once, so what is kept holds only plain values.
+        return json.loads(kombu_dumps(prepared))
+
+    def template(self, name, args, kwargs):
+        """The message of this task with its per-message values as markers, or None if it can't be templated."""
+        if self.app.conf.task_serializer != "json" or self.channel.body_encoding != "base64":
+            return None
+        prepared = self.build(name, TEMPLATE_ID, args, kwargs)
+        prepared["body"] = "@@BODY@@"
+        prepared["headers"].update(id="@@ID@@", root_id="@@ID@@", argsrepr="@@ARGSREPR@@", kwargsrepr="@@KWARGSREPR@@")
+        # The delivery tag only has to be unique among unacknowledged messages, as the task id is.
+        prepared["properties"].update(correlation_id="@@ID@@", delivery_tag="@@ID@@")
+        # The JSON text as a format string: literal braces doubled, markers as fields.
+        text = MARKER.sub(r"{\1}", json.dumps(prepared).replace("{", "{{").replace("}", "}}"))
+        return Template(text=text, embed=self.app.amqp.as_task_v2(TEMPLATE_ID, name, args, kwargs).body[2])
 
     def flush(self):
         """Push everything collected; raises on a broker error (nothing is half-recorded by the caller)."""
         if not self.pending:
             return 0
         key = self.channel._q_for_pri(self.queue.name, 0)
-        with self.channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-            for payload in self.pending:
-                pipe.lpush(key, payload)
-            pipe.execute()
+        with self.channel.conn_or_acquire() as client:
+            # One LPUSH of many values queues them in the same order as one LPUSH each.
+            client.lpush(key, *self.pending)
         count, self.pending = len(self.pending), []
         return count

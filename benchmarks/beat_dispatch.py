@@ -73,8 +73,16 @@ class PromptbeatBench(PromptbeatScheduler):
 
     def publish(self, entry, slot, catch_up):
         sent = super().publish(entry, slot, catch_up)
-        self.lags.append(lag(slot.timestamp(), self.started))
+        if sent:
+            self._unsent.append(slot.timestamp())
         return sent
+
+    def fire_batch(self, client, keys, now):
+        # Messages leave in one push per batch: count each one's lag when its batch is done
+        # (pushed and its phases saved), not when it was built.
+        self._unsent = []
+        super().fire_batch(client, keys, now)
+        self.lags.extend(lag(due, self.started) for due in self._unsent)
 
 
 def load_entries(celery_app, kind, count, interval, first_due, spread):

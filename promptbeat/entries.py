@@ -1,4 +1,5 @@
 """RedBeat entries for tasks: deterministic names, and storage that keeps the whole TaskSchedule (zone, bounds)."""
+import functools
 import json
 from datetime import timedelta
 
@@ -20,16 +21,32 @@ class TaskEntryEncoder(RedBeatJSONEncoder):
         return super().default(obj)
 
 
+# One decoder for every entry: json.loads(cls=...) would build a new one per call.
+_DECODER = RedBeatJSONDecoder()
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_schedule(spec_items):
+    # Beat decodes thousands of entries a tick, most sharing a few schedules; a TaskSchedule
+    # is never changed after it is built, so entries with the same spec can share one.
+    return TaskSchedule.from_spec(dict(spec_items))
+
+
 class TaskEntry(RedBeatSchedulerEntry):
     """A RedBeat entry whose schedule is a TaskSchedule, with an honest due time."""
 
     @staticmethod
     def decode_definition(definition):
-        decoded = json.loads(definition, cls=RedBeatJSONDecoder)
+        if isinstance(definition, bytes):
+            definition = definition.decode()
+        # Plain JSON first: a task's definition holds nothing RedBeat's decoder must revive
+        # except its schedule, which is ours; anything else takes RedBeat's decoder.
+        decoded = json.loads(definition)
         schedule = decoded.get("schedule")
         if isinstance(schedule, dict) and schedule.get("__type__") == "task_schedule":
-            decoded["schedule"] = TaskSchedule.from_spec(schedule)
-        return decoded
+            decoded["schedule"] = _cached_schedule(tuple(schedule.items()))
+            return decoded
+        return _DECODER.decode(definition)
 
     def encoded_definition(self):
         """The definition exactly as stored in Redis, for change detection."""
