@@ -96,6 +96,7 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
         routes = {"/v1/models": lambda: {"object": "list", "data": [
                       {"id": m, "object": "model", "created": 0, "owned_by": "fakellm"} for m in MODELS]},
                   "/_fake/requests": lambda: {"requests": fake.requests},
+                  "/_fake/stats": lambda: fake.stats,
                   "/_fake/health": lambda: {"ok": True}}
         path = self.path.split("?")[0]
         route = routes.get(path)
@@ -181,10 +182,18 @@ class FakeLLMServer:
         with self._lock:
             return [dict(r) for r in self._requests]
 
+    @property
+    def stats(self):
+        """Chat calls in flight now, the most seen at once since the last reset, and the total."""
+        with self._lock:
+            return {"in_flight": self._in_flight, "peak_in_flight": self._peak_in_flight,
+                    "chat_requests": len(self._requests)}
+
     def reset(self):
-        """Forget recorded requests, failure counters and scripted responses."""
+        """Forget recorded requests, failure counters, scripted responses and the in-flight peak."""
         with self._lock:
             self._requests, self._fail_counts, self._script = [], {}, []
+            self._in_flight = self._peak_in_flight = 0
 
     def queue_responses(self, responses):
         """Queue raw responses to return, in order, to the next chat requests."""
@@ -233,9 +242,15 @@ class FakeLLMServer:
                                    "authorization_present": bool(key), "time": time.time()})
             # Pop on arrival so concurrent callers get scripted responses in arrival order.
             scripted = self._script.pop(0) if self._script and key and key != INVALID_API_KEY else None
-        sleep = SLEEP_DIRECTIVE.search(prompt)
-        self._stopping.wait(self.latency + (float(sleep.group(1)) if sleep else 0.0))
-        return self._decide(key, payload, prompt, scripted)
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            sleep = SLEEP_DIRECTIVE.search(prompt)
+            self._stopping.wait(self.latency + (float(sleep.group(1)) if sleep else 0.0))
+            return self._decide(key, payload, prompt, scripted)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _decide(self, key, payload, prompt, scripted):
         """Pick the response: auth errors, then scripted, then error model, then directives."""

@@ -212,6 +212,17 @@ def test_concurrent_requests_overlap_their_latency():
     assert elapsed < 5
 
 
+def test_stats_count_calls_in_flight_and_their_peak():
+    with fake_openai() as (server, client), ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda n: ask(client, f"[[sleep:0.5]] call {n}"), range(6)))
+        status, stats = http_json(control_url(server, "/_fake/stats"))
+        assert status == 200
+        assert stats == {"in_flight": 0, "peak_in_flight": 6, "chat_requests": 6}
+        server.reset()
+        ask(client, "one at a time")
+        assert server.stats == {"in_flight": 0, "peak_in_flight": 1, "chat_requests": 1}
+
+
 def read_line(stream, timeout):
     """Read one line from a pipe, failing instead of hanging if none arrives."""
     ready, _, _ = select.select([stream], [], [], timeout)
