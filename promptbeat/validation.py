@@ -7,7 +7,7 @@ from croniter import croniter
 
 from promptbeat import prompts, webhooks
 from promptbeat.extensions import db
-from promptbeat.models import Connection, OverlapPolicy, ScheduleType, WebhookFormat
+from promptbeat.models import SCHEDULE_TYPES, Connection, OverlapPolicy, ScheduleType, WebhookFormat
 
 FIELDS = (
     "name", "prompt", "system_prompt", "model", "temperature", "max_tokens", "schedule_type",
@@ -211,7 +211,7 @@ def _zones():
 
 def _schedule(data, settings, errors, zone):
     kind = data.get("schedule_type") or ScheduleType.INTERVAL
-    if not isinstance(kind, str) or kind not in set(ScheduleType):
+    if not isinstance(kind, str) or kind not in SCHEDULE_TYPES:
         errors["schedule_type"] = "Must be one of: interval, fixed_time, crontab, once."
         return {}
     schedule = {"schedule_type": kind, "interval_seconds": None, "fixed_time": None, "cron": None, "run_at": None}

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from promptbeat.app import create_app
 from promptbeat.extensions import db
+from promptbeat.models import include_in_schema_of
 from promptbeat.settings import Settings
 
 TABLES = {"alembic_version", "api_tokens", "connections", "executions", "tasks", "users"}
@@ -52,7 +53,8 @@ def app_context_on(database_url):
 
 def schema_differences():
     with db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(connection, opts={
+            "compare_type": True, "include_object": include_in_schema_of(connection.dialect.name)})
         return compare_metadata(context, db.metadata)
 
 

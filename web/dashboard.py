@@ -1,12 +1,14 @@
 """The dashboard's queries: one page of tasks, and each one's recent runs, without scanning all runs."""
-import functools
 import zlib
 from dataclasses import dataclass, field
+from datetime import timezone
+from typing import NamedTuple
 
-from sqlalchemy import Integer, column, func, true, values
+from sqlalchemy import func, text
+from sqlalchemy.orm import defer
 
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ExecutionStatus, ScheduleType, Task
+from promptbeat.models import SCHEDULE_TYPES, Execution, ExecutionStatus, ScheduleType, Task
 
 PER_PAGE = 25
 RECENT_RUNS = 20
@@ -16,37 +18,52 @@ SORTS = {
     "updated": (Task.updated_at.desc(), Task.id.desc()),
 }
 STATUSES = ("enabled", "disabled")
-RUN_COLUMNS = (Execution.id, Execution.task_id, Execution.status, Execution.trigger, Execution.created_at,
-               Execution.finished_at, Execution.duration_ms, Execution.total_tokens)
+RUN_COLUMNS = (Execution.id, Execution.task_id, Execution.status, Execution.created_at, Execution.finished_at,
+               Execution.duration_ms, Execution.total_tokens)
+FINISHED = (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED)
+
+
+class LastRun(NamedTuple):
+    """The newest run of a task, as its dashboard row shows it."""
+
+    id: int
+    status: str
+    created_at: object
+    finished_at: object
 
 
 @dataclass
 class TaskStats:
-    """What a dashboard row shows about a task's recent runs (newest first)."""
+    """What a dashboard row shows about a task's recent runs."""
 
-    runs: list = field(default_factory=list)
+    last: LastRun | None = None
+    finished: int = 0
+    succeeded: int = 0
+    # Oldest first, over recent successful runs: the sparklines.
+    durations: list = field(default_factory=list)
+    tokens: list = field(default_factory=list)
 
-    # Cached: a row reads these several times, and the runs are complete before rendering starts.
-    @functools.cached_property
-    def last(self):
-        return self.runs[0] if self.runs else None
+    @classmethod
+    def from_runs(cls, runs):
+        """From recent runs, newest first."""
+        newest = runs[0] if runs else None
+        successes = [r for r in reversed(runs) if r.status == ExecutionStatus.SUCCESS]
+        return cls(
+            last=LastRun(newest.id, newest.status, newest.created_at, newest.finished_at) if newest else None,
+            finished=sum(r.status in FINISHED for r in runs),
+            succeeded=len(successes),
+            durations=[r.duration_ms for r in successes if r.duration_ms is not None],
+            tokens=[r.total_tokens for r in successes if r.total_tokens is not None],
+        )
 
-    @functools.cached_property
-    def finished(self):
-        return [r for r in self.runs if r.status in (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED)]
-
-    @functools.cached_property
+    @property
     def success_rate(self):
         """Share of recent finished runs that succeeded, 0-100, or None before any finished."""
-        finished = self.finished
-        if not finished:
-            return None
-        return round(100 * sum(r.status == ExecutionStatus.SUCCESS for r in finished) / len(finished))
+        return round(100 * self.succeeded / self.finished) if self.finished else None
 
     def series(self, attribute):
-        """Oldest-first values of one attribute over recent successful runs, for sparklines."""
-        return [getattr(r, attribute) for r in reversed(self.runs)
-                if r.status == ExecutionStatus.SUCCESS and getattr(r, attribute) is not None]
+        """Oldest-first values over recent successful runs, for sparklines."""
+        return {"duration_ms": self.durations, "total_tokens": self.tokens}[attribute]
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,7 @@ class Filters:
         return cls(
             search=args.get("q", "").strip()[:200],
             status=status if status in STATUSES else "",
-            schedule_type=kind if kind in set(ScheduleType) else "",
+            schedule_type=kind if kind in SCHEDULE_TYPES else "",
             sort=sort if sort in SORTS else "name",
             page=max(args.get("page", 1, type=int) or 1, 1),
         )
@@ -82,7 +99,8 @@ class Filters:
 
 def task_page(filters, per_page=PER_PAGE):
     """One page of tasks matching the filters."""
-    query = db.select(Task)
+    # Prompts can be long and no row shows them; raiseload makes a template that starts to read them fail loudly.
+    query = db.select(Task).options(defer(Task.prompt, raiseload=True), defer(Task.system_prompt, raiseload=True))
     if filters.search:
         escaped = filters.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Task.name.ilike(f"%{escaped}%", escape="\\"))
@@ -95,25 +113,52 @@ def task_page(filters, per_page=PER_PAGE):
 
 
 def recent_runs(task_ids, limit=RECENT_RUNS):
-    """The newest `limit` runs of each task, {task_id: TaskStats}, reading only those rows by index."""
-    stats = {task_id: TaskStats() for task_id in task_ids}
+    """Each task's stats over its newest `limit` runs, {task_id: TaskStats}, reading only those rows by index."""
     if not task_ids:
-        return stats
+        return {}
     if db.engine.dialect.name == "postgresql":
-        # A LATERAL join walks ix_executions_task_id_id backwards, `limit` rows per task.
-        ids = values(column("tid", Integer), name="page_ids").data([(task_id,) for task_id in task_ids])
-        newest = (db.select(*RUN_COLUMNS).where(Execution.task_id == ids.c.tid)
-                  .order_by(Execution.id.desc()).limit(limit).lateral("newest"))
-        query = db.select(newest).select_from(ids).join(newest, true())
-    else:
-        rank = func.row_number().over(partition_by=Execution.task_id, order_by=Execution.id.desc()).label("rank")
-        ranked = db.select(*RUN_COLUMNS, rank).where(Execution.task_id.in_(task_ids)).subquery()
-        query = db.select(*(c for c in ranked.c if c.name != "rank")).where(ranked.c.rank <= limit)
-    for row in db.session.execute(query):
-        stats[row.task_id].runs.append(row)
-    for item in stats.values():
-        item.runs.sort(key=lambda r: r.id, reverse=True)
-    return stats
+        # PostgreSQL sums each task's runs itself: one row per task instead of `limit`.
+        rows = db.session.execute(RECENT_STATS, {"ids": list(task_ids), "limit": limit})
+        # A task without runs gets a row of NULLs and zero counts (LEFT JOIN).
+        return {row.task_id: TaskStats(
+            last=LastRun(row.last_id, row.last_status, _utc(row.last_created_at), _utc(row.last_finished_at))
+            if row.last_id else None,
+            finished=row.finished, succeeded=row.succeeded, durations=row.durations or [], tokens=row.tokens or [],
+        ) for row in rows}
+    rank = func.row_number().over(partition_by=Execution.task_id, order_by=Execution.id.desc()).label("rank")
+    ranked = db.select(*RUN_COLUMNS, rank).where(Execution.task_id.in_(task_ids)).subquery()
+    runs = {task_id: [] for task_id in task_ids}
+    for row in db.session.execute(db.select(*(c for c in ranked.c if c.name != "rank")).where(ranked.c.rank <= limit)):
+        runs[row.task_id].append(row)
+    return {task_id: TaskStats.from_runs(sorted(items, key=lambda r: r.id, reverse=True))
+            for task_id, items in runs.items()}
+
+
+def _utc(moment):
+    return moment.replace(tzinfo=timezone.utc) if moment is not None else None
+
+
+# The LATERAL subquery walks ix_executions_task_id_id backwards, `limit` rows per task; the page's
+# task ids are one array parameter, so the statement is the same text on every page.
+RECENT_STATS = text("""
+SELECT page.tid AS task_id,
+       (array_agg(r.id ORDER BY r.id DESC))[1] AS last_id,
+       (array_agg(r.status ORDER BY r.id DESC))[1] AS last_status,
+       (array_agg(r.created_at ORDER BY r.id DESC))[1] AS last_created_at,
+       (array_agg(r.finished_at ORDER BY r.id DESC))[1] AS last_finished_at,
+       count(*) FILTER (WHERE r.status IN ('success', 'failed')) AS finished,
+       count(*) FILTER (WHERE r.status = 'success') AS succeeded,
+       array_agg(r.duration_ms ORDER BY r.id) FILTER (WHERE r.status = 'success' AND r.duration_ms IS NOT NULL)
+           AS durations,
+       array_agg(r.total_tokens ORDER BY r.id) FILTER (WHERE r.status = 'success' AND r.total_tokens IS NOT NULL)
+           AS tokens
+FROM unnest(CAST(:ids AS integer[])) AS page(tid)
+LEFT JOIN LATERAL (
+    SELECT id, status, created_at, finished_at, duration_ms, total_tokens
+    FROM executions WHERE task_id = page.tid ORDER BY id DESC LIMIT :limit
+) AS r ON true
+GROUP BY page.tid
+""")
 
 
 def signature(tasks, stats):

@@ -10,7 +10,7 @@ from sqlalchemy import func
 
 from promptbeat import schedules
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ScheduleType, Task
+from promptbeat.models import SCHEDULE_TYPES, Execution, ScheduleType, Task
 from promptbeat.validation import validate_schedule
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ DESCRIBED = ("schedule_type", "interval_seconds", "fixed_time", "cron", "timezon
 
 def describe_schedule(task):
     """The schedule in words in the page's language; English comes from the shared core."""
-    if task.schedule_type not in set(ScheduleType):
+    if task.schedule_type not in SCHEDULE_TYPES:
         return schedules.describe(task)
     key = tuple(getattr(task, name) for name in DESCRIBED)
     return _describe_cached(key, str(get_locale()))
