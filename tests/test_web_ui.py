@@ -63,6 +63,20 @@ def test_dashboard_searches_filters_sorts_and_paginates(app, signed_in):
     assert signed_in.get("/?q=%25").status_code == 200  # LIKE wildcards are searched literally
 
 
+def test_dashboard_filters_failing_tasks(app, signed_in):
+    make_task(app, "Healthy")
+    failing = make_task(app, "Failing feed")
+    recovered = make_task(app, "Recovered")
+    with app.app_context():
+        # What the worker records after runs: the count of consecutive failed scheduled runs.
+        db.session.get(Task, failing).consecutive_failures = 2
+        db.session.get(Task, recovered).consecutive_failures = 0
+        db.session.commit()
+    page = signed_in.get("/?status=failing").get_data(as_text=True)
+    assert re.findall(r'class="task-name[^"]*"[^>]*>([^<]+)<', page) == ["Failing feed"]
+    assert '<option value="failing" selected>' in page
+
+
 def test_dashboard_fragment_answers_204_until_something_changes(app, signed_in):
     task_id = make_task(app)
     headers = {"HX-Request": "true"}

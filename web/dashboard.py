@@ -17,7 +17,8 @@ SORTS = {
     "newest": (Task.id.desc(),),
     "updated": (Task.updated_at.desc(), Task.id.desc()),
 }
-STATUSES = ("enabled", "disabled")
+# "failing": the task's last scheduled run failed (its run of consecutive failures is not zero).
+STATUSES = ("enabled", "disabled", "failing")
 RUN_COLUMNS = (Execution.id, Execution.task_id, Execution.status, Execution.created_at, Execution.finished_at,
                Execution.duration_ms, Execution.total_tokens)
 FINISHED = (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED)
@@ -104,7 +105,9 @@ def task_page(filters, per_page=PER_PAGE):
     if filters.search:
         escaped = filters.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Task.name.ilike(f"%{escaped}%", escape="\\"))
-    if filters.status:
+    if filters.status == "failing":
+        query = query.where(Task.consecutive_failures > 0)
+    elif filters.status:
         query = query.where(Task.enabled.is_(filters.status == "enabled"))
     if filters.schedule_type:
         query = query.where(Task.schedule_type == filters.schedule_type)
@@ -119,7 +122,7 @@ def recent_runs(task_ids, limit=RECENT_RUNS):
     if db.engine.dialect.name == "postgresql":
         # PostgreSQL sums each task's runs itself: one row per task instead of `limit`.
         rows = db.session.execute(RECENT_STATS, {"ids": list(task_ids), "limit": limit})
-        # A task without runs gets a row of NULLs and zero counts (LEFT JOIN).
+        # An aggregate without GROUP BY always gives one row: a task without runs gets NULLs and zero counts.
         return {row.task_id: TaskStats(
             last=LastRun(row.last_id, row.last_status, _utc(row.last_created_at), _utc(row.last_finished_at))
             if row.last_id else None,
@@ -141,23 +144,22 @@ def _utc(moment):
 # The LATERAL subquery walks ix_executions_task_id_id backwards, `limit` rows per task; the page's
 # task ids are one array parameter, so the statement is the same text on every page.
 RECENT_STATS = text("""
-SELECT page.tid AS task_id,
-       (array_agg(r.id ORDER BY r.id DESC))[1] AS last_id,
-       (array_agg(r.status ORDER BY r.id DESC))[1] AS last_status,
-       (array_agg(r.created_at ORDER BY r.id DESC))[1] AS last_created_at,
-       (array_agg(r.finished_at ORDER BY r.id DESC))[1] AS last_finished_at,
-       count(*) FILTER (WHERE r.status IN ('success', 'failed')) AS finished,
-       count(*) FILTER (WHERE r.status = 'success') AS succeeded,
-       array_agg(r.duration_ms ORDER BY r.id) FILTER (WHERE r.status = 'success' AND r.duration_ms IS NOT NULL)
-           AS durations,
-       array_agg(r.total_tokens ORDER BY r.id) FILTER (WHERE r.status = 'success' AND r.total_tokens IS NOT NULL)
-           AS tokens
+SELECT page.tid AS task_id, recent.*
 FROM unnest(CAST(:ids AS integer[])) AS page(tid)
-LEFT JOIN LATERAL (
-    SELECT id, status, created_at, finished_at, duration_ms, total_tokens
-    FROM executions WHERE task_id = page.tid ORDER BY id DESC LIMIT :limit
-) AS r ON true
-GROUP BY page.tid
+CROSS JOIN LATERAL (
+    SELECT (array_agg(r.id ORDER BY r.id DESC))[1] AS last_id,
+           (array_agg(r.status ORDER BY r.id DESC))[1] AS last_status,
+           (array_agg(r.created_at ORDER BY r.id DESC))[1] AS last_created_at,
+           (array_agg(r.finished_at ORDER BY r.id DESC))[1] AS last_finished_at,
+           count(*) FILTER (WHERE r.status IN ('success', 'failed')) AS finished,
+           count(*) FILTER (WHERE r.status = 'success') AS succeeded,
+           array_agg(r.duration_ms ORDER BY r.id) FILTER (WHERE r.status = 'success' AND r.duration_ms IS NOT NULL)
+               AS durations,
+           array_agg(r.total_tokens ORDER BY r.id) FILTER (WHERE r.status = 'success' AND r.total_tokens IS NOT NULL)
+               AS tokens
+    FROM (SELECT id, status, created_at, finished_at, duration_ms, total_tokens
+          FROM executions WHERE task_id = page.tid ORDER BY id DESC LIMIT :limit) AS r
+) AS recent
 """)
 
 
