@@ -130,10 +130,13 @@ def test_connection(connection):
     except (llm.LLMError, crypto.CryptoError) as exc:
         return {"ok": False, "error_class": getattr(exc, "error_class", "CryptoError"), "message": str(exc)}
     wanted = connection.default_model
+    missing = wanted if wanted and wanted not in models else None
     message = f"Reached {connection.base_url or 'the default endpoint'}: {len(models)} model(s) available."
-    if wanted and wanted not in models:
-        message += f" The default model {wanted!r} is not among them."
-    return {"ok": True, "message": message, "models": models[:50]}
+    if missing:
+        message += f" The default model {missing!r} is not among them."
+    # Count and missing model as data too: models is cut to 50, and the web page words the outcome in its language.
+    return {"ok": True, "message": message, "models": models[:50], "model_count": len(models),
+            "missing_model": missing}
 
 
 def rotate_keys():

@@ -158,6 +158,30 @@ def test_chinese_from_browser_and_from_the_user_setting(app, signed_in):
     assert "New task" in signed_in.get("/", headers={"Accept-Language": "en-US"}).get_data(as_text=True)
 
 
+def test_connections_page_in_chinese_for_a_user_who_chose_it(app, signed_in, fake_llm):
+    from promptbeat.models import User
+
+    with app.app_context():
+        db.session.execute(db.select(User).filter_by(email="admin@example.com")).scalar_one().language = "zh_Hans"
+        db.session.commit()
+    english_browser = {"Accept-Language": "en-US"}  # the user's own setting wins over the browser
+    empty = signed_in.get("/connections/", headers=english_browser).get_data(as_text=True)
+    assert "<h1>连接</h1>" in empty and "还没有连接。" in empty and "添加连接" in empty and "保存连接" in empty
+    assert "（<code>OPENAI_BASE_URL</code>）" in empty
+    assert "<h1>Connections</h1>" not in empty and "No connections yet" not in empty and "Save connection" not in empty
+    invalid = signed_in.post("/connections/", headers=english_browser, data={
+        "csrf_token": csrf_token(empty), "name": "", "base_url": "ftp://x"}).get_data(as_text=True)
+    assert "此项为必填。" in invalid and "请使用 http(s) URL" in invalid and "This field is required" not in invalid
+    saved = signed_in.post("/connections/", headers=english_browser, follow_redirects=True, data={
+        "csrf_token": csrf_token(empty), "name": "本地", "base_url": fake_llm.url}).get_data(as_text=True)
+    assert "连接“本地”已保存。" in saved and "测试连接" in saved and "无密钥" in saved
+    assert "Test connection" not in saved and "no key" not in saved
+    connection_id = re.search(r'id="connection-(\d+)"', saved).group(1)
+    tested = signed_in.post(f"/connections/{connection_id}/test", headers=english_browser, follow_redirects=True,
+                            data={"csrf_token": csrf_token(saved)}).get_data(as_text=True)
+    assert "个模型可用" in tested and "model(s) available" not in tested
+
+
 def test_chinese_catalogue_is_complete_and_compiled(tmp_path):
     from pathlib import Path
 

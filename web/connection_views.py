@@ -1,5 +1,6 @@
 """The connections page: list, add, test and delete OpenAI-compatible endpoints. Keys are write-only."""
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import login_required
 
 from promptbeat import connections
@@ -38,18 +39,31 @@ def create():
         connection = connections.save_connection(data)
     except connections.ConnectionInputError as exc:
         db.session.rollback()
+        # Messages listed in web.i18n read in the page's language; any other stays in English.
+        errors = {field: _(message) for field, message in exc.errors.items()}
         # The key is never echoed back into the form, even after a failed save.
-        return _page(exc.errors, {k: v for k, v in data.items() if k != "api_key"}, 422)
+        return _page(errors, {k: v for k, v in data.items() if k != "api_key"}, 422)
     audit("connection_created", connection_id=connection.id, name=connection.name)
-    flash(f"Connection “{connection.name}” saved.", "success")
+    flash(_("Connection “%(name)s” saved.", name=connection.name), "success")
     return redirect(url_for("connections.index"))
 
 
 @bp.post("/<int:connection_id>/test")
 @admin_required
 def test(connection_id):
-    result = connections.test_connection(_connection_or_404(connection_id))
-    flash(result["message"], "success" if result["ok"] else "error")
+    connection = _connection_or_404(connection_id)
+    result = connections.test_connection(connection)
+    if not result["ok"]:
+        # The endpoint's own words cannot be translated; known ones (a key that cannot be decrypted) can.
+        flash(_("Connection test failed: %(error)s", error=_(result["message"])), "error")
+        return redirect(url_for("connections.index"))
+    # Worded here from the result's data: its message is the API's, in English.
+    where = connection.base_url or _("the default endpoint")
+    if result["missing_model"]:
+        flash(_("Reached %(url)s: %(count)d model(s) available. The default model “%(model)s” is not among them.",
+                url=where, count=result["model_count"], model=result["missing_model"]), "success")
+    else:
+        flash(_("Reached %(url)s: %(count)d model(s) available.", url=where, count=result["model_count"]), "success")
     return redirect(url_for("connections.index"))
 
 
@@ -61,5 +75,5 @@ def delete(connection_id):
     db.session.delete(connection)
     db.session.commit()
     audit("connection_deleted", connection_id=connection_id, name=name)
-    flash(f"Connection “{name}” deleted; its tasks now use the default endpoint.", "success")
+    flash(_("Connection “%(name)s” deleted; its tasks now use the default endpoint.", name=name), "success")
     return redirect(url_for("connections.index"))

@@ -53,3 +53,13 @@ DATA_WORDS = (
     _l("Use an ISO 8601 date and time, for example 2030-01-31T09:00 or 2030-01-31T09:00+01:00."),
     _l("Must be one of: skip, allow."), _l("active"), _l("paused"), _l("completed"),
 )
+# Connection messages from promptbeat.connections and promptbeat.crypto that the connections page shows.
+CONNECTION_WORDS = (
+    _l("A connection with this name exists."), _l("Use an http(s) URL such as https://api.openai.com/v1."),
+    _l("PROMPTBEAT_FERNET_KEYS is not set, so API keys cannot be stored encrypted. Set it to one or "
+       "more comma-separated keys from `python -c \"from cryptography.fernet import Fernet; "
+       "print(Fernet.generate_key().decode())\"` (newest first)."),
+    _l("PROMPTBEAT_FERNET_KEYS holds a malformed key: each must be 32 url-safe base64 bytes."),
+    _l("A stored API key cannot be decrypted with PROMPTBEAT_FERNET_KEYS: was the key that "
+       "encrypted it removed from the list?"),
+)

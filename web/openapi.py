@@ -288,7 +288,9 @@ def openapi_document():
                     "type": "object", "required": ["ok", "message"],
                     "properties": {"ok": {"type": "boolean"}, "message": {"type": "string"},
                                    "error_class": {"type": "string"},
-                                   "models": {"type": "array", "items": {"type": "string"}}}}}}}, **ERRORS}}},
+                                   "models": {"type": "array", "items": {"type": "string"}},
+                                   "model_count": {"type": "integer"},
+                                   "missing_model": _nullable({"type": "string"})}}}}}, **ERRORS}}},
             "/tasks/{task_id}/executions": {"get": {
                 "operationId": "listExecutions", "summary": "Runs, newest first",
                 "parameters": [TASK_ID, {"name": "limit", "in": "query", "required": False,
