@@ -46,16 +46,16 @@ class TaskForm(FlaskForm):
     catchup_seconds = StringField(_l("Catch-up window in seconds (optional)"))
     auto_pause_after = StringField(_l("Pause after N consecutive failures (optional)"))
     enabled = BooleanField(_l("Enabled"), default=True)
-    connection_id = SelectField("Connection", default="")
-    max_attempts = StringField("Attempts at most (optional)")
-    webhook_url = StringField("Webhook URL (optional)")
-    webhook_format = SelectField("Webhook body", choices=[SelectChoice("json", "JSON"),
-                                                         SelectChoice("slack", "Slack text")], default="json")
+    connection_id = SelectField(_l("Connection"), default="")
+    max_attempts = StringField(_l("Attempts at most (optional)"))
+    webhook_url = StringField(_l("Webhook URL (optional)"))
+    webhook_format = SelectField(_l("Webhook body"), choices=[SelectChoice("json", "JSON"),
+                                                             SelectChoice("slack", _l("Slack text"))], default="json")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         names = db.session.execute(db.select(Connection.id, Connection.name).order_by(Connection.name)).all()
-        self.connection_id.choices = [SelectChoice("", "Default (OPENAI_BASE_URL)")] + [
+        self.connection_id.choices = [SelectChoice("", _l("Default (OPENAI_BASE_URL)"))] + [
             SelectChoice(str(i), name) for i, name in names]
 
     def input_data(self):
