@@ -103,7 +103,8 @@ def enqueue_run(task, trigger, allow_overlap=False):
     db.session.commit()
     try:
         extra = {"allow_overlap": True} if allow_overlap else {}
-        execute_task.delay(task.id, trigger=str(trigger), execution_id=execution.id, **extra)
+        # Through this app's own Celery (its broker), not whichever Celery app was made current last.
+        _celery().tasks[execute_task.name].delay(task.id, trigger=str(trigger), execution_id=execution.id, **extra)
         logger.info("queued %s run %s of task %s", trigger, execution.id, task.id)
     except Exception as exc:
         logger.exception("could not queue run %s of task %s", execution.id, task.id)
