@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 # Due entries are loaded, fired and saved this many at a time (one Redis round trip each way).
 BATCH = 1000
+# Logged for every message that left beat (operators and the failover tests read it).
+SENT_LINE = "Scheduler: Sending due task %s slot %s%s"
 
 # One call reads a whole batch of entries: a pipeline of HMGETs costs beat more CPU per entry
 # (packing and parsing each command in Python) than everything else it does for a fire.
@@ -95,6 +97,7 @@ class PromptbeatScheduler(RedBeatScheduler):
     def __init__(self, app, **kwargs):
         self._next_reconcile = 0.0
         self.bulk = None
+        self.unsent_lines = []
         super().__init__(app, **kwargs)
 
     def tick(self, min=min, **kwargs):
@@ -185,6 +188,7 @@ class PromptbeatScheduler(RedBeatScheduler):
         grace = timedelta(seconds=settings.misfire_grace_seconds)
         channel = getattr(self.producer, "channel", None)
         self.bulk = BulkPublisher(self.app, channel) if BulkPublisher.supported(channel) else None
+        self.unsent_lines = []
         saves = EntrySaves(self.app.redbeat_conf.schedule_key)
         for key, (definition, meta) in zip(keys, rows):
             if not definition:
@@ -204,6 +208,8 @@ class PromptbeatScheduler(RedBeatScheduler):
             except Exception:
                 logger.exception("beat: could not publish a batch; its slots stay due and are retried")
                 return
+            for sent in self.unsent_lines:
+                logger.info(SENT_LINE, *sent)
         saves.execute(client.register_script(SAVE_ENTRIES))
 
     def load_entry(self, key, definition, meta):
@@ -262,11 +268,12 @@ class PromptbeatScheduler(RedBeatScheduler):
     def publish(self, entry, slot, catch_up):
         """Send the entry's task with its slot; returns False (and logs) on a broker error."""
         kwargs = {**(entry.kwargs or {}), "slot": slot.isoformat(), "catch_up": catch_up}
-        logger.info("Scheduler: Sending due task %s slot %s%s", entry.name, slot.isoformat(),
-                    " (catch-up)" if catch_up else "")
+        sent = (entry.name, slot.isoformat(), " (catch-up)" if catch_up else "")
         try:
             if self.bulk is not None:
                 self.bulk.add(entry.task, entry.args, kwargs)
+                # Logged once the batch is out: a beat that loses the lock before pushing sends nothing.
+                self.unsent_lines.append(sent)
                 return True
             # Short reprs: Celery's safe repr of every argument costs more than the publish itself.
             self.send_task(entry.task, entry.args, kwargs, producer=self.producer,
@@ -275,4 +282,5 @@ class PromptbeatScheduler(RedBeatScheduler):
         except Exception as exc:
             logger.exception("Scheduler: Message Error: %s", SchedulingError(f"{entry.name}: {exc}"))
             return False
+        logger.info(SENT_LINE, *sent)
         return True

@@ -7,7 +7,7 @@ import pytest
 import redis as redis_lib
 
 from beat.publisher import BulkPublisher
-from beat.scheduler import PromptbeatScheduler
+from beat.scheduler import LockLost, PromptbeatScheduler
 from promptbeat.app import create_app
 from promptbeat.entries import EXECUTE_TASK, TaskEntry, entry_name
 from promptbeat.schedules import TaskSchedule
@@ -95,3 +95,21 @@ def test_a_batch_fires_every_due_entry_once_and_saves_its_phase(beat_app):
         # The next fire is one interval after the slot, not one interval after the send.
         score = client.zscore(celery_app.redbeat_conf.schedule_key, key)
         assert score == pytest.approx((last + timedelta(seconds=120)).timestamp(), abs=0.01)
+
+
+def test_a_beat_that_lost_the_lock_mid_batch_sends_and_logs_nothing(beat_app, caplog):
+    celery_app, client = beat_app
+    last = datetime.now(timezone.utc) - timedelta(seconds=61)
+    TaskEntry(name=entry_name(1), task=EXECUTE_TASK, schedule=TaskSchedule("interval", every=60), args=[1],
+              kwargs={"trigger": "scheduled"}, options={}, last_run_at=last, app=celery_app).save(reset_phase=True)
+    scheduler = PromptbeatScheduler(celery_app, lazy=True)
+    # This beat held the lock, stalled, and another beat took it meanwhile.
+    scheduler.lock = client.lock(scheduler.lock_key, timeout=30)
+    scheduler.lock.local.token = b"stalled beat"
+    client.set(scheduler.lock_key, "standby beat")
+    with caplog.at_level("INFO"), pytest.raises(LockLost):
+        scheduler.fire_due()
+    assert queued(celery_app, client) == []
+    # Only what really left beat is logged as sent: operators (and the failover tests) count these lines.
+    assert "Sending due task" not in caplog.text
+    assert TaskEntry.from_key(TaskEntry.generate_key(celery_app, entry_name(1)), app=celery_app).last_run_at == last
