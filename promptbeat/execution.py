@@ -13,7 +13,7 @@ from promptbeat.connections import endpoint_for
 from promptbeat.extensions import db
 from promptbeat.limits import llm_call_slot
 from promptbeat.models import Execution, ExecutionStatus, OverlapPolicy, Task, Trigger, utcnow
-from promptbeat.overlap import release_for_run, run_guard
+from promptbeat.overlap import HELD_BY_THIS_RUN, release_for_run, run_guard
 from promptbeat.slots import claim_slot
 from promptbeat.sync import sync_task
 
@@ -64,6 +64,9 @@ def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_a
     if task.overlap_policy == OverlapPolicy.ALLOW or allow_overlap:
         return _claim_and_run(settings, task, execution, trigger, worker, redelivered, sleep)
     with run_guard(settings, task, execution) as reason:
+        if reason == HELD_BY_THIS_RUN:
+            logger.info("run %s is being run by another delivery of its message; leaving it", execution.id)
+            return _reload(execution.id)
         if reason:
             return _skip(execution.id, reason)
         return _claim_and_run(settings, task, execution, trigger, worker, redelivered, sleep)

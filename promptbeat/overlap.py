@@ -48,15 +48,25 @@ def release_for_run(settings, task_id, run_id):
     return bool(client.eval(RELEASE_FOR_RUN, 1, lock_key(settings, task_id), f"{run_id}:"))
 
 
+# Yielded by run_guard when the lock is held for this very run: another delivery of the same message.
+HELD_BY_THIS_RUN = "held by this run"
+
+
 @contextmanager
 def run_guard(settings, task, execution):
-    """Yield None when the run may go ahead, else the reason it must be skipped."""
+    """Yield None when the run may go ahead, HELD_BY_THIS_RUN, or the reason it must be skipped."""
     client = get_client(settings.redis_url)
     key = lock_key(settings, task.id)
     # The run's id leads the token, so the lost-run sweep can free a lock whose holder died.
     token = f"{execution.id}:{secrets.token_hex(16)}"
     if not client.set(key, token, nx=True, ex=lock_ttl(settings, task)):
-        yield "Skipped: a previous run of this task was still running (overlap policy: skip)."
+        holder = client.get(key) or ""
+        # A duplicate delivery of this run must leave it to the delivery that holds the lock; marking
+        # it skipped here could beat that delivery's claim and end the run without a call.
+        if holder.startswith(f"{execution.id}:"):
+            yield HELD_BY_THIS_RUN
+        else:
+            yield "Skipped: a previous run of this task was still running (overlap policy: skip)."
         return
     try:
         if _running_elsewhere(settings, task, execution):

@@ -10,6 +10,8 @@ from promptbeat.execution import run_execution, sweep_lost_runs
 from promptbeat.extensions import db
 from promptbeat.llm import LLMError
 from promptbeat.models import Connection, Execution, Task, Trigger, utcnow
+from promptbeat.overlap import lock_key
+from promptbeat.redis_client import get_client
 
 
 class Waits(list):
@@ -173,6 +175,20 @@ def test_concurrent_deliveries_of_one_run_make_one_call(ctx, fake_llm):
     db.session.expire_all()
     assert db.session.get(Execution, run_id).status == "success"
     assert len(calls_for(fake_llm, "Race")) == 1
+
+
+def test_a_delivery_of_a_run_whose_other_delivery_holds_the_lock_leaves_it(ctx, fake_llm):
+    # The first delivery took the overlap lock for this run and is about to claim it; a second
+    # delivery of the same message must not mark the run skipped under it.
+    settings = ctx.config["PROMPTBEAT"]
+    task = make_task("Duplicate delivery")
+    run_id, other_run = queued_run(task), queued_run(task)
+    get_client(settings.redis_url).set(lock_key(settings, task), f"{run_id}:first-delivery")
+    execution = run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id)
+    assert execution.status == "queued"
+    assert calls_for(fake_llm, "Duplicate delivery") == []
+    # Another run of the task, meanwhile, is skipped by the overlap policy as before.
+    assert run_execution(task, trigger=Trigger.MANUAL, execution_id=other_run).status == "skipped"
 
 
 def test_sweep_marks_runs_past_their_deadline_lost_and_leaves_live_ones(ctx):
