@@ -1,12 +1,14 @@
 """Hardening: sign-in everywhere, CSRF, cookies, headers, sign-in rate limit, roles, tokens, audit."""
 import logging
 import re
+import time
 
 import pytest
 
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Task, User, utcnow
 from tests.conftest import csrf_token
+from web.security import SignInLimiter
 
 
 def make_viewer(app, email="viewer@example.com"):
@@ -79,6 +81,19 @@ def test_sign_in_is_rate_limited(app, client, api_token):
         assert sign_in(client, "admin@example.com", "wrong password").status_code == 200
     blocked = sign_in(client, "admin@example.com", "correct horse battery")
     assert blocked.status_code == 429 and "Too many failed sign-ins" in blocked.get_data(as_text=True)
+
+
+def test_sign_in_limit_does_not_reset_when_the_clock_enters_a_new_period(app, monkeypatch):
+    settings = app.config["PROMPTBEAT"]
+    limiter = SignInLimiter(settings.redis_url, 3, 300, settings.redbeat_key_prefix)
+    # Two failures just before a five-minute mark, one just after: still three within the window.
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_299.9)
+    limiter.failed("198.51.100.7")
+    limiter.failed("198.51.100.7")
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_300.1)
+    limiter.failed("198.51.100.7")
+    assert limiter.blocked("198.51.100.7")
+    assert not limiter.blocked("198.51.100.8")
 
 
 def test_viewer_can_look_but_not_change_in_pages(app, client):

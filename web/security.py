@@ -1,7 +1,6 @@
 """Hardening for the web role: security headers, cookie flags, proxies, sign-in rate limit, roles, audit."""
 import functools
 import logging
-import time
 
 import redis
 from flask import abort, current_app, g, jsonify, request
@@ -94,7 +93,7 @@ class SignInLimiter:
         self.attempts, self.window, self.prefix = attempts, window_seconds, prefix
 
     def _key(self, address):
-        return f"{self.prefix}signin:{address}:{int(time.time() // self.window)}"
+        return f"{self.prefix}signin:{address}"
 
     def blocked(self, address):
         try:
@@ -107,9 +106,11 @@ class SignInLimiter:
     def failed(self, address):
         try:
             key = self._key(address)
+            # The window starts at the first failure and is not extended by later ones. A window fixed
+            # to the clock (a key per period) would reset at each boundary: up to twice N guesses.
             with self.client.pipeline() as pipe:
+                pipe.set(key, 0, ex=self.window, nx=True)
                 pipe.incr(key)
-                pipe.expire(key, self.window)
                 pipe.execute()
         except redis.RedisError:
             logger.warning("sign-in limiter unavailable; not counting", exc_info=True)
