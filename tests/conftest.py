@@ -153,16 +153,21 @@ def client(app):
     return app.test_client()
 
 
-@pytest.fixture
-def api_token(app):
-    """A user with a fresh API token; returns the plaintext token."""
-    with app.app_context():
-        user = User(email="admin@example.com")
-        user.set_password("correct horse battery")
+def issue_api_token(flask_app, email="admin@example.com", password="correct horse battery", role="admin"):
+    """Create a user with a fresh API token on flask_app's database; returns the plaintext token."""
+    with flask_app.app_context():
+        user = User(email=email, role=role)
+        user.set_password(password)
         token, plaintext = ApiToken.issue(user)
         db.session.add_all([user, token])
         db.session.commit()
     return plaintext
+
+
+@pytest.fixture
+def api_token(app):
+    """A user with a fresh API token; returns the plaintext token."""
+    return issue_api_token(app)
 
 
 @pytest.fixture

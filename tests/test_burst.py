@@ -6,9 +6,10 @@ the session's PostgreSQL, and the fake server counting the calls it has in fligh
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Execution, ExecutionStatus, User
+from promptbeat.models import Execution, ExecutionStatus
 from promptbeat.settings import Settings
 from tests import services
+from tests.conftest import issue_api_token
 from tests.services import wait_for
 from web import create_app
 
@@ -40,14 +41,8 @@ def burst_cluster(app, database_url, role_environ, fake_llm, tmp_path):
 
 def test_500_interval_tasks_created_at_once_all_run_with_calls_capped(burst_cluster, fake_llm):
     web_app = burst_cluster
-    with web_app.app_context():
-        user = User(email="burst@example.com")
-        user.set_password("correct horse battery")
-        token, plaintext = ApiToken.issue(user)
-        db.session.add_all([user, token])
-        db.session.commit()
     client = web_app.test_client()
-    headers = {"Authorization": f"Bearer {plaintext}"}
+    headers = {"Authorization": f"Bearer {issue_api_token(web_app, 'burst@example.com')}"}
     for number in range(TASKS):
         created = client.post("/api/tasks", headers=headers, json={
             "name": f"Feed check {number}", "prompt": "[[sleep:0.1]] anything new?",

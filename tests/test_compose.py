@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,9 +21,9 @@ from alembic.script import ScriptDirectory
 
 from promptbeat.app import MIGRATIONS
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Execution, User
+from promptbeat.models import Execution
 from tests import compose
-from tests.conftest import TEST_API_KEY
+from tests.conftest import TEST_API_KEY, issue_api_token
 from tests.services import ROOT, free_port, http, role_env, wait_for
 
 APP_SERVICES = ("migrate", "web", "worker", "beat", "flower")
@@ -266,13 +265,7 @@ def _migrate_from_scratch(app, runner):
 
 
 def _api_token(app):
-    with app.app_context():
-        user = User(email="compose@example.com")
-        user.set_password("correct horse battery")
-        token, plaintext = ApiToken.issue(user)
-        db.session.add_all([user, token])
-        db.session.commit()
-    return plaintext
+    return issue_api_token(app, "compose@example.com")
 
 
 def _start_services(runner):

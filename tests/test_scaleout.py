@@ -9,9 +9,10 @@ from collections import Counter
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Execution, ExecutionStatus, User
+from promptbeat.models import Execution, ExecutionStatus
 from promptbeat.settings import Settings
 from tests import services
+from tests.conftest import issue_api_token
 from tests.services import wait_for
 from web import create_app
 
@@ -51,14 +52,8 @@ def cluster(app, database_url, role_environ, tmp_path):
 
 def submit_runs(web_app, prompt, count):
     """Create a (disabled) task and queue `count` manual runs of it through the web API."""
-    with web_app.app_context():
-        user = User(email="scale@example.com")
-        user.set_password("correct horse battery")
-        token, plaintext = ApiToken.issue(user)
-        db.session.add_all([user, token])
-        db.session.commit()
     client = web_app.test_client()
-    headers = {"Authorization": f"Bearer {plaintext}"}
+    headers = {"Authorization": f"Bearer {issue_api_token(web_app, 'scale@example.com')}"}
     created = client.post("/api/tasks", headers=headers, json={
         "name": "Load", "prompt": prompt, "schedule_type": "interval", "interval_seconds": 600, "enabled": False,
         "overlap_policy": "allow"})  # many runs of one task at once is the point here

@@ -7,18 +7,12 @@ import pytest
 
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Task, User, utcnow
-from tests.conftest import csrf_token
+from tests.conftest import csrf_token, issue_api_token
 from web.security import SignInLimiter
 
 
 def make_viewer(app, email="viewer@example.com"):
-    with app.app_context():
-        user = User(email=email, role="viewer")
-        user.set_password("viewer password 1")
-        token, plaintext = ApiToken.issue(user)
-        db.session.add_all([user, token])
-        db.session.commit()
-        return plaintext
+    return issue_api_token(app, email, "viewer password 1", role="viewer")
 
 
 def sign_in(client, email, password):
