@@ -10,7 +10,7 @@ LPUSH. Other brokers, or a serializer other than JSON, fall back to send_task.
 import json
 import logging
 import re
-from base64 import b64encode
+from base64 import b64decode, b64encode
 from json.encoder import encode_basestring_ascii as quote
 from typing import NamedTuple
 from uuid import uuid4
@@ -83,13 +83,15 @@ class BulkPublisher:
         if self.app.conf.task_serializer != "json" or self.channel.body_encoding != "base64":
             return None
         prepared = self.build(name, TEMPLATE_ID, args, kwargs)
+        # Celery's body is (args, kwargs, embed); the embed (callbacks, chain, chord) is the same for every fire.
+        embed = json.loads(b64decode(prepared["body"]))[2]
         prepared["body"] = "@@BODY@@"
         prepared["headers"].update(id="@@ID@@", root_id="@@ID@@", argsrepr="@@ARGSREPR@@", kwargsrepr="@@KWARGSREPR@@")
         # The delivery tag only has to be unique among unacknowledged messages, as the task id is.
         prepared["properties"].update(correlation_id="@@ID@@", delivery_tag="@@ID@@")
         # The JSON text as a format string: literal braces doubled, markers as fields.
         text = MARKER.sub(r"{\1}", json.dumps(prepared).replace("{", "{{").replace("}", "}}"))
-        return Template(text=text, embed=self.app.amqp.as_task_v2(TEMPLATE_ID, name, args, kwargs).body[2])
+        return Template(text=text, embed=embed)
 
     def flush(self):
         """Push everything collected; raises on a broker error (nothing is half-recorded by the caller)."""

@@ -71,18 +71,12 @@ class PromptbeatBench(PromptbeatScheduler):
     lags = None
     started = 0.0
 
-    def publish(self, entry, slot, catch_up):
-        sent = super().publish(entry, slot, catch_up)
-        if sent:
-            self._unsent.append(slot.timestamp())
-        return sent
-
     def fire_batch(self, client, keys, now):
         # Messages leave in one push per batch: count each one's lag when its batch is done
         # (pushed and its phases saved), not when it was built.
-        self._unsent = []
         super().fire_batch(client, keys, now)
-        self.lags.extend(lag(due, self.started) for due in self._unsent)
+        self.lags.extend(lag(datetime.fromisoformat(slot).timestamp(), self.started)
+                         for _, slot, _ in self.unsent_lines)
 
 
 def load_entries(celery_app, kind, count, interval, first_due, spread):

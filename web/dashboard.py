@@ -1,14 +1,13 @@
 """The dashboard's queries: one page of tasks, and each one's recent runs, without scanning all runs."""
 import zlib
 from dataclasses import dataclass, field
-from datetime import timezone
 from typing import NamedTuple
 
 from sqlalchemy import func, text
 from sqlalchemy.orm import defer
 
 from promptbeat.extensions import db
-from promptbeat.models import SCHEDULE_TYPES, Execution, ExecutionStatus, ScheduleType, Task
+from promptbeat.models import SCHEDULE_TYPES, Execution, ExecutionStatus, Task, UTCDateTime
 
 PER_PAGE = 25
 RECENT_RUNS = 20
@@ -124,7 +123,7 @@ def recent_runs(task_ids, limit=RECENT_RUNS):
         rows = db.session.execute(RECENT_STATS, {"ids": list(task_ids), "limit": limit})
         # An aggregate without GROUP BY always gives one row: a task without runs gets NULLs and zero counts.
         return {row.task_id: TaskStats(
-            last=LastRun(row.last_id, row.last_status, _utc(row.last_created_at), _utc(row.last_finished_at))
+            last=LastRun(row.last_id, row.last_status, row.last_created_at, row.last_finished_at)
             if row.last_id else None,
             finished=row.finished, succeeded=row.succeeded, durations=row.durations or [], tokens=row.tokens or [],
         ) for row in rows}
@@ -135,10 +134,6 @@ def recent_runs(task_ids, limit=RECENT_RUNS):
         runs[row.task_id].append(row)
     return {task_id: TaskStats.from_runs(sorted(items, key=lambda r: r.id, reverse=True))
             for task_id, items in runs.items()}
-
-
-def _utc(moment):
-    return moment.replace(tzinfo=timezone.utc) if moment is not None else None
 
 
 # The LATERAL subquery walks ix_executions_task_id_id backwards, `limit` rows per task; the page's
@@ -160,7 +155,7 @@ CROSS JOIN LATERAL (
     FROM (SELECT id, status, created_at, finished_at, duration_ms, total_tokens
           FROM executions WHERE task_id = page.tid ORDER BY id DESC LIMIT :limit) AS r
 ) AS recent
-""")
+""").columns(last_created_at=UTCDateTime(), last_finished_at=UTCDateTime())
 
 
 def signature(tasks, stats):
