@@ -206,9 +206,13 @@ def signed_in(client, api_token):
     return client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_roles(role_environ, app, tmp_path_factory):
-    """A real worker and a real beat subprocess against the session's database and Redis."""
+    """A real worker and a real beat subprocess against the session's database and Redis.
+
+    Scoped to the module: tests elsewhere assert on runs left queued, which a worker still running
+    from an earlier module would take.
+    """
     logs = tmp_path_factory.mktemp("logs")
     env = services.role_env(role_environ)
     worker = services.start_worker(env, logs / "worker.log")
