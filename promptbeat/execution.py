@@ -1,10 +1,11 @@
 """Running a task once: claim the run, call the model with retries, record the result, deliver it."""
+import functools
 import logging
 import time
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -18,16 +19,49 @@ from promptbeat.slots import claim_slot
 from promptbeat.sync import sync_task
 
 logger = logging.getLogger(__name__)
+# The hot path writes through the table, not the mapped class, with statements built once: the ORM's
+# bulk-update machinery and building a statement per call each cost more CPU than running it.
+EXECUTIONS = Execution.__table__
+
+
+def _claim_statement(*claimable):
+    return (update(EXECUTIONS)
+            .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status.in_(claimable))
+            .values(status=ExecutionStatus.RUNNING, model=bindparam("v_model"), started_at=bindparam("v_started_at"),
+                    worker=bindparam("v_worker"), deadline_at=bindparam("v_deadline_at"), prompt=bindparam("v_prompt")))
+
+
+CLAIM = {False: _claim_statement(ExecutionStatus.QUEUED),
+         True: _claim_statement(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)}
+
+
+@functools.cache
+def _finish_statement(names):
+    """UPDATE the given columns of a run that is still in an expected status."""
+    return (update(EXECUTIONS)
+            .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == bindparam("expected"))
+            .values({name: bindparam("v_" + name) for name in names}))
 
 
 def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=None, worker=None, slot=None,
                   catch_up=False, allow_overlap=False, redelivered=False, sleep=time.sleep):
-    """Run a task and record the result and the worker that ran it; returns the Execution, or None if it is gone.
+    """Run a task once (see run_once); returns the Execution as recorded, or None if it is gone."""
+    run_id = run_once(task_id, trigger=trigger, execution_id=execution_id, fired_at=fired_at, worker=worker,
+                      slot=slot, catch_up=catch_up, allow_overlap=allow_overlap, redelivered=redelivered, sleep=sleep)
+    return _reload(run_id) if run_id else None
+
+
+def run_once(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=None, worker=None, slot=None,
+             catch_up=False, allow_overlap=False, redelivered=False, sleep=time.sleep):
+    """Run a task and record the result and the worker that ran it; returns the run's id, or None.
 
     Safe to call twice for the same run: a scheduled fire carries its slot, and only the first
     dispatch of a slot creates an execution; only the call that moves a run from queued to running
     does the work. A message the broker *redelivered* (its worker died or shut down mid-run) may
     take over a run still marked running: that run's holder is gone, so it is retried, not stuck.
+
+    This is the worker's hot path, kept to a few statements: hundreds of runs a second share one
+    process's CPU. A run's row is only read back when something went unusual.
     """
     settings = current_app.config["PROMPTBEAT"]
     task = db.session.get(Task, task_id)
@@ -37,85 +71,89 @@ def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_a
 
     slot = _parse_moment(slot)
     if execution_id:
-        execution = db.session.get(Execution, execution_id)
+        # Whether it still exists, and may still run, is settled by the claim below.
+        run_id = execution_id
     elif slot is not None:
         execution, claimed = claim_slot(task, slot, trigger, catch_up=bool(catch_up))
-        if not claimed and not redelivered:
-            return execution
+        if execution is None or (not claimed and not redelivered):
+            return execution.id if execution else None
+        run_id = execution.id
     else:
         execution = Execution(task=task, trigger=trigger, status=ExecutionStatus.QUEUED, created_at=utcnow())
         db.session.add(execution)
         db.session.flush()
-    if execution is None:
-        logger.info("run %s of task %s no longer exists; nothing to run", execution_id, task_id)
-        return None
-    if ExecutionStatus(execution.status).is_final:
-        logger.info("run %s already finished (%s); not running it again", execution.id, execution.status)
-        return execution
+        run_id = execution.id
 
     if not task.enabled and trigger != Trigger.MANUAL:
-        return _skip(execution.id, "The task was disabled before this run started.")
+        return _skip(run_id, "The task was disabled before this run started.")
     if trigger == Trigger.SCHEDULED:
         _advance_anchor(task, slot or fired_at)
         reason = lifecycle.out_of_bounds(task, slot)
         if reason:
-            return _skip(execution.id, reason)
+            return _skip(run_id, reason)
 
     if task.overlap_policy == OverlapPolicy.ALLOW or allow_overlap:
-        return _claim_and_run(settings, task, execution, trigger, worker, redelivered, sleep)
-    with run_guard(settings, task, execution) as reason:
+        return _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep)
+    with run_guard(settings, task, run_id) as reason:
         if reason == HELD_BY_THIS_RUN:
-            logger.info("run %s is being run by another delivery of its message; leaving it", execution.id)
-            return _reload(execution.id)
+            logger.info("run %s is being run by another delivery of its message; leaving it", run_id)
+            return run_id
         if reason:
-            return _skip(execution.id, reason)
-        return _claim_and_run(settings, task, execution, trigger, worker, redelivered, sleep)
+            return _skip(run_id, reason)
+        return _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep)
 
 
 def _skip(run_id, reason):
     if _finish(run_id, ExecutionStatus.QUEUED, status=ExecutionStatus.SKIPPED, error=reason, finished_at=utcnow()):
         logger.info("run %s skipped: %s", run_id, reason)
-    return _reload(run_id)
+    return run_id
 
 
-def _claim_and_run(settings, task, execution, trigger, worker, redelivered, sleep):
+def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep):
     started = utcnow()
     task_id = task.id
     max_run = task.max_run_seconds or settings.max_run_seconds
-    claimable = [ExecutionStatus.QUEUED] + ([ExecutionStatus.RUNNING] if redelivered else [])
-    claimed = db.session.execute(
-        update(Execution)
-        .where(Execution.id == execution.id, Execution.status.in_(claimable))
-        .values(status=ExecutionStatus.RUNNING, model=task.model, started_at=started, worker=worker,
-                deadline_at=started + timedelta(seconds=max_run))
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    plan = _plan(task, run_id, settings, started)
+    # One statement claims the run (only the delivery that moves it out of queued goes on; a redelivered
+    # message may also take over a run left running) and records what it will send.
+    claimed = db.session.execute(CLAIM[bool(redelivered)], {
+        "run_id": run_id, "v_model": task.model, "v_started_at": started, "v_worker": worker,
+        "v_deadline_at": started + timedelta(seconds=max_run), "v_prompt": plan["prompt"],
+    }).rowcount
     if not claimed:
         db.session.rollback()
-        logger.info("run %s is already running elsewhere (a duplicate message); leaving it", execution.id)
-        return _reload(execution.id)
-
-    plan = _plan(task, execution.id, settings, started)
-    run_id = execution.id
+        _explain_unclaimed(run_id)
+        return run_id
     db.session.commit()
     # No connection is held during the model call: hundreds of runs share a small pool.
     db.session.close()
 
     result = _call_with_retries(plan, run_id, settings, max_run, sleep)
     result["cost_usd"] = estimate_cost(settings.prices, plan["model"], result)
-    finished = _finish(run_id, ExecutionStatus.RUNNING, finished_at=utcnow(), **result)
-    if not finished:
+    if not _finish(run_id, ExecutionStatus.RUNNING, finished_at=utcnow(), **result):
         logger.info("run %s vanished or was marked lost during the call; result discarded", run_id)
-        return _reload(run_id)
+        return run_id
     logger.info("task %s run %s (%s) %s in %d ms after %d attempt(s)", task_id, run_id, trigger,
                 result["status"], result["duration_ms"], len(result["attempts"]))
-    _record_outcome(task_id, run_id)
+    if lifecycle.counts(trigger):
+        _record_outcome(task_id, run_id, trigger, result["status"], result["error"])
     if plan["webhook_url"]:
         _deliver_webhook(run_id, plan, settings, sleep)
-    return _reload(run_id)
+    return run_id
 
 
-def _record_outcome(task_id, run_id):
+def _explain_unclaimed(run_id):
+    """Log why a run could not be claimed: gone, finished, or taken by another delivery."""
+    status = db.session.execute(db.select(EXECUTIONS.c.status).where(EXECUTIONS.c.id == run_id)).scalar()
+    if status is None:
+        logger.info("run %s no longer exists; nothing to run", run_id)
+    elif ExecutionStatus(status).is_final:
+        logger.info("run %s already finished (%s); not running it again", run_id, status)
+    else:
+        logger.info("run %s is already running elsewhere (a duplicate message); leaving it", run_id)
+
+
+def _record_outcome(task_id, run_id, trigger, status, error):
     """Update the task's counters (auto-pause, completion) in a transaction of their own.
 
     One that also held the execution's row could deadlock with a concurrent delete of the
@@ -123,8 +161,7 @@ def _record_outcome(task_id, run_id):
     """
     try:
         task = db.session.get(Task, task_id)
-        execution = db.session.get(Execution, run_id)
-        stopped = task is not None and execution is not None and lifecycle.record_outcome(task, execution)
+        stopped = task is not None and lifecycle.record_outcome(task, trigger, status, error)
         db.session.commit()
         if stopped:
             sync_task(current_app.extensions["celery"], task, reset_phase=False)
@@ -156,8 +193,6 @@ def _plan(task, run_id, settings, started):
         )
     except prompts.PromptTemplateError as exc:
         plan["error"] = ("TemplateError", str(exc))
-    db.session.execute(update(Execution).where(Execution.id == run_id).values(prompt=plan["prompt"])
-                       .execution_options(synchronize_session=False))
     return plan
 
 
@@ -244,10 +279,9 @@ def estimate_cost(prices, model, result):
 
 def _finish(run_id, expected_status, **values):
     """Write a result only if the run is still in expected_status; returns whether it was written."""
-    written = db.session.execute(
-        update(Execution).where(Execution.id == run_id, Execution.status == expected_status).values(**values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    statement = _finish_statement(tuple(sorted(values)))
+    params = {"v_" + name: value for name, value in values.items()}
+    written = db.session.execute(statement, {"run_id": run_id, "expected": expected_status, **params}).rowcount
     db.session.commit()
     return bool(written)
 

@@ -19,12 +19,17 @@ def out_of_bounds(task, slot):
     return None
 
 
-def record_outcome(task, execution):
+def counts(trigger):
+    """Whether a run with this trigger counts towards the task's runs and failures (Run now does not)."""
+    return trigger != Trigger.MANUAL
+
+
+def record_outcome(task, trigger, status, error=None):
     """Update counters after a finished run; returns True when the task stopped (paused or completed)."""
-    if execution.trigger == Trigger.MANUAL or execution.status == ExecutionStatus.SKIPPED:
+    if not counts(trigger) or status == ExecutionStatus.SKIPPED:
         return False
     task.run_count = (task.run_count or 0) + 1
-    if execution.status == ExecutionStatus.FAILED:
+    if status == ExecutionStatus.FAILED:
         task.consecutive_failures = (task.consecutive_failures or 0) + 1
     else:
         task.consecutive_failures = 0
@@ -32,10 +37,10 @@ def record_outcome(task, execution):
     if task.auto_pause_after and task.consecutive_failures >= task.auto_pause_after:
         task.enabled = False
         task.pause_note = (f"Paused automatically after {task.consecutive_failures} consecutive failures. "
-                           f"Last error: {execution.error}")
+                           f"Last error: {error}")
         logger.warning("task %s paused after %d consecutive failures", task.id, task.consecutive_failures)
         return True
-    finished_once = task.schedule_type == ScheduleType.ONCE and execution.trigger == Trigger.SCHEDULED
+    finished_once = task.schedule_type == ScheduleType.ONCE and trigger == Trigger.SCHEDULED
     if finished_once or (task.max_runs and task.run_count >= task.max_runs):
         task.completed_at = utcnow()
         task.enabled = False

@@ -53,23 +53,23 @@ HELD_BY_THIS_RUN = "held by this run"
 
 
 @contextmanager
-def run_guard(settings, task, execution):
+def run_guard(settings, task, run_id):
     """Yield None when the run may go ahead, HELD_BY_THIS_RUN, or the reason it must be skipped."""
     client = get_client(settings.redis_url)
     key = lock_key(settings, task.id)
     # The run's id leads the token, so the lost-run sweep can free a lock whose holder died.
-    token = f"{execution.id}:{secrets.token_hex(16)}"
+    token = f"{run_id}:{secrets.token_hex(16)}"
     if not client.set(key, token, nx=True, ex=lock_ttl(settings, task)):
         holder = client.get(key) or ""
         # A duplicate delivery of this run must leave it to the delivery that holds the lock; marking
         # it skipped here could beat that delivery's claim and end the run without a call.
-        if holder.startswith(f"{execution.id}:"):
+        if holder.startswith(f"{run_id}:"):
             yield HELD_BY_THIS_RUN
         else:
             yield "Skipped: a previous run of this task was still running (overlap policy: skip)."
         return
     try:
-        if _running_elsewhere(settings, task, execution):
+        if _running_elsewhere(settings, task, run_id):
             yield "Skipped: a previous run of this task is still marked running (overlap policy: skip)."
         else:
             yield None
@@ -77,12 +77,12 @@ def run_guard(settings, task, execution):
         client.eval(RELEASE, 1, key, token)
 
 
-def _running_elsewhere(settings, task, execution):
+def _running_elsewhere(settings, task, run_id):
     # Runs older than the lock's lifetime are presumed dead (their worker was killed).
     horizon = utcnow() - timedelta(seconds=lock_ttl(settings, task))
     query = db.select(Execution.id).where(
         Execution.task_id == task.id,
-        Execution.id != execution.id,
+        Execution.id != run_id,
         Execution.status == ExecutionStatus.RUNNING,
         Execution.started_at > horizon,
     ).limit(1)

@@ -2,7 +2,7 @@
 from celery import shared_task
 from flask import current_app
 
-from promptbeat.execution import run_execution, sweep_lost_runs
+from promptbeat.execution import run_once, sweep_lost_runs
 
 
 @shared_task(name="promptbeat.execute_task", ignore_result=True, bind=True)
@@ -13,10 +13,9 @@ def execute_task(self, task_id, trigger="scheduled", execution_id=None, fired_at
     A redelivered message (its worker died or shut down mid-run) may retry a run left marked running.
     """
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    execution = run_execution(task_id, trigger=trigger, execution_id=execution_id, fired_at=fired_at,
-                              worker=self.request.hostname, slot=slot, catch_up=catch_up,
-                              allow_overlap=allow_overlap, redelivered=redelivered)
-    return execution.id if execution else None
+    return run_once(task_id, trigger=trigger, execution_id=execution_id, fired_at=fired_at,
+                    worker=self.request.hostname, slot=slot, catch_up=catch_up, allow_overlap=allow_overlap,
+                    redelivered=redelivered)
 
 
 @shared_task(name="promptbeat.sweep_lost_runs", ignore_result=True)
