@@ -1,7 +1,11 @@
-"""Fork and task hygiene: no database connection crosses a fork, no session outlives a task."""
+"""Fork hygiene: no database connection crosses a fork, and psycopg2 cooperates with gevent.
+
+No session outlives a task either: every task runs in its own application context
+(promptbeat.celery_app), and Flask-SQLAlchemy removes the session when that context ends.
+"""
 import logging
 
-from celery.signals import task_postrun, worker_process_init
+from celery.signals import worker_process_init
 
 from promptbeat.extensions import db
 
@@ -17,11 +21,6 @@ def connect(flask_app):
         # Connections opened by the parent before fork must not be shared with children.
         with flask_app.app_context():
             db.engine.dispose(close=False)
-
-    @task_postrun.connect(weak=False)
-    def remove_session(**kwargs):
-        with flask_app.app_context():
-            db.session.remove()
 
 
 def make_psycopg2_cooperative():
