@@ -64,24 +64,43 @@ def tree_rss(pid):
         return 0
 
 
+def tree_cpu_seconds(pid):
+    try:
+        process = psutil.Process(pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
+    except psutil.NoSuchProcess:
+        return None
+
+
 class Sampler(threading.Thread):
-    """Samples the worker's RSS and the database's connection count until stopped; keeps the maxima."""
+    """Samples the worker's RSS, CPU time and the database's connection count until stopped.
+
+    Keeps the maxima of RSS and connections, and (time, CPU seconds) pairs for the CPU per run.
+    """
 
     def __init__(self, pid, engine):
         super().__init__(daemon=True)
         self.pid, self.engine, self.stop_event = pid, engine, threading.Event()
         self.rss = self.connections = 0
+        self.cpu = []
+
+    def cpu_at(self, moment):
+        """The worker's CPU seconds at the sample nearest to moment."""
+        return min(self.cpu, key=lambda sample: abs(sample[0] - moment))[1]
 
     def run(self):
         with self.engine.connect() as connection:
             while not self.stop_event.is_set():
                 self.rss = max(self.rss, tree_rss(self.pid))
+                cpu = tree_cpu_seconds(self.pid)
+                if cpu is not None:
+                    self.cpu.append((time.time(), cpu))
                 count = connection.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                     "AND pid <> pg_backend_pid() AND application_name NOT LIKE 'bench%'")).scalar()
                 self.connections = max(self.connections, count)
                 connection.rollback()  # pg_stat_activity is a per-transaction snapshot
-                self.stop_event.wait(0.2)
+                self.stop_event.wait(0.1)
 
 
 def run_scenario(kind, pool, concurrency, runs, env, engine, workdir):
@@ -121,9 +140,17 @@ def run_scenario(kind, pool, concurrency, runs, env, engine, workdir):
     first, last = min(s[0] for s in spans), max(s[1] for s in spans)
     added = sorted((end - start - LATENCY) * 1000 for start, end in spans)
     rate = len(spans) / (last - first)
+    # Sustained: completions between the 20% and 90% marks, past the start-up and the last wave's tail.
+    ends = sorted(end for _, end in spans)
+    low, high = ends[len(ends) // 5], ends[len(ends) * 9 // 10]
+    steady_runs = len(ends) * 9 // 10 - len(ends) // 5
+    steady = steady_runs / (high - low)
+    cpu_ms = (sampler.cpu_at(high) - sampler.cpu_at(low)) * 1000 / steady_runs
     ceiling = min(concurrency, runs) / LATENCY
     return {"kind": kind, "pool": pool, "concurrency": concurrency, "runs": len(spans),
-            "per_second": round(rate, 1), "ceiling": ceiling, "of_ceiling": round(rate / ceiling, 3),
+            "per_second": round(rate, 1), "steady_per_second": round(steady, 1), "ceiling": ceiling,
+            "of_ceiling": round(rate / ceiling, 3), "steady_of_ceiling": round(steady / ceiling, 3),
+            "cpu_ms_per_run": round(cpu_ms, 2),
             "added_p50_ms": round(statistics.median(added), 1), "added_p99_ms": round(added[int(len(added) * 0.99) - 1], 1),
             "rss_mb": round(sampler.rss / 2**20), "db_connections": sampler.connections,
             "wall_s": round(time.time() - begun, 1)}
@@ -194,11 +221,13 @@ def main(argv=None):
         fake.terminate()
         fake.wait()
         private_redis.stop()
-    print("\n| path | pool | -c | runs | per s | ceiling | of ceiling | added p50 ms | added p99 ms | RSS MB | DB conns |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| path | pool | -c | runs | per s | sustained per s | ceiling | sustained of ceiling | worker CPU ms/run "
+          "| added p50 ms | added p99 ms | RSS MB | DB conns |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['kind']} | {r['pool']} | {r['concurrency']} | {r['runs']} | {r['per_second']} | {r['ceiling']:g} | "
-              f"{r['of_ceiling']:.0%} | {r['added_p50_ms']} | {r['added_p99_ms']} | {r['rss_mb']} | {r['db_connections']} |")
+        print(f"| {r['kind']} | {r['pool']} | {r['concurrency']} | {r['runs']} | {r['per_second']} | "
+              f"{r['steady_per_second']} | {r['ceiling']:g} | {r['steady_of_ceiling']:.0%} | {r['cpu_ms_per_run']} | "
+              f"{r['added_p50_ms']} | {r['added_p99_ms']} | {r['rss_mb']} | {r['db_connections']} |")
     return 0
 
 
