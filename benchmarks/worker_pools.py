@@ -190,7 +190,7 @@ def _spans(engine):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", required=True, help="a PostgreSQL database this benchmark may wipe")
-    parser.add_argument("--runs-per-slot", type=int, default=4, help="runs = concurrency x this (at least 200)")
+    parser.add_argument("--runs-per-slot", type=int, default=10, help="runs = concurrency x this (at least 200)")
     parser.add_argument("--only", help="run only scenarios whose 'kind-pool-concurrency' contains this")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="pb-bench-"))
