@@ -1,0 +1,40 @@
+"""kombu's Redis transport with one redis-py client per channel instead of one per command."""
+from kombu import transport as kombu_transports
+from kombu.transport import redis as kombu_redis
+
+
+class Channel(kombu_redis.Channel):
+    """Sends the commands kombu issues outside its poll loop through one shared client.
+
+    Stock kombu builds a new client for each of them (each ack, each record of an unacked message,
+    each batch of task events), and redis-py 8 fills a table of about 200 response callbacks per
+    client: at a hundred runs a second that was a tenth of a worker's CPU (BENCHMARKS.md). A
+    client over a connection pool is thread-safe: each command takes a connection from the pool.
+    """
+
+    _shared_client = None
+
+    def _create_client(self, asynchronous=False):
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        client = self._shared_client
+        # kombu drops its pool when the connection fails; a client on the dropped pool is not reused.
+        if client is None or client.connection_pool is not self.pool:
+            client = self._shared_client = super()._create_client()
+        return client
+
+
+class Transport(kombu_redis.Transport):
+    """The Redis transport, with the channel above."""
+
+    Channel = Channel
+
+
+def install():
+    """Serve redis:// broker URLs with this transport in this process.
+
+    Registered under kombu's own "redis" alias rather than named in broker_transport, so the URL
+    keeps its scheme wherever it is shown or parsed again (Flower's broker view reads it).
+    Called when the Celery app is built, before any broker connection resolves the alias.
+    """
+    kombu_transports.TRANSPORT_ALIASES["redis"] = f"{__name__}:Transport"
