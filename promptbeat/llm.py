@@ -1,4 +1,5 @@
 """Chat completions through the official openai client, with errors classified and made readable."""
+import itertools
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -43,15 +44,20 @@ class Completion:
 
 
 POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+# Calls take an endpoint's clients in turn, up to this many (each made on first use). httpcore's
+# pool walks every one of its connections on each request and each response, so one pool holding
+# hundreds of calls in flight spent a tenth of a worker's CPU walking it (BENCHMARKS.md).
+CLIENTS_PER_ENDPOINT = 16
 _clients = {}
 _clients_lock = threading.Lock()
+_turns = itertools.count()
 
 
 def client_for(endpoint):
-    """A client per endpoint, made lazily so each worker process builds its own after fork.
+    """A client for the endpoint, made lazily so each worker process builds its own after fork.
 
-    One client per endpoint shares one HTTP connection pool among every thread or greenlet of
-    the process; httpx's client is safe to share between them.
+    Each client shares its HTTP connection pool among the threads or greenlets that use it;
+    httpx's client is safe to share between them.
     """
     if not endpoint.api_key and not endpoint.base_url:
         raise LLMError(
@@ -61,21 +67,25 @@ def client_for(endpoint):
         )
     # Local servers such as Ollama accept any key; the SDK insists on one.
     api_key = endpoint.api_key or "not-needed"
-    cache_key = (endpoint.base_url, api_key, endpoint.headers)
-    with _clients_lock:
-        client = _clients.get(cache_key)
-        if client is None:
-            client = openai.OpenAI(
-                api_key=api_key,
-                base_url=endpoint.base_url,
-                default_headers=dict(endpoint.headers) or None,
-                # promptbeat retries itself (promptbeat.retry), so every attempt is counted and recorded.
-                max_retries=0,
-                # Hundreds of calls in flight share one client: let its pool hold them all.
-                http_client=openai.DefaultHttpxClient(limits=POOL_LIMITS),
-            )
-            _clients[cache_key] = client
-        return client
+    cache_key = (endpoint.base_url, api_key, endpoint.headers, next(_turns) % CLIENTS_PER_ENDPOINT)
+    client = _clients.get(cache_key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(cache_key)
+            if client is None:
+                client = _clients[cache_key] = _new_client(endpoint, api_key)
+    return client
+
+
+def _new_client(endpoint, api_key):
+    return openai.OpenAI(
+        api_key=api_key,
+        base_url=endpoint.base_url,
+        default_headers=dict(endpoint.headers) or None,
+        # promptbeat retries itself (promptbeat.retry), so every attempt is counted and recorded.
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(limits=POOL_LIMITS),
+    )
 
 
 def build_messages(prompt, system_prompt=None):
