@@ -1,6 +1,9 @@
-"""kombu's Redis transport with one redis-py client per channel instead of one per command."""
+"""kombu's Redis transport with one redis-py client per channel, whose pool waits when it is busy."""
+import redis
 from kombu import transport as kombu_transports
 from kombu.transport import redis as kombu_redis
+
+from promptbeat.redis_client import WAIT_SECONDS
 
 
 class Channel(kombu_redis.Channel):
@@ -22,6 +25,16 @@ class Channel(kombu_redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._shared_client = super()._create_client()
         return client
+
+    def _get_pool(self, asynchronous=False):
+        pool = super()._get_pool(asynchronous=asynchronous)
+        if asynchronous:
+            return pool
+        # Acks and event batches sent from hundreds of greenlets at once wait for one of the pool's
+        # connections, instead of failing with "Too many connections", which drops the consumer.
+        return redis.BlockingConnectionPool(
+            connection_class=pool.connection_class, max_connections=pool.max_connections,
+            timeout=WAIT_SECONDS, **pool.connection_kwargs)
 
 
 class Transport(kombu_redis.Transport):

@@ -1,4 +1,6 @@
 """The broker transport: messages flow and are acknowledged over one client per channel; URLs keep their scheme."""
+import threading
+
 import kombu
 from flower.utils.broker import Broker
 
@@ -43,3 +45,35 @@ def test_the_broker_url_keeps_its_scheme_for_flower(redis_url):
     assert uri.startswith("redis://")
     # Flower picks its broker view from the scheme; an unknown one raises NotImplementedError.
     assert Broker(uri).__class__.__name__ == "Redis"
+
+
+def test_many_threads_acknowledging_at_once_wait_for_a_connection_instead_of_failing(redis_url):
+    broker.install()
+    queue_name = "promptbeat-test-broker-acks"
+    # One connection for everything sent outside the poll loop: every concurrent ack must wait its turn.
+    with kombu.Connection(redis_url, transport_options={"max_connections": 1}) as connection:
+        channel = connection.default_channel
+        queue = connection.SimpleQueue(queue_name, channel=channel)
+        messages = []
+        for number in range(30):
+            queue.put({"run": number})
+        for _ in range(30):
+            messages.append(queue.get(timeout=5))
+        start, errors = threading.Barrier(len(messages)), []
+
+        def acknowledge(message):
+            start.wait()
+            try:
+                message.ack()
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=acknowledge, args=(message,)) for message in messages]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert channel.client.hlen(channel.unacked_key) == 0
+        queue.close()
+        channel.queue_delete(queue_name)
