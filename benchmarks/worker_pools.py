@@ -29,7 +29,7 @@ LATENCY = 1.0
 SCENARIOS = [
     ("plain", "prefork", 8), ("plain", "threads", 100), ("plain", "gevent", 300),
     ("real", "prefork", 8), ("real", "threads", 100), ("real", "threads", 300),
-    ("real", "gevent", 300),
+    ("real", "gevent", 100), ("real", "gevent", 300),
 ]
 
 

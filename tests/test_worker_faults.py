@@ -65,17 +65,22 @@ def calls(fake_llm, marker):
     return len([r for r in fake_llm.requests if marker in r["messages"][-1]["content"]])
 
 
-def test_sigkill_mid_call_marks_the_run_lost_once_and_later_runs_work(app, fake_llm, private_roles):
+# prefork is the default; threads and gevent are the pools for many calls in flight (README).
+POOLS = ["prefork", "threads", "gevent"]
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_sigkill_mid_call_marks_the_run_lost_once_and_later_runs_work(app, fake_llm, private_roles, pool):
     start, send = private_roles
     marker = "Killed " + secrets.token_hex(4)
     task_id, run_id = queued(app, marker + " [[sleep:30]]", max_run_seconds=5)
-    worker = start("worker")
+    worker = start("worker", pool=pool)
     send(task_id, run_id)
     wait_for(lambda: status(app, run_id)[0] == "running", 20, "the run to start")
     wait_for(lambda: calls(fake_llm, marker), 10, "the model call")
     os.killpg(worker.pid, signal.SIGKILL)  # the whole worker, children included
     worker.process.wait()
-    start("worker", name="second")
+    start("worker", name="second", pool=pool)
     start("beat")
     # Deadline 5 s after start, grace 1 s, sweep every 1 s: lost well within 30 s.
     assert wait_for(lambda: status(app, run_id)[0] == "lost" and status(app, run_id), 30, "the run marked lost") \
@@ -94,11 +99,12 @@ def test_sigkill_mid_call_marks_the_run_lost_once_and_later_runs_work(app, fake_
     wait_for(lambda: status(app, later_id)[0] == "success", 20, "the next run")
 
 
-def test_sigterm_mid_call_lets_the_run_finish(app, fake_llm, private_roles):
+@pytest.mark.parametrize("pool", POOLS)
+def test_sigterm_mid_call_lets_the_run_finish(app, fake_llm, private_roles, pool):
     start, send = private_roles
     marker = "Warm shutdown " + secrets.token_hex(4)
     task_id, run_id = queued(app, marker + " [[sleep:3]]")
-    worker = start("worker")
+    worker = start("worker", pool=pool)
     send(task_id, run_id)
     wait_for(lambda: calls(fake_llm, marker), 20, "the model call")
     worker.process.send_signal(signal.SIGTERM)
