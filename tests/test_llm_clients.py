@@ -1,4 +1,6 @@
 """SDK clients: each endpoint's calls are spread over a few clients, each built once and reused."""
+import pytest
+
 from promptbeat import llm
 
 
@@ -18,3 +20,24 @@ def test_endpoints_never_share_a_client():
     seconds = {id(llm.client_for(second)) for _ in range(llm.CLIENTS_PER_ENDPOINT)}
     assert firsts.isdisjoint(seconds)
     assert {llm.client_for(second).api_key for _ in range(llm.CLIENTS_PER_ENDPOINT)} == {"sk-test-second"}
+
+
+def test_a_chat_completion_gives_its_answer_and_usage():
+    body = {"id": "c1", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
+    assert llm.completion_from(body) == llm.Completion("Hello", 5, 2, 7)
+
+
+def test_servers_that_leave_parts_out_give_an_empty_answer_and_unknown_usage():
+    # Ollama-style servers may omit usage; a tool call answers with content null; some send no choices.
+    assert llm.completion_from({"choices": [{"message": {"role": "assistant", "content": None}}]}) \
+        == llm.Completion("", None, None, None)
+    assert llm.completion_from({"choices": []}) == llm.Completion("", None, None, None)
+
+
+def test_an_answer_that_is_not_a_completion_object_is_a_clear_error():
+    with pytest.raises(llm.LLMError) as caught:
+        llm.completion_from(["not", "a", "completion"])
+    assert caught.value.error_class == "APIResponseValidationError"
+    assert "not a chat completion" in str(caught.value)
