@@ -134,15 +134,18 @@ def completion_from(body):
         raise LLMError("APIResponseValidationError: the server's answer is not a chat completion object",
                        "APIResponseValidationError")
     choices = body.get("choices")
-    first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = first.get("message") if isinstance(first.get("message"), dict) else {}
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    first = _object(choices[0]) if isinstance(choices, list) and choices else {}
+    message, usage = _object(first.get("message")), _object(body.get("usage"))
     return Completion(
         output=message.get("content") or "",
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         total_tokens=usage.get("total_tokens"),
     )
+
+
+def _object(value):
+    return value if isinstance(value, dict) else {}
 
 
 def _post_chat_completion(client):
