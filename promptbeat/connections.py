@@ -106,7 +106,8 @@ def _headers(value, errors):
 
 def endpoint_for(task, settings):
     """Where the task's calls go: its connection, else OPENAI_BASE_URL / OPENAI_API_KEY."""
-    connection = task.connection
+    # The task may be a plain row (the worker's run path), so its connection is looked up by id.
+    connection = db.session.get(Connection, task.connection_id) if task.connection_id else None
     if connection is None:
         return llm.Endpoint(base_url=settings.openai_base_url, api_key=settings.openai_api_key)
     return endpoint_of(connection, settings)

@@ -5,7 +5,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -19,9 +19,17 @@ from promptbeat.slots import claim_slot
 from promptbeat.sync import sync_task
 
 logger = logging.getLogger(__name__)
-# The hot path writes through the table, not the mapped class, with statements built once: the ORM's
-# bulk-update machinery and building a statement per call each cost more CPU than running it.
+# The hot path reads and writes through the tables, not the mapped classes, with statements built once:
+# loading a mapped Task, the ORM's bulk-update machinery and the Session's bookkeeping around each
+# write cost more CPU than the statements themselves (BENCHMARKS.md).
 EXECUTIONS = Execution.__table__
+TASKS = Task.__table__
+# The run's task as a plain row (its attributes are the Task's columns); nothing in a run changes it.
+READ_TASK = select(TASKS).where(TASKS.c.id == bindparam("task_id"))
+ADVANCE_ANCHOR = (update(TASKS)
+                  .where(TASKS.c.id == bindparam("task_id"),
+                         or_(TASKS.c.anchor_at.is_(None), TASKS.c.anchor_at < bindparam("moment")))
+                  .values(anchor_at=bindparam("new_anchor")))
 
 
 def _claim_statement(*claimable):
@@ -64,7 +72,7 @@ def run_once(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=Non
     process's CPU. A run's row is only read back when something went unusual.
     """
     settings = current_app.config["PROMPTBEAT"]
-    task = db.session.get(Task, task_id)
+    task = _read_task(task_id)
     if task is None:
         logger.info("task %s no longer exists; nothing to run", task_id)
         return None
@@ -79,15 +87,16 @@ def run_once(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=Non
             return execution.id if execution else None
         run_id = execution.id
     else:
-        execution = Execution(task=task, trigger=trigger, status=ExecutionStatus.QUEUED, created_at=utcnow())
+        execution = Execution(task_id=task.id, trigger=trigger, status=ExecutionStatus.QUEUED, created_at=utcnow())
         db.session.add(execution)
         db.session.flush()
         run_id = execution.id
+        db.session.commit()
 
     if not task.enabled and trigger != Trigger.MANUAL:
         return _skip(run_id, "The task was disabled before this run started.")
     if trigger == Trigger.SCHEDULED:
-        _advance_anchor(task, slot or fired_at)
+        _advance_anchor(task.id, slot or fired_at)
         reason = lifecycle.out_of_bounds(task, slot)
         if reason:
             return _skip(run_id, reason)
@@ -114,19 +123,17 @@ def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep):
     task_id = task.id
     max_run = task.max_run_seconds or settings.max_run_seconds
     plan = _plan(task, run_id, settings, started)
-    # One statement claims the run (only the delivery that moves it out of queued goes on; a redelivered
-    # message may also take over a run left running) and records what it will send.
-    claimed = db.session.execute(CLAIM[bool(redelivered)], {
-        "run_id": run_id, "v_model": task.model, "v_started_at": started, "v_worker": worker,
-        "v_deadline_at": started + timedelta(seconds=max_run), "v_prompt": plan["prompt"],
-    }).rowcount
-    if not claimed:
-        db.session.rollback()
-        _explain_unclaimed(run_id)
-        return run_id
-    db.session.commit()
     # No connection is held during the model call: hundreds of runs share a small pool.
     db.session.close()
+    # One statement claims the run (only the delivery that moves it out of queued goes on; a redelivered
+    # message may also take over a run left running) and records what it will send.
+    claimed = _write(CLAIM[bool(redelivered)], {
+        "run_id": run_id, "v_model": task.model, "v_started_at": started, "v_worker": worker,
+        "v_deadline_at": started + timedelta(seconds=max_run), "v_prompt": plan["prompt"],
+    })
+    if not claimed:
+        _explain_unclaimed(run_id)
+        return run_id
 
     result = _call_with_retries(plan, run_id, settings, max_run, sleep)
     result["cost_usd"] = estimate_cost(settings.prices, plan["model"], result)
@@ -281,9 +288,22 @@ def _finish(run_id, expected_status, **values):
     """Write a result only if the run is still in expected_status; returns whether it was written."""
     statement = _finish_statement(tuple(sorted(values)))
     params = {"v_" + name: value for name, value in values.items()}
-    written = db.session.execute(statement, {"run_id": run_id, "expected": expected_status, **params}).rowcount
-    db.session.commit()
-    return bool(written)
+    return bool(_write(statement, {"run_id": run_id, "expected": expected_status, **params}))
+
+
+def _read_task(task_id):
+    with db.engine.connect() as connection:
+        return connection.execute(READ_TASK, {"task_id": task_id}).one_or_none()
+
+
+def _write(statement, params):
+    """Run one write in a transaction of its own; returns the number of rows it changed.
+
+    Under the worker's autocommit engine the transaction costs no round trip. Callers commit or
+    close the Session first: on SQLite its open write would make this one wait.
+    """
+    with db.engine.begin() as connection:
+        return connection.execute(statement, params).rowcount
 
 
 def _deliver_webhook(run_id, plan, settings, sleep):
@@ -346,10 +366,10 @@ def _iso(moment):
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _advance_anchor(task, fired_at):
+def _advance_anchor(task_id, fired_at):
+    """Move the task's schedule anchor to this fire, unless a later fire already moved it."""
     moment = _parse_moment(fired_at) or utcnow()
-    if task.anchor_at is None or moment > task.anchor_at:
-        task.anchor_at = moment
+    _write(ADVANCE_ANCHOR, {"task_id": task_id, "moment": moment, "new_anchor": moment})
 
 
 def _parse_moment(value):
