@@ -6,7 +6,7 @@ from flask import Flask
 
 from promptbeat import tasks  # noqa: F401  (registers the task names)
 from promptbeat.celery_app import celery_init_app
-from promptbeat.extensions import db, migrate
+from promptbeat.extensions import db, migrate, ping_when_idle
 from promptbeat.models import render_migration_type
 from promptbeat.settings import Settings
 
@@ -26,6 +26,9 @@ def create_app(settings=None, import_name="promptbeat", **overrides):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name != "sqlite":
+            ping_when_idle(db.engine)
     migrate.init_app(
         app, db, directory=str(MIGRATIONS), render_as_batch=True, render_item=render_migration_type
     )

@@ -199,7 +199,7 @@ def _prices(environ):
 
 
 def engine_options(database_url, pool_size=10, autocommit=False):
-    """Engine options that suit the backend: a busy timeout for SQLite, pre-ping and a sized pool elsewhere.
+    """Engine options that suit the backend: a busy timeout for SQLite, a sized pool elsewhere.
 
     autocommit makes every statement its own transaction: for the worker, whose writes each stand
     alone (claim a run, record its result, count it), it spares each write a BEGIN and a COMMIT.
@@ -209,8 +209,9 @@ def engine_options(database_url, pool_size=10, autocommit=False):
         # Web, worker and beat write the same file; wait for the lock instead of failing.
         return {"connect_args": {"timeout": 30}, **options}
     # A run holds a connection only while it writes, never during the model call, so a
-    # small pool serves hundreds of calls in flight; waiters queue for pool_timeout.
-    return {"pool_pre_ping": True, "pool_recycle": 1800, "pool_size": pool_size,
+    # small pool serves hundreds of calls in flight; waiters queue for pool_timeout. Connections
+    # are checked before reuse only after sitting idle (promptbeat.extensions.ping_when_idle).
+    return {"pool_recycle": 1800, "pool_size": pool_size,
             "max_overflow": pool_size, "pool_timeout": 60, **options}
 
 
