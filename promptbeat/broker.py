@@ -1,4 +1,4 @@
-"""kombu's Redis transport with one redis-py client per channel, whose pool waits when it is busy."""
+"""kombu's Redis transport: one redis-py client per channel, a pool that waits, a consumer that notices acks."""
 import redis
 from kombu import transport as kombu_transports
 from kombu.transport import redis as kombu_redis
@@ -37,10 +37,40 @@ class Channel(kombu_redis.Channel):
             timeout=WAIT_SECONDS, **pool.connection_kwargs)
 
 
+# While every prefetched message is still running, a consumer without an event loop looks for freed
+# credit this often (a small poll or sleep), instead of once per drain timeout.
+CREDIT_CHECK_SECONDS = 0.01
+
+
+class MultiChannelPoller(kombu_redis.MultiChannelPoller):
+    """Notices an ack within CREDIT_CHECK_SECONDS when the consumer's prefetch limit is reached.
+
+    Consumers without an event loop (Celery's gevent, eventlet and solo pools) wait for the next
+    message with a timeout of seconds. With every prefetched message unacknowledged, kombu spends
+    that wait sleeping or polling a socket no ack will wake, so under -P gevent -c 100 each wave of
+    runs was followed by about a second with nothing in flight (BENCHMARKS.md). The event loop of
+    the threads and prefork pools never calls get() and is unaffected.
+    """
+
+    def get(self, callback, timeout=None):
+        if self._out_of_credit():
+            timeout = CREDIT_CHECK_SECONDS if timeout is None else min(timeout, CREDIT_CHECK_SECONDS)
+        return super().get(callback, timeout)
+
+    def _out_of_credit(self):
+        # Only consumers of queues have credit; a connection that only listens (events) waits as before.
+        consuming = [channel for channel in self._channels if channel.active_queues]
+        return bool(consuming) and not any(channel.qos.can_consume() for channel in consuming)
+
+
 class Transport(kombu_redis.Transport):
-    """The Redis transport, with the channel above."""
+    """The Redis transport, with the channel and the poller above."""
 
     Channel = Channel
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cycle = MultiChannelPoller()
 
 
 def install():

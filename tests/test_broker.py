@@ -77,3 +77,30 @@ def test_many_threads_acknowledging_at_once_wait_for_a_connection_instead_of_fai
         assert channel.client.hlen(channel.unacked_key) == 0
         queue.close()
         channel.queue_delete(queue_name)
+
+
+def test_a_consumer_at_its_prefetch_limit_takes_the_next_message_soon_after_an_ack(redis_url):
+    """Without an event loop (the gevent pool's way), an ack must not wait out the whole drain timeout."""
+    broker.install()
+    queue_name = "promptbeat-test-broker-credit"
+    with kombu.Connection(redis_url) as connection:
+        channel = connection.channel()
+        channel.basic_qos(0, 1, False)
+        received = []
+        consumer = kombu.Consumer(channel, queues=[kombu.Queue(queue_name)], callbacks=[
+            lambda body, message: received.append(message)])
+        producer = kombu.Producer(connection.default_channel)
+        for number in range(2):
+            producer.publish({"run": number}, routing_key=queue_name, declare=[kombu.Queue(queue_name)])
+        with consumer:
+            connection.drain_events(timeout=5)
+            assert [m.payload for m in received] == [{"run": 0}]
+            # The first message still runs: the prefetch limit of one is reached. It finishes shortly.
+            acker = threading.Timer(0.1, received[0].ack)
+            acker.start()
+            # kombu alone waits out this whole timeout (or a second) before it looks again.
+            connection.drain_events(timeout=0.8)
+            acker.join()
+            assert [m.payload for m in received] == [{"run": 0}, {"run": 1}]
+            received[1].ack()
+        channel.queue_delete(queue_name)
