@@ -34,7 +34,8 @@ ADVANCE_ANCHOR = (update(TASKS)
 
 def _claim_statement(*claimable):
     return (update(EXECUTIONS)
-            .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status.in_(claimable))
+            # Comparisons, not IN: an IN list is rendered again at every execution.
+            .where(EXECUTIONS.c.id == bindparam("run_id"), or_(*(EXECUTIONS.c.status == s for s in claimable)))
             .values(status=ExecutionStatus.RUNNING, model=bindparam("v_model"), started_at=bindparam("v_started_at"),
                     worker=bindparam("v_worker"), deadline_at=bindparam("v_deadline_at"), prompt=bindparam("v_prompt")))
 
