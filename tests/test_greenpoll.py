@@ -1,0 +1,45 @@
+"""Under gevent, a worker's readiness checks ask the operating system, and polls that wait still yield."""
+import subprocess
+import sys
+import textwrap
+
+from tests.services import ROOT, role_env
+
+SCRIPT = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()  # as celery -P gevent does before it imports the app
+    import select, socket
+    import gevent
+    import worker  # noqa: F401  (the worker role's hygiene runs on import)
+    from worker import greenpoll
+
+    assert select.poll is greenpoll.Poll, select.poll
+    reader, writer = socket.socketpair()
+    check = select.poll()
+    check.register(reader, select.POLLIN)
+    assert check.poll(0) == []
+    writer.send(b"x")
+    assert [fd for fd, _ in check.poll(0)] == [reader.fileno()]
+    reader.recv(1)
+
+    ticks = []
+    def tick():
+        for _ in range(10):
+            ticks.append(1)
+            gevent.sleep(0.01)
+    ticker = gevent.spawn(tick)
+    assert check.poll(300) == []  # a wait of 0.3 s, nothing to read
+    assert len(ticks) == 10, ticks  # the other greenlet ran meanwhile
+    ticker.join()
+    print("ok")
+""")
+
+
+def test_a_gevent_worker_checks_readiness_directly_and_still_waits_cooperatively(tmp_path):
+    env = role_env({"SECRET_KEY": "x", "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+                    "REDIS_URL": "redis://127.0.0.1:1/0"})
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
