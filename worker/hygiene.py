@@ -14,10 +14,11 @@ logger = logging.getLogger(__name__)
 
 
 def connect(flask_app):
-    """Hook the signals for this app."""
-    make_psycopg2_cooperative()
-    if _gevent_patched() and greenpoll.install():
-        logger.info("gevent pool: readiness checks poll the operating system directly")
+    """Hook the signals for this app, and under gevent make psycopg2 and polls fit its loop."""
+    if _gevent_patched():
+        make_psycopg2_cooperative()
+        if greenpoll.install():
+            logger.info("gevent pool: readiness checks poll the operating system directly")
 
     @worker_process_init.connect(weak=False)
     def dispose_engine_after_fork(**kwargs):
@@ -32,8 +33,6 @@ def make_psycopg2_cooperative():
     Celery's `-P gevent` patches the standard library before this module is imported; psycopg2 is a C
     extension that the patch cannot reach, but it accepts a wait callback, and select() is patched.
     """
-    if not _gevent_patched():
-        return
     import psycopg2.extensions
     import psycopg2.extras
 
