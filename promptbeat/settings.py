@@ -81,7 +81,7 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_attempts: int = 3
     webhook_timeout_seconds: float = 10.0
-    db_pool_size: int = 10
+    db_pool_size: int = 20
     https: bool = False
     proxy_hops: int = 0
     signin_attempts: int = 10
@@ -198,7 +198,7 @@ def _prices(environ):
     return prices
 
 
-def engine_options(database_url, pool_size=10, autocommit=False):
+def engine_options(database_url, pool_size=20, autocommit=False):
     """Engine options that suit the backend: a busy timeout for SQLite, a sized pool elsewhere.
 
     autocommit makes every statement its own transaction: for the worker, whose writes each stand
@@ -211,8 +211,10 @@ def engine_options(database_url, pool_size=10, autocommit=False):
     # A run holds a connection only while it writes, never during the model call, so a
     # small pool serves hundreds of calls in flight; waiters queue for pool_timeout. Connections
     # are checked before reuse only after sitting idle (promptbeat.extensions.ping_when_idle).
+    # No overflow: the pool keeps every connection it opens. Overflow connections are closed when
+    # handed back, so a worker under steady load opened and closed one every few runs.
     return {"pool_recycle": 1800, "pool_size": pool_size,
-            "max_overflow": pool_size, "pool_timeout": 60, **options}
+            "max_overflow": 0, "pool_timeout": 60, **options}
 
 
 def celery_config(settings):
@@ -230,6 +232,9 @@ def celery_config(settings):
             "unacked_restore_throttle": 1,
         },
         "task_ignore_result": True,
+        # With no result backend, Celery's stand-in keeps no state; marked shareable, it is made once
+        # instead of once per thread, and under gevent once per greenlet, which is once per run.
+        "result_backend_thread_safe": True,
         # No result backend, so no backend_cleanup entry in beat either.
         "result_expires": None,
         "task_default_queue": "promptbeat",
