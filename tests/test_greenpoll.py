@@ -1,8 +1,10 @@
-"""Under gevent, a worker's readiness checks ask the operating system, and polls that wait still yield."""
+"""Under gevent, a worker's readiness checks ask the operating system; polls and queries that wait still yield."""
+import os
 import subprocess
 import sys
 import textwrap
 
+from tests.conftest import _missing
 from tests.services import ROOT, role_env
 
 SCRIPT = textwrap.dedent("""
@@ -41,5 +43,45 @@ def test_a_gevent_worker_checks_readiness_directly_and_still_waits_cooperatively
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+PSYCOPG2_SCRIPT = textwrap.dedent("""
+    import sys
+    from gevent import monkey
+    monkey.patch_all()  # as celery -P gevent does before it imports the app
+    import gevent
+    import psycopg2
+    import worker  # noqa: F401  (the worker role's hygiene runs on import)
+
+    connection = psycopg2.connect(sys.argv[1])
+    ticks = []
+    def tick():
+        for _ in range(10):
+            ticks.append(1)
+            gevent.sleep(0.01)
+    ticker = gevent.spawn(tick)
+    cursor = connection.cursor()
+    cursor.execute("SELECT pg_sleep(0.3), 42")
+    assert cursor.fetchone()[1] == 42
+    assert len(ticks) == 10, ticks  # the other greenlet ran while the query waited
+    ticker.join()
+    try:
+        cursor.execute("SELECT 1/0")
+    except psycopg2.errors.DivisionByZero:
+        print("ok")
+""")
+
+
+def test_a_gevent_worker_runs_other_greenlets_while_a_query_waits(tmp_path):
+    url = os.environ.get("PROMPTBEAT_TEST_DATABASE_URL")
+    if not url:
+        _missing("PostgreSQL (PROMPTBEAT_TEST_DATABASE_URL)")
+    env = role_env({"SECRET_KEY": "x", "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+                    "REDIS_URL": "redis://127.0.0.1:1/0"})
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, "-c", PSYCOPG2_SCRIPT, url], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
