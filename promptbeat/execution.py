@@ -83,10 +83,9 @@ def run_once(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=Non
         # Whether it still exists, and may still run, is settled by the claim below.
         run_id = execution_id
     elif slot is not None:
-        execution, claimed = claim_slot(task, slot, trigger, catch_up=bool(catch_up))
-        if execution is None or (not claimed and not redelivered):
-            return execution.id if execution else None
-        run_id = execution.id
+        run_id, claimed = claim_slot(task, slot, trigger, catch_up=bool(catch_up))
+        if run_id is None or (not claimed and not redelivered):
+            return run_id
     else:
         execution = Execution(task_id=task.id, trigger=trigger, status=ExecutionStatus.QUEUED, created_at=utcnow())
         db.session.add(execution)

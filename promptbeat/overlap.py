@@ -86,4 +86,6 @@ def _running_elsewhere(settings, task, run_id):
         Execution.status == ExecutionStatus.RUNNING,
         Execution.started_at > horizon,
     ).limit(1)
-    return db.session.execute(query).first() is not None
+    # Not through the Session, which would keep the connection while the run goes on to take another.
+    with db.engine.connect() as connection:
+        return connection.execute(query).first() is not None

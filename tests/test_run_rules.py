@@ -4,12 +4,14 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from promptbeat.entries import entry_key
 from promptbeat.execution import run_execution
 from promptbeat.extensions import db
 from promptbeat.limits import llm_call_slot
 from promptbeat.models import Execution, ScheduleType, Task, Trigger
-from promptbeat.settings import Settings
+from promptbeat.settings import Settings, engine_options
 from tests.conftest import csrf_token
 
 SLOT = datetime(2030, 1, 1, 9, 0, tzinfo=timezone.utc)
@@ -207,3 +209,30 @@ def test_run_now_works_on_a_paused_fixed_time_task_with_an_explicit_override(app
     response = api.post(f"/tasks/{task_id}/run", json={"allow_overlap": True})
     assert response.status_code == 202 and response.get_json()["execution"]["trigger"] == "manual"
     assert api.post(f"/tasks/{task_id}/run", json={"allow_overlap": "yes"}).status_code == 422
+
+
+def test_a_run_needs_one_database_connection_at_a_time(app, role_environ, fake_llm):
+    # Hundreds of runs in flight share a worker's small pool: a run that kept one connection while
+    # it waited for another could wait forever, and so could every other run holding one.
+    if role_environ["DATABASE_URL"].startswith("sqlite"):
+        pytest.skip("pool sizing applies to PostgreSQL")
+    from promptbeat.app import create_app
+
+    settings = Settings.from_environ(role_environ)
+    options = {**engine_options(settings.database_url, pool_size=1, autocommit=True), "pool_timeout": 3}
+    worker_app = create_app(settings, SQLALCHEMY_ENGINE_OPTIONS=options)
+    scheduled = make_task(app)  # overlap policy skip: the slot claim, the anchor, the overlap guard
+    skipped = make_task(app)
+    try:
+        assert fire(worker_app, scheduled)[1] == "success"
+        with worker_app.app_context():
+            # A run of the second task still marked running: the next one is skipped, and says why.
+            db.session.add(Execution(task_id=skipped, trigger=Trigger.SCHEDULED, status="running",
+                                     started_at=datetime.now(timezone.utc)))
+            db.session.commit()
+        _, status, error = fire(worker_app, skipped)
+        assert (status, error) == ("skipped", "Skipped: a previous run of this task is still marked running "
+                                              "(overlap policy: skip).")
+    finally:
+        with worker_app.app_context():
+            db.engine.dispose()
