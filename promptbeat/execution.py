@@ -26,6 +26,16 @@ EXECUTIONS = Execution.__table__
 TASKS = Task.__table__
 # The run's task as a plain row (its attributes are the Task's columns); nothing in a run changes it.
 READ_TASK = select(TASKS).where(TASKS.c.id == bindparam("task_id"))
+# Counting a run (by whether it failed), and the counters that decide whether its task stops
+# (promptbeat.lifecycle.stop_after_run), read back by RETURNING where the database has it.
+COUNT_RUN = {failed: (update(TASKS).where(TASKS.c.id == bindparam("task_id"))
+                      .values(run_count=TASKS.c.run_count + 1,
+                              consecutive_failures=TASKS.c.consecutive_failures + 1 if failed else 0))
+             for failed in (False, True)}
+COUNTERS = (TASKS.c.id, TASKS.c.run_count, TASKS.c.consecutive_failures, TASKS.c.auto_pause_after, TASKS.c.max_runs,
+            TASKS.c.schedule_type)
+COUNT_RUN_RETURNING = {failed: statement.returning(*COUNTERS) for failed, statement in COUNT_RUN.items()}
+READ_COUNTERS = select(*COUNTERS).where(TASKS.c.id == bindparam("task_id"))
 ADVANCE_ANCHOR = (update(TASKS)
                   .where(TASKS.c.id == bindparam("task_id"),
                          or_(TASKS.c.anchor_at.is_(None), TASKS.c.anchor_at < bindparam("moment")))
@@ -161,17 +171,28 @@ def _explain_unclaimed(run_id):
 
 
 def _record_outcome(task_id, run_id, trigger, status, error):
-    """Update the task's counters (auto-pause, completion) in a transaction of their own.
+    """Count the run on its task in a statement of its own; stop the task if that run was its last.
 
-    One that also held the execution's row could deadlock with a concurrent delete of the
-    task (tasks row, then its executions).
+    One transaction that also held the execution's row could deadlock with a concurrent delete of the
+    task (tasks row, then its executions). The database adds to the counters, so runs of one task that
+    finish together each count.
     """
     try:
-        task = db.session.get(Task, task_id)
-        stopped = task is not None and lifecycle.record_outcome(task, trigger, status, error)
-        db.session.commit()
-        if stopped:
-            sync_task(current_app.extensions["celery"], task, reset_phase=False)
+        failed = status == ExecutionStatus.FAILED
+        with db.engine.begin() as connection:
+            if connection.dialect.update_returning:
+                counters = connection.execute(COUNT_RUN_RETURNING[failed], {"task_id": task_id}).one_or_none()
+            else:  # SQLite before 3.35
+                connection.execute(COUNT_RUN[failed], {"task_id": task_id})
+                counters = connection.execute(READ_COUNTERS, {"task_id": task_id}).one_or_none()
+        stop = counters and lifecycle.stop_after_run(counters, trigger, error)
+        if stop:
+            task = db.session.get(Task, task_id)
+            if task is not None:
+                for column, value in stop.items():
+                    setattr(task, column, value)
+                db.session.commit()
+                sync_task(current_app.extensions["celery"], task, reset_phase=False)
     except (StaleDataError, OperationalError):
         db.session.rollback()
         logger.info("task %s changed or was deleted while run %s ran; its counters were not updated", task_id, run_id)

@@ -1,7 +1,7 @@
 """A task's life around its runs: bounds before a run; counts, auto-pause and completion after."""
 import logging
 
-from promptbeat.models import ExecutionStatus, ScheduleType, Trigger, utcnow
+from promptbeat.models import ScheduleType, Trigger, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -24,26 +24,18 @@ def counts(trigger):
     return trigger != Trigger.MANUAL
 
 
-def record_outcome(task, trigger, status, error=None):
-    """Update counters after a finished run; returns True when the task stopped (paused or completed)."""
-    if not counts(trigger) or status == ExecutionStatus.SKIPPED:
-        return False
-    task.run_count = (task.run_count or 0) + 1
-    if status == ExecutionStatus.FAILED:
-        task.consecutive_failures = (task.consecutive_failures or 0) + 1
-    else:
-        task.consecutive_failures = 0
+def stop_after_run(counters, trigger, error=None):
+    """How a task stops after a counted run, from its counters once the run is counted: column values, or None.
 
-    if task.auto_pause_after and task.consecutive_failures >= task.auto_pause_after:
-        task.enabled = False
-        task.pause_note = (f"Paused automatically after {task.consecutive_failures} consecutive failures. "
-                           f"Last error: {error}")
-        logger.warning("task %s paused after %d consecutive failures", task.id, task.consecutive_failures)
-        return True
-    finished_once = task.schedule_type == ScheduleType.ONCE and trigger == Trigger.SCHEDULED
-    if finished_once or (task.max_runs and task.run_count >= task.max_runs):
-        task.completed_at = utcnow()
-        task.enabled = False
-        logger.info("task %s completed after %d run(s)", task.id, task.run_count)
-        return True
-    return False
+    counters has the task's id, run_count, consecutive_failures, auto_pause_after, max_runs and schedule_type.
+    """
+    if counters.auto_pause_after and counters.consecutive_failures >= counters.auto_pause_after:
+        logger.warning("task %s paused after %d consecutive failures", counters.id, counters.consecutive_failures)
+        return {"enabled": False,
+                "pause_note": (f"Paused automatically after {counters.consecutive_failures} consecutive failures. "
+                               f"Last error: {error}")}
+    finished_once = counters.schedule_type == ScheduleType.ONCE and trigger == Trigger.SCHEDULED
+    if finished_once or (counters.max_runs and counters.run_count >= counters.max_runs):
+        logger.info("task %s completed after %d run(s)", counters.id, counters.run_count)
+        return {"enabled": False, "completed_at": utcnow()}
+    return None

@@ -9,11 +9,21 @@ import secrets
 from contextlib import contextmanager
 from datetime import timedelta
 
+from sqlalchemy import bindparam, select
+
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ExecutionStatus, utcnow
 from promptbeat.redis_client import get_client
 
 logger = logging.getLogger(__name__)
+EXECUTIONS = Execution.__table__
+# Another run of the task still marked running, started within the lock's lifetime.
+RUNNING_ELSEWHERE = select(EXECUTIONS.c.id).where(
+    EXECUTIONS.c.task_id == bindparam("task_id"),
+    EXECUTIONS.c.id != bindparam("run_id"),
+    EXECUTIONS.c.status == ExecutionStatus.RUNNING,
+    EXECUTIONS.c.started_at > bindparam("horizon"),
+).limit(1)
 
 
 # Release only if the token is still ours: an expired lock may now belong to another run.
@@ -80,12 +90,7 @@ def run_guard(settings, task, run_id):
 def _running_elsewhere(settings, task, run_id):
     # Runs older than the lock's lifetime are presumed dead (their worker was killed).
     horizon = utcnow() - timedelta(seconds=lock_ttl(settings, task))
-    query = db.select(Execution.id).where(
-        Execution.task_id == task.id,
-        Execution.id != run_id,
-        Execution.status == ExecutionStatus.RUNNING,
-        Execution.started_at > horizon,
-    ).limit(1)
     # Not through the Session, which would keep the connection while the run goes on to take another.
     with db.engine.connect() as connection:
-        return connection.execute(query).first() is not None
+        return connection.execute(RUNNING_ELSEWHERE, {"task_id": task.id, "run_id": run_id,
+                                                      "horizon": horizon}).first() is not None

@@ -236,3 +236,4 @@ def test_a_run_needs_one_database_connection_at_a_time(app, role_environ, fake_l
     finally:
         with worker_app.app_context():
             db.engine.dispose()
+
