@@ -2,6 +2,10 @@
 
 Runs the real execute path (SDK call, PostgreSQL writes) and a plain Celery task making the same
 call, under several pools, one worker process at a time, against the fake server answering in 1 s.
+"real" runs are Run-now runs of one task that allows overlapping runs: the shortest path. "scheduled"
+runs are what beat sends: one due slot for each of as many tasks, under the default overlap policy
+(skip), so each run also claims its slot, advances its task's anchor, takes and releases the task's
+overlap lock and updates its run counters.
 
     python -m benchmarks.worker_pools --database-url postgresql://postgres@127.0.0.1:5432/pb4
 """
@@ -14,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
@@ -29,7 +34,7 @@ LATENCY = 1.0
 SCENARIOS = [
     ("plain", "prefork", 8), ("plain", "threads", 100), ("plain", "gevent", 300),
     ("real", "prefork", 8), ("real", "threads", 100), ("real", "threads", 300),
-    ("real", "gevent", 100), ("real", "gevent", 300),
+    ("real", "gevent", 100), ("real", "gevent", 300), ("scheduled", "gevent", 300),
 ]
 
 
@@ -114,6 +119,11 @@ def run_scenario(kind, pool, concurrency, runs, env, engine, workdir):
     if kind == "plain":
         for number in range(runs):
             sender.send_task("bench.plain_call", args=[number], queue="plain")
+    elif kind == "scheduled":
+        slot = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+        for task_id in _queue_scheduled_tasks(engine, runs):
+            sender.send_task("promptbeat.execute_task", args=[task_id],
+                             kwargs={"trigger": "scheduled", "slot": slot, "catch_up": False}, queue="promptbeat")
     else:
         for task_id, execution_id in _queue_runs(engine, runs):
             sender.send_task("promptbeat.execute_task", args=[task_id],
@@ -170,6 +180,17 @@ def _queue_runs(engine, runs):
             "SELECT :task, 'queued', 'manual', now() FROM generate_series(1, :n) RETURNING id"),
             {"task": task_id, "n": runs}).scalars().all()
     return [(task_id, execution_id) for execution_id in ids]
+
+
+def _queue_scheduled_tasks(engine, count):
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM executions"))
+        connection.execute(text("DELETE FROM tasks"))
+        return connection.execute(text(
+            "INSERT INTO tasks (name, prompt, model, temperature, schedule_type, interval_seconds, timezone, enabled, "
+            "created_at, updated_at, webhook_format, overlap_policy) SELECT 'bench ' || n, 'Benchmark prompt', "
+            "'fake-model', 0.7, 'interval', 600, 'UTC', true, now(), now(), 'json', 'skip' "
+            "FROM generate_series(1, :n) AS n RETURNING id"), {"n": count}).scalars().all()
 
 
 def _finished(engine):
