@@ -123,6 +123,17 @@ def test_max_runs_completes_the_task(app, fake_llm):
         assert (task.run_count, task.enabled, task.completed_at is not None) == (2, False, True)
 
 
+def test_runs_are_counted_where_the_database_cannot_return_from_an_update(app, fake_llm, monkeypatch):
+    # SQLite before 3.35 has no RETURNING: the counters are read back by a SELECT instead.
+    task_id = make_task(app, max_runs=2)
+    with app.app_context():
+        monkeypatch.setattr(db.engine.dialect, "update_returning", False)
+    assert [fire(app, task_id, SLOT + timedelta(minutes=i))[1] for i in range(3)] == ["success", "success", "skipped"]
+    with app.app_context():
+        task = db.session.get(Task, task_id)
+        assert (task.run_count, task.enabled, task.completed_at is not None) == (2, False, True)
+
+
 def test_slot_after_end_is_skipped(app, fake_llm):
     task_id = make_task(app, end_at=SLOT - timedelta(seconds=1))
     _, status, error = fire(app, task_id)
