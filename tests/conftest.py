@@ -9,7 +9,7 @@ import redis as redis_lib
 from promptbeat.extensions import db
 from promptbeat.fakellm import FakeLLMServer
 from promptbeat.models import ApiToken, User
-from promptbeat.settings import Settings
+from promptbeat.settings import Settings, normalize_database_url
 from tests import services
 
 REQUIRE_SERVICES = os.environ.get("PROMPTBEAT_REQUIRE_SERVICES") == "1"
@@ -62,6 +62,15 @@ def database_url(request, tmp_path_factory):
     if not url:
         _missing("PostgreSQL (PROMPTBEAT_TEST_DATABASE_URL)")
     return url
+
+
+@pytest.fixture
+def postgres_url():
+    """PROMPTBEAT_TEST_DATABASE_URL in SQLAlchemy's form, for tests of PostgreSQL itself."""
+    url = os.environ.get("PROMPTBEAT_TEST_DATABASE_URL")
+    if not url:
+        _missing("PostgreSQL (PROMPTBEAT_TEST_DATABASE_URL)")
+    return normalize_database_url(url)
 
 
 @pytest.fixture(scope="session")

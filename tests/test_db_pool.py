@@ -1,5 +1,4 @@
 """Pooled PostgreSQL connections: checked before reuse after sitting idle, not while in steady use."""
-import os
 import time
 
 import pytest
@@ -8,16 +7,6 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.exc import OperationalError
 
 from promptbeat.extensions import PING_AFTER_IDLE_SECONDS, db, ping_when_idle
-from promptbeat.settings import normalize_database_url
-from tests.conftest import _missing
-
-
-@pytest.fixture
-def postgres_url():
-    url = os.environ.get("PROMPTBEAT_TEST_DATABASE_URL")
-    if not url:
-        _missing("PostgreSQL (PROMPTBEAT_TEST_DATABASE_URL)")
-    return normalize_database_url(url)
 
 
 @pytest.fixture

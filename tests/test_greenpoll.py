@@ -7,12 +7,26 @@ import textwrap
 from tests.conftest import _missing
 from tests.services import ROOT, role_env
 
-SCRIPT = textwrap.dedent("""
+# Each script runs in a process of its own, patched as `celery -P gevent` patches before it imports the app.
+PRELUDE = textwrap.dedent("""
+    import sys
     from gevent import monkey
-    monkey.patch_all()  # as celery -P gevent does before it imports the app
-    import select, socket
+    monkey.patch_all()
     import gevent
     import worker  # noqa: F401  (the worker role's hygiene runs on import)
+
+    ticks = []
+    def start_ticker():
+        # Another greenlet, ticking ten times in 0.1 s if the process lets it run.
+        def tick():
+            for _ in range(10):
+                ticks.append(1)
+                gevent.sleep(0.01)
+        return gevent.spawn(tick)
+""")
+
+POLL_SCRIPT = PRELUDE + textwrap.dedent("""
+    import select, socket
     from worker import greenpoll
 
     assert select.poll is greenpoll.Poll, select.poll
@@ -24,44 +38,18 @@ SCRIPT = textwrap.dedent("""
     assert [fd for fd, _ in check.poll(0)] == [reader.fileno()]
     reader.recv(1)
 
-    ticks = []
-    def tick():
-        for _ in range(10):
-            ticks.append(1)
-            gevent.sleep(0.01)
-    ticker = gevent.spawn(tick)
+    ticker = start_ticker()
     assert check.poll(300) == []  # a wait of 0.3 s, nothing to read
     assert len(ticks) == 10, ticks  # the other greenlet ran meanwhile
     ticker.join()
     print("ok")
 """)
 
-
-def test_a_gevent_worker_checks_readiness_directly_and_still_waits_cooperatively(tmp_path):
-    env = role_env({"SECRET_KEY": "x", "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
-                    "REDIS_URL": "redis://127.0.0.1:1/0"})
-    env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().endswith("ok")
-
-
-PSYCOPG2_SCRIPT = textwrap.dedent("""
-    import sys
-    from gevent import monkey
-    monkey.patch_all()  # as celery -P gevent does before it imports the app
-    import gevent
+PSYCOPG2_SCRIPT = PRELUDE + textwrap.dedent("""
     import psycopg2
-    import worker  # noqa: F401  (the worker role's hygiene runs on import)
 
     connection = psycopg2.connect(sys.argv[1])
-    ticks = []
-    def tick():
-        for _ in range(10):
-            ticks.append(1)
-            gevent.sleep(0.01)
-    ticker = gevent.spawn(tick)
+    ticker = start_ticker()
     cursor = connection.cursor()
     cursor.execute("SELECT pg_sleep(0.3), 42")
     assert cursor.fetchone()[1] == 42
@@ -74,14 +62,22 @@ PSYCOPG2_SCRIPT = textwrap.dedent("""
 """)
 
 
+def run_script(script, tmp_path, *args):
+    env = role_env({"SECRET_KEY": "x", "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+                    "REDIS_URL": "redis://127.0.0.1:1/0"})
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_a_gevent_worker_checks_readiness_directly_and_still_waits_cooperatively(tmp_path):
+    run_script(POLL_SCRIPT, tmp_path)
+
+
 def test_a_gevent_worker_runs_other_greenlets_while_a_query_waits(tmp_path):
     url = os.environ.get("PROMPTBEAT_TEST_DATABASE_URL")
     if not url:
         _missing("PostgreSQL (PROMPTBEAT_TEST_DATABASE_URL)")
-    env = role_env({"SECRET_KEY": "x", "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
-                    "REDIS_URL": "redis://127.0.0.1:1/0"})
-    env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([sys.executable, "-c", PSYCOPG2_SCRIPT, url], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().endswith("ok")
+    run_script(PSYCOPG2_SCRIPT, tmp_path, url)

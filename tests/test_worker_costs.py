@@ -1,20 +1,9 @@
 """What a worker builds once per process, not once per run: Celery's result stand-in, database connections."""
-import os
 import threading
 
-import pytest
 from sqlalchemy import create_engine, text
 
-from promptbeat.settings import engine_options, normalize_database_url
-from tests.conftest import _missing
-
-
-@pytest.fixture
-def postgres_url():
-    url = os.environ.get("PROMPTBEAT_TEST_DATABASE_URL")
-    if not url:
-        _missing("PostgreSQL (PROMPTBEAT_TEST_DATABASE_URL)")
-    return normalize_database_url(url)
+from promptbeat.settings import engine_options
 
 
 def test_every_thread_shares_one_result_backend(app):
