@@ -9,12 +9,12 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from promptbeat import crypto, lifecycle, llm, prompts, retry, webhooks
+from promptbeat import crypto, lifecycle, llm, overlap, prompts, retry, webhooks
 from promptbeat.connections import endpoint_for
 from promptbeat.extensions import db
 from promptbeat.limits import llm_call_slot
 from promptbeat.models import Execution, ExecutionStatus, OverlapPolicy, Task, Trigger, utcnow
-from promptbeat.overlap import HELD_BY_THIS_RUN, release_for_run, run_guard
+from promptbeat.overlap import HELD_BY_THIS_RUN, NO_OTHER_RUN_RUNNING, release_for_run, run_guard
 from promptbeat.slots import claim_slot
 from promptbeat.sync import sync_task
 
@@ -26,6 +26,7 @@ EXECUTIONS = Execution.__table__
 TASKS = Task.__table__
 # The run's task as a plain row (its attributes are the Task's columns); nothing in a run changes it.
 READ_TASK = select(TASKS).where(TASKS.c.id == bindparam("task_id"))
+READ_STATUS = select(EXECUTIONS.c.status).where(EXECUTIONS.c.id == bindparam("run_id"))
 # Counting a run (by whether it failed), and the counters that decide whether its task stops
 # (promptbeat.lifecycle.stop_after_run), read back by RETURNING where the database has it.
 COUNT_RUN = {failed: (update(TASKS).where(TASKS.c.id == bindparam("task_id"))
@@ -42,16 +43,21 @@ ADVANCE_ANCHOR = (update(TASKS)
                   .values(anchor_at=bindparam("new_anchor")))
 
 
-def _claim_statement(*claimable):
-    return (update(EXECUTIONS)
-            # Comparisons, not IN: an IN list is rendered again at every execution.
-            .where(EXECUTIONS.c.id == bindparam("run_id"), or_(*(EXECUTIONS.c.status == s for s in claimable)))
-            .values(status=ExecutionStatus.RUNNING, model=bindparam("v_model"), started_at=bindparam("v_started_at"),
-                    worker=bindparam("v_worker"), deadline_at=bindparam("v_deadline_at"), prompt=bindparam("v_prompt")))
+def _claim_statement(claimable, exclusive):
+    statement = (update(EXECUTIONS)
+                 # Comparisons, not IN: an IN list is rendered again at every execution.
+                 .where(EXECUTIONS.c.id == bindparam("run_id"), or_(*(EXECUTIONS.c.status == s for s in claimable)))
+                 .values(status=ExecutionStatus.RUNNING, model=bindparam("v_model"),
+                         started_at=bindparam("v_started_at"), worker=bindparam("v_worker"),
+                         deadline_at=bindparam("v_deadline_at"), prompt=bindparam("v_prompt")))
+    return statement.where(NO_OTHER_RUN_RUNNING) if exclusive else statement
 
 
-CLAIM = {False: _claim_statement(ExecutionStatus.QUEUED),
-         True: _claim_statement(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)}
+# By (redelivered, exclusive): a redelivered message may also take over a run left running; an
+# exclusive claim (overlap policy skip) also needs no other run of the task marked running.
+CLAIM = {(redelivered, exclusive): _claim_statement(
+             (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING) if redelivered else (ExecutionStatus.QUEUED,), exclusive)
+         for redelivered in (False, True) for exclusive in (False, True)}
 
 
 @functools.cache
@@ -119,7 +125,7 @@ def run_once(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=Non
             return run_id
         if reason:
             return _skip(run_id, reason)
-        return _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep)
+        return _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep, exclusive=True)
 
 
 def _skip(run_id, reason):
@@ -128,7 +134,7 @@ def _skip(run_id, reason):
     return run_id
 
 
-def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep):
+def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep, exclusive=False):
     started = utcnow()
     task_id = task.id
     max_run = task.max_run_seconds or settings.max_run_seconds
@@ -137,13 +143,12 @@ def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep):
     db.session.close()
     # One statement claims the run (only the delivery that moves it out of queued goes on; a redelivered
     # message may also take over a run left running) and records what it will send.
-    claimed = _write(CLAIM[bool(redelivered)], {
-        "run_id": run_id, "v_model": task.model, "v_started_at": started, "v_worker": worker,
-        "v_deadline_at": started + timedelta(seconds=max_run), "v_prompt": plan["prompt"],
-    })
-    if not claimed:
-        _explain_unclaimed(run_id)
-        return run_id
+    params = {"run_id": run_id, "v_model": task.model, "v_started_at": started, "v_worker": worker,
+              "v_deadline_at": started + timedelta(seconds=max_run), "v_prompt": plan["prompt"]}
+    if exclusive:
+        params.update(guard_task_id=task_id, guard_horizon=overlap.horizon(settings, task, started))
+    if not _write(CLAIM[bool(redelivered), exclusive], params):
+        return _unclaimed(run_id, exclusive)
 
     result = _call_with_retries(plan, run_id, settings, max_run, sleep)
     result["cost_usd"] = estimate_cost(settings.prices, plan["model"], result)
@@ -159,15 +164,19 @@ def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep):
     return run_id
 
 
-def _explain_unclaimed(run_id):
-    """Log why a run could not be claimed: gone, finished, or taken by another delivery."""
-    status = db.session.execute(db.select(EXECUTIONS.c.status).where(EXECUTIONS.c.id == run_id)).scalar()
+def _unclaimed(run_id, exclusive):
+    """Say why a run could not be claimed: gone, finished, another run of its task running, or another delivery."""
+    with db.engine.connect() as connection:
+        status = connection.execute(READ_STATUS, {"run_id": run_id}).scalar()
     if status is None:
         logger.info("run %s no longer exists; nothing to run", run_id)
     elif ExecutionStatus(status).is_final:
         logger.info("run %s already finished (%s); not running it again", run_id, status)
+    elif exclusive and status == ExecutionStatus.QUEUED:
+        return _skip(run_id, overlap.STILL_MARKED_RUNNING)
     else:
         logger.info("run %s is already running elsewhere (a duplicate message); leaving it", run_id)
+    return run_id
 
 
 def _record_outcome(task_id, run_id, trigger, status, error):

@@ -2,28 +2,31 @@
 
 A token-checked Redis lock with expiry keeps concurrent workers apart; since a lock is
 not a fence (an expired holder may still be running), a database check for a run of the
-same task still marked running stands behind it.
+same task still marked running stands behind it, as a condition of the run's claim.
 """
 import logging
 import secrets
 from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists
 
-from promptbeat.extensions import db
-from promptbeat.models import Execution, ExecutionStatus, utcnow
+from promptbeat.models import Execution, ExecutionStatus
 from promptbeat.redis_client import get_client
 
 logger = logging.getLogger(__name__)
 EXECUTIONS = Execution.__table__
-# Another run of the task still marked running, started within the lock's lifetime.
-RUNNING_ELSEWHERE = select(EXECUTIONS.c.id).where(
-    EXECUTIONS.c.task_id == bindparam("task_id"),
-    EXECUTIONS.c.id != bindparam("run_id"),
-    EXECUTIONS.c.status == ExecutionStatus.RUNNING,
-    EXECUTIONS.c.started_at > bindparam("horizon"),
-).limit(1)
+_OTHER_RUNS = EXECUTIONS.alias("other_runs")
+# For a claim's WHERE: no other run of the task is marked running, among those started after the
+# horizon (older ones are presumed dead: their worker was killed). Parameters: guard_task_id,
+# guard_horizon (an UPDATE of executions may not bind a name of its columns).
+NO_OTHER_RUN_RUNNING = ~exists().where(
+    _OTHER_RUNS.c.task_id == bindparam("guard_task_id"),
+    _OTHER_RUNS.c.id != EXECUTIONS.c.id,
+    _OTHER_RUNS.c.status == ExecutionStatus.RUNNING,
+    _OTHER_RUNS.c.started_at > bindparam("guard_horizon"),
+)
+STILL_MARKED_RUNNING = "Skipped: a previous run of this task is still marked running (overlap policy: skip)."
 
 
 # Release only if the token is still ours: an expired lock may now belong to another run.
@@ -39,6 +42,11 @@ local value = redis.call('get', KEYS[1])
 if value and string.sub(value, 1, string.len(ARGV[1])) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+
+
+def horizon(settings, task, now):
+    """Runs of the task started before this are not counted as running (NO_OTHER_RUN_RUNNING)."""
+    return now - timedelta(seconds=lock_ttl(settings, task))
 
 
 def lock_ttl(settings, task=None):
@@ -64,7 +72,7 @@ HELD_BY_THIS_RUN = "held by this run"
 
 @contextmanager
 def run_guard(settings, task, run_id):
-    """Yield None when the run may go ahead, HELD_BY_THIS_RUN, or the reason it must be skipped."""
+    """Yield None when the run may go on to its claim, HELD_BY_THIS_RUN, or the reason it must be skipped."""
     client = get_client(settings.redis_url)
     key = lock_key(settings, task.id)
     # The run's id leads the token, so the lost-run sweep can free a lock whose holder died.
@@ -79,18 +87,7 @@ def run_guard(settings, task, run_id):
             yield "Skipped: a previous run of this task was still running (overlap policy: skip)."
         return
     try:
-        if _running_elsewhere(settings, task, run_id):
-            yield "Skipped: a previous run of this task is still marked running (overlap policy: skip)."
-        else:
-            yield None
+        yield None
     finally:
         client.eval(RELEASE, 1, key, token)
 
-
-def _running_elsewhere(settings, task, run_id):
-    # Runs older than the lock's lifetime are presumed dead (their worker was killed).
-    horizon = utcnow() - timedelta(seconds=lock_ttl(settings, task))
-    # Not through the Session, which would keep the connection while the run goes on to take another.
-    with db.engine.connect() as connection:
-        return connection.execute(RUNNING_ELSEWHERE, {"task_id": task.id, "run_id": run_id,
-                                                      "horizon": horizon}).first() is not None

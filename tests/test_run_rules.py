@@ -86,6 +86,16 @@ def test_database_guard_stands_behind_the_lock(app, fake_llm):
     assert status == "skipped" and "still marked running" in error
 
 
+def test_a_run_marked_running_longer_than_any_run_can_last_does_not_block_the_next(app, fake_llm):
+    task_id = make_task(app)
+    with app.app_context():
+        # Started before the overlap lock's lifetime: its worker died and the sweep has not marked it yet.
+        started = datetime.now(timezone.utc) - timedelta(seconds=app.config["PROMPTBEAT"].max_run_seconds + 120)
+        db.session.add(Execution(task_id=task_id, trigger="scheduled", status="running", started_at=started))
+        db.session.commit()
+    assert fire(app, task_id)[1] == "success"
+
+
 def test_overlap_allow_and_manual_override_run_anyway(app, fake_llm, redis_client):
     allowed = make_task(app, overlap_policy="allow")
     skipping = make_task(app)
