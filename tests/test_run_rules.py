@@ -244,8 +244,18 @@ def test_a_run_needs_one_database_connection_at_a_time(app, role_environ, fake_l
     worker_app = create_app(settings, SQLALCHEMY_ENGINE_OPTIONS=options)
     scheduled = make_task(app)  # overlap policy skip: the slot claim, the anchor, the overlap guard
     skipped = make_task(app)
+    # A templated prompt (two reads for its variables), a retry (its attempts shown while it waits)
+    # and a webhook (read, delivered to a closed port, recorded); then an auto-pause (task reloaded).
+    busy = make_task(app, prompt="Run {{ run_count }} [[fail:500x1]]", webhook_url="http://127.0.0.1:9/hook")
+    pausing = make_task(app, prompt="[[fail:401]]", auto_pause_after=1)
     try:
         assert fire(worker_app, scheduled)[1] == "success"
+        assert fire(worker_app, busy)[1] == "success"
+        (run,) = executions(app, busy)
+        assert (len(run.attempts), run.webhook_status) == (2, "failed")
+        assert fire(worker_app, pausing)[1] == "failed"
+        with app.app_context():
+            assert db.session.get(Task, pausing).enabled is False
         with worker_app.app_context():
             # A run of the second task still marked running: the next one is skipped, and says why.
             db.session.add(Execution(task_id=skipped, trigger=Trigger.SCHEDULED, status="running",
