@@ -33,31 +33,28 @@ def make_psycopg2_cooperative():
     Celery's `-P gevent` patches the standard library before this module is imported; psycopg2 is a C
     extension that the patch cannot reach, but it accepts a wait callback.
     """
-    import psycopg2.extensions
-
-    psycopg2.extensions.set_wait_callback(wait_through_gevent)
-    logger.info("gevent pool: psycopg2 waits cooperatively")
-
-
-def wait_through_gevent(connection):
-    """psycopg2's wait callback: drive the connection, waiting on its socket in gevent's loop.
-
-    psycopg2.extras.wait_select does the same through the patched select(), which builds a watcher
-    set and a result object for every wait: 36-44 against 24-25 us of CPU per query (BENCHMARKS.md).
-    """
-    import psycopg2
     from gevent.socket import wait_read, wait_write
+    from psycopg2 import OperationalError, extensions
 
-    while True:
-        state = connection.poll()
-        if state == psycopg2.extensions.POLL_OK:
-            return
-        if state == psycopg2.extensions.POLL_READ:
-            wait_read(connection.fileno())
-        elif state == psycopg2.extensions.POLL_WRITE:
-            wait_write(connection.fileno())
-        else:
-            raise psycopg2.OperationalError(f"unexpected state from psycopg2's poll(): {state}")
+    def wait_through_gevent(connection):
+        """Drive the connection, waiting on its socket in gevent's loop.
+
+        psycopg2.extras.wait_select does the same through the patched select(), which builds a watcher
+        set and a result object for every wait: 36-44 against 24-25 us of CPU per query (BENCHMARKS.md).
+        """
+        while True:
+            state = connection.poll()
+            if state == extensions.POLL_OK:
+                return
+            if state == extensions.POLL_READ:
+                wait_read(connection.fileno())
+            elif state == extensions.POLL_WRITE:
+                wait_write(connection.fileno())
+            else:
+                raise OperationalError(f"unexpected state from psycopg2's poll(): {state}")
+
+    extensions.set_wait_callback(wait_through_gevent)
+    logger.info("gevent pool: psycopg2 waits cooperatively")
 
 
 def _gevent_patched():
