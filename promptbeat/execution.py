@@ -15,7 +15,7 @@ from promptbeat.extensions import db
 from promptbeat.limits import llm_call_slot
 from promptbeat.models import Execution, ExecutionStatus, OverlapPolicy, Task, Trigger, utcnow
 from promptbeat.overlap import HELD_BY_THIS_RUN, NO_OTHER_RUN_RUNNING, release_for_run, run_guard
-from promptbeat.slots import claim_slot
+from promptbeat.slots import advance_anchor, claim_slot
 from promptbeat.sync import sync_task
 
 logger = logging.getLogger(__name__)
@@ -37,10 +37,6 @@ COUNTERS = (TASKS.c.id, TASKS.c.run_count, TASKS.c.consecutive_failures, TASKS.c
             TASKS.c.schedule_type)
 COUNT_RUN_RETURNING = {failed: statement.returning(*COUNTERS) for failed, statement in COUNT_RUN.items()}
 READ_COUNTERS = select(*COUNTERS).where(TASKS.c.id == bindparam("task_id"))
-ADVANCE_ANCHOR = (update(TASKS)
-                  .where(TASKS.c.id == bindparam("task_id"),
-                         or_(TASKS.c.anchor_at.is_(None), TASKS.c.anchor_at < bindparam("moment")))
-                  .values(anchor_at=bindparam("new_anchor")))
 
 
 def _claim_statement(claimable, exclusive):
@@ -99,7 +95,9 @@ def run_once(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=Non
         # Whether it still exists, and may still run, is settled by the claim below.
         run_id = execution_id
     elif slot is not None:
-        run_id, claimed = claim_slot(task, slot, trigger, catch_up=bool(catch_up))
+        # A scheduled slot of an enabled task moves its anchor as it is claimed.
+        run_id, claimed = claim_slot(task, slot, trigger, catch_up=bool(catch_up),
+                                     advance_anchor=trigger == Trigger.SCHEDULED and task.enabled)
         if run_id is None or (not claimed and not redelivered):
             return run_id
     else:
@@ -112,7 +110,8 @@ def run_once(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=Non
     if not task.enabled and trigger != Trigger.MANUAL:
         return _skip(run_id, "The task was disabled before this run started.")
     if trigger == Trigger.SCHEDULED:
-        _advance_anchor(task.id, slot or fired_at)
+        if slot is None:
+            advance_anchor(task.id, _parse_moment(fired_at) or utcnow())
         reason = lifecycle.out_of_bounds(task, slot)
         if reason:
             return _skip(run_id, reason)
@@ -139,8 +138,9 @@ def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep, 
     task_id = task.id
     max_run = task.max_run_seconds or settings.max_run_seconds
     plan = _plan(task, run_id, settings, started)
-    # No connection is held during the model call: hundreds of runs share a small pool.
-    db.session.close()
+    # No connection is held during the model call: hundreds of runs share a small pool. remove(), not
+    # close(): close() would first build a Session for the many runs that never used one.
+    db.session.remove()
     # One statement claims the run (only the delivery that moves it out of queued goes on; a redelivered
     # message may also take over a run left running) and records what it will send.
     params = {"run_id": run_id, "v_model": task.model, "v_started_at": started, "v_worker": worker,
@@ -394,12 +394,6 @@ def _reload(run_id):
 
 def _iso(moment):
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def _advance_anchor(task_id, fired_at):
-    """Move the task's schedule anchor to this fire, unless a later fire already moved it."""
-    moment = _parse_moment(fired_at) or utcnow()
-    _write(ADVANCE_ANCHOR, {"task_id": task_id, "moment": moment, "new_anchor": moment})
 
 
 def _parse_moment(value):
