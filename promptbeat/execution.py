@@ -29,10 +29,14 @@ READ_TASK = select(TASKS).where(TASKS.c.id == bindparam("task_id"))
 READ_STATUS = select(EXECUTIONS.c.status).where(EXECUTIONS.c.id == bindparam("run_id"))
 # Counting a run (by whether it failed), and the counters that decide whether its task stops
 # (promptbeat.lifecycle.stop_after_run), read back by RETURNING where the database has it.
-COUNT_RUN = {failed: (update(TASKS).where(TASKS.c.id == bindparam("task_id"))
-                      .values(run_count=TASKS.c.run_count + 1,
-                              consecutive_failures=TASKS.c.consecutive_failures + 1 if failed else 0))
-             for failed in (False, True)}
+# updated_at is set here, not left to its onupdate: SQLAlchemy leaves an onupdate unset in an UPDATE
+# whose WITH holds another UPDATE (_finish_and_count_statement).
+COUNTED = {failed: {"run_count": TASKS.c.run_count + 1,
+                    "consecutive_failures": TASKS.c.consecutive_failures + 1 if failed else 0,
+                    "updated_at": bindparam("counted_at", type_=TASKS.c.updated_at.type)}
+           for failed in (False, True)}
+COUNT_RUN = {failed: update(TASKS).where(TASKS.c.id == bindparam("task_id")).values(counted)
+             for failed, counted in COUNTED.items()}
 COUNTERS = (TASKS.c.id, TASKS.c.run_count, TASKS.c.consecutive_failures, TASKS.c.auto_pause_after, TASKS.c.max_runs,
             TASKS.c.schedule_type)
 COUNT_RUN_RETURNING = {failed: statement.returning(*COUNTERS) for failed, statement in COUNT_RUN.items()}
@@ -62,6 +66,17 @@ def _finish_statement(names):
     return (update(EXECUTIONS)
             .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == bindparam("expected"))
             .values({name: bindparam("v_" + name) for name in names}))
+
+
+@functools.cache
+def _finish_and_count_statement(names, failed):
+    """_finish_statement and COUNT_RUN in one statement (PostgreSQL): the task counts the run only if
+    its result was written, and RETURNs its counters.
+
+    It changes the run's row, then its task's: the lock order of deleting a task (service.delete_task).
+    """
+    finished = _finish_statement(names).returning(EXECUTIONS.c.task_id).cte("finished_run")
+    return update(TASKS).where(TASKS.c.id == finished.c.task_id).values(COUNTED[failed]).returning(*COUNTERS)
 
 
 def run_execution(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=None, worker=None, slot=None,
@@ -152,13 +167,15 @@ def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep, 
 
     result = _call_with_retries(plan, run_id, settings, max_run, sleep)
     result["cost_usd"] = estimate_cost(settings.prices, plan["model"], result)
-    if not _finish(run_id, ExecutionStatus.RUNNING, finished_at=utcnow(), **result):
+    counted = lifecycle.counts(trigger)
+    written, counters = _record_result(task_id, run_id, counted, result)
+    if not written:
         logger.info("run %s vanished or was marked lost during the call; result discarded", run_id)
         return run_id
     logger.info("task %s run %s (%s) %s in %d ms after %d attempt(s)", task_id, run_id, trigger,
                 result["status"], result["duration_ms"], len(result["attempts"]))
-    if lifecycle.counts(trigger):
-        _record_outcome(task_id, run_id, trigger, result["status"], result["error"])
+    if counters is not None:
+        _stop_if_last(task_id, run_id, trigger, counters, result["error"])
     if plan["webhook_url"]:
         _deliver_webhook(run_id, plan, settings, sleep)
     return run_id
@@ -179,32 +196,52 @@ def _unclaimed(run_id, exclusive):
     return run_id
 
 
-def _record_outcome(task_id, run_id, trigger, status, error):
-    """Count the run on its task in a statement of its own; stop the task if that run was its last.
+def _record_result(task_id, run_id, counted, result):
+    """Write the result of a run still running and count a counted run on its task; returns (written, counters).
 
-    One transaction that also held the execution's row could deadlock with a concurrent delete of the
-    task (tasks row, then its executions). The database adds to the counters, so runs of one task that
-    finish together each count.
+    counters (promptbeat.lifecycle.stop_after_run's input) is None for a run not counted, or when the
+    task is gone. On PostgreSQL one statement does both. Elsewhere the count is a statement of its own,
+    which the database adds to, so runs of one task that finish together each count.
     """
+    failed = result["status"] == ExecutionStatus.FAILED
+    finished_at = utcnow()
+    names, params = _finish_params(run_id, ExecutionStatus.RUNNING, {"finished_at": finished_at, **result})
+    with db.engine.begin() as connection:
+        if counted and connection.dialect.name == "postgresql":
+            counters = connection.execute(_finish_and_count_statement(names, failed),
+                                          {**params, "counted_at": finished_at}).one_or_none()
+            # No row: the run vanished or was marked lost (or its task, and with it the run, was deleted).
+            return counters is not None, counters
+        written = bool(connection.execute(_finish_statement(names), params).rowcount)
+    if not (written and counted):
+        return written, None
+    count = {"task_id": task_id, "counted_at": finished_at}
     try:
-        failed = status == ExecutionStatus.FAILED
         with db.engine.begin() as connection:
             if connection.dialect.update_returning:
-                counters = connection.execute(COUNT_RUN_RETURNING[failed], {"task_id": task_id}).one_or_none()
-            else:  # SQLite before 3.35
-                connection.execute(COUNT_RUN[failed], {"task_id": task_id})
-                counters = connection.execute(READ_COUNTERS, {"task_id": task_id}).one_or_none()
-        stop = counters and lifecycle.stop_after_run(counters, trigger, error)
-        if stop:
-            task = db.session.get(Task, task_id)
-            if task is not None:
-                for column, value in stop.items():
-                    setattr(task, column, value)
-                db.session.commit()
-                sync_task(current_app.extensions["celery"], task, reset_phase=False)
+                return True, connection.execute(COUNT_RUN_RETURNING[failed], count).one_or_none()
+            connection.execute(COUNT_RUN[failed], count)  # SQLite before 3.35
+            return True, connection.execute(READ_COUNTERS, {"task_id": task_id}).one_or_none()
+    except OperationalError:
+        logger.info("task %s changed or was deleted while run %s ran; its counters were not updated", task_id, run_id)
+        return True, None
+
+
+def _stop_if_last(task_id, run_id, trigger, counters, error):
+    """Pause or complete the task if the run just counted was its last (promptbeat.lifecycle.stop_after_run)."""
+    stop = lifecycle.stop_after_run(counters, trigger, error)
+    if not stop:
+        return
+    try:
+        task = db.session.get(Task, task_id)
+        if task is not None:
+            for column, value in stop.items():
+                setattr(task, column, value)
+            db.session.commit()
+            sync_task(current_app.extensions["celery"], task, reset_phase=False)
     except (StaleDataError, OperationalError):
         db.session.rollback()
-        logger.info("task %s changed or was deleted while run %s ran; its counters were not updated", task_id, run_id)
+        logger.info("task %s changed or was deleted while run %s ran; it was not stopped", task_id, run_id)
 
 
 def _plan(task, run_id, settings, started):
@@ -316,9 +353,14 @@ def estimate_cost(prices, model, result):
 
 def _finish(run_id, expected_status, **values):
     """Write a result only if the run is still in expected_status; returns whether it was written."""
-    statement = _finish_statement(tuple(sorted(values)))
+    names, params = _finish_params(run_id, expected_status, values)
+    return bool(_write(_finish_statement(names), params))
+
+
+def _finish_params(run_id, expected_status, values):
+    """The names of the columns a finish writes, and its parameters."""
     params = {"v_" + name: value for name, value in values.items()}
-    return bool(_write(statement, {"run_id": run_id, "expected": expected_status, **params}))
+    return tuple(sorted(values)), {"run_id": run_id, "expected": expected_status, **params}
 
 
 def _read_task(task_id):

@@ -5,6 +5,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import update
 
 from promptbeat.entries import entry_key
 from promptbeat.execution import run_execution
@@ -159,8 +160,44 @@ def test_max_runs_completes_the_task(app, fake_llm):
         assert (task.run_count, task.enabled, task.completed_at is not None) == (2, False, True)
 
 
+def test_a_run_marked_lost_during_its_call_is_neither_written_over_nor_counted(app, fake_llm):
+    task_id = make_task(app, prompt="Slow [[sleep:1]]")
+
+    def mark_lost_while_it_calls():
+        with app.app_context():
+            for _ in range(400):
+                marked = db.session.execute(update(Execution).where(Execution.task_id == task_id,
+                                                                    Execution.status == "running")
+                                            .values(status="lost")).rowcount
+                db.session.commit()
+                if marked:
+                    return
+                time.sleep(0.02)
+
+    sweeper = threading.Thread(target=mark_lost_while_it_calls)
+    sweeper.start()
+    assert fire(app, task_id)[1] == "lost"
+    sweeper.join()
+    with app.app_context():
+        assert db.session.get(Task, task_id).run_count == 0
+
+
+def test_runs_of_one_task_that_finish_together_each_count(app, fake_llm):
+    task_id = make_task(app, prompt="Together [[sleep:0.5]]", overlap_policy="allow")
+    threads = [threading.Thread(target=fire, args=(app, task_id, SLOT + timedelta(minutes=i))) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [run.status for run in executions(app, task_id)] == ["success"] * 4
+    with app.app_context():
+        assert db.session.get(Task, task_id).run_count == 4
+
+
 def test_runs_are_counted_where_the_database_cannot_return_from_an_update(app, fake_llm, monkeypatch):
     # SQLite before 3.35 has no RETURNING: the counters are read back by a SELECT instead.
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("on PostgreSQL the count is part of the statement that writes the result")
     task_id = make_task(app, max_runs=2)
     with app.app_context():
         monkeypatch.setattr(db.engine.dialect, "update_returning", False)
