@@ -11,6 +11,8 @@ from promptbeat.models import WebhookFormat, utcnow
 
 logger = logging.getLogger(__name__)
 SLACK_TEXT_LIMIT = 3000
+DEFAULT_PORTS = {"http": 80, "https": 443}
+HEADERS = {"User-Agent": "promptbeat-webhook"}
 
 
 class WebhookRefused(ValueError):
@@ -18,26 +20,40 @@ class WebhookRefused(ValueError):
 
 
 def check_target(url, allow_private):
-    """Refuse URLs that are not http(s), and hosts that resolve to private, loopback or link-local addresses.
+    """Refuse URLs that are not http(s) and, unless private targets are allowed, hosts that resolve to
+    private, loopback or link-local addresses.
 
     The host is resolved here, so a public-looking name that points inside the network is refused too.
     """
-    parts = urlsplit(url or "")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookRefused("Use an http(s) URL such as https://hooks.example.com/promptbeat.")
-    if allow_private:
-        return
+    parts = _http_url(url)
+    if not allow_private:
+        checked_addresses(parts, allow_private=False)
+
+
+def checked_addresses(parts, allow_private):
+    """Resolve the URL's host once and check every address it has; returns them (as text)."""
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme], type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise WebhookRefused(f"The host {parts.hostname!r} does not resolve.") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if allow_private:
+        return addresses
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%")[0])
         if not address.is_global or address.is_multicast:
             raise WebhookRefused(
                 f"{parts.hostname} resolves to {address}, a private or reserved address; "
                 "set PROMPTBEAT_WEBHOOK_ALLOW_PRIVATE=1 to allow such targets."
             )
+    return addresses
+
+
+def _http_url(url):
+    parts = urlsplit(url or "")
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise WebhookRefused("Use an http(s) URL such as https://hooks.example.com/promptbeat.")
+    return parts
 
 
 def payload(task, execution, kind):
@@ -67,7 +83,7 @@ def deliver(url, body, settings, sleep=time.sleep):
     """POST body with a few retries; returns (status, attempts) where status is delivered, failed or refused."""
     attempts = []
     try:
-        check_target(url, settings.webhook_allow_private)
+        addresses = checked_addresses(_http_url(url), settings.webhook_allow_private)
     except WebhookRefused as exc:
         attempts.append({"attempt": 1, "at": _iso(utcnow()), "error": str(exc)})
         return "refused", attempts
@@ -77,7 +93,7 @@ def deliver(url, body, settings, sleep=time.sleep):
             record = {"attempt": attempt, "at": _iso(utcnow())}
             attempts.append(record)
             try:
-                response = client.post(url, json=body, headers={"User-Agent": "promptbeat-webhook"})
+                response = client.send(pinned_request(client, url, addresses[(attempt - 1) % len(addresses)], body))
             except httpx.HTTPError as exc:
                 record["error"] = f"{type(exc).__name__}: {exc}"[:300]
             else:
@@ -90,6 +106,21 @@ def deliver(url, body, settings, sleep=time.sleep):
                 sleep(0.5 * 2 ** (attempt - 1))
     logger.warning("webhook delivery to %s failed after %d attempts", urlsplit(url).hostname, len(attempts))
     return "failed", attempts
+
+
+def pinned_request(client, url, address, body):
+    """A POST of body to url sent to an address its host was resolved to and checked at.
+
+    Sending to the name would resolve it again, and the second answer (DNS rebinding) was never
+    checked. The name still goes in the Host header and, for https, in the TLS handshake, where the
+    certificate is verified against it.
+    """
+    target = httpx.URL(url)
+    if "%" in address:  # a zone-scoped link-local address (only when private targets are allowed)
+        return client.build_request("POST", target, json=body, headers=HEADERS)
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return client.build_request("POST", target.copy_with(host=address), json=body,
+                                headers={**HEADERS, "Host": target.netloc.decode("ascii")}, extensions=extensions)
 
 
 def _iso(moment):

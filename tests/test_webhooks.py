@@ -1,10 +1,18 @@
 """Webhooks: a receiver on 127.0.0.1 gets the payload; failures are retried and recorded; private targets refused."""
 import dataclasses
 import json
+import socket
+import ssl
 import threading
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx2 as httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from promptbeat import webhooks
 from promptbeat.execution import run_execution
@@ -16,12 +24,13 @@ class Receiver:
     """An HTTP receiver that answers `failures` 500s first, then 200, and keeps every body."""
 
     def __init__(self, failures=0):
-        self.bodies, self.failures = [], failures
+        self.bodies, self.hosts, self.failures = [], [], failures
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                receiver.hosts.append(self.headers["Host"])
                 status = 500 if len(receiver.bodies) <= receiver.failures else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -114,3 +123,58 @@ def test_private_targets_are_refused_at_save_and_at_delivery(app, api, url):
         assert status == "refused" and len(attempts) == 1 and "error" in attempts[0]
     finally:
         app.config["PROMPTBEAT"] = original
+
+
+def test_delivery_goes_to_the_address_that_was_checked_not_to_a_second_answer(app, receiver, monkeypatch):
+    # DNS rebinding: the name answers a checked address first and another one afterwards. Delivery
+    # must connect where the check looked, with the name kept in the Host header.
+    hook = receiver()
+    port = hook.server.server_address[1]
+    real_getaddrinfo, answers = socket.getaddrinfo, []
+
+    def rebinding(host, *args, **kwargs):
+        if host != "hooks.rebind.test":
+            return real_getaddrinfo(host, *args, **kwargs)
+        answers.append("127.0.0.1" if not answers else "10.255.255.1")
+        return real_getaddrinfo(answers[-1], *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    settings = dataclasses.replace(app.config["PROMPTBEAT"], webhook_timeout_seconds=2)
+    status, attempts = webhooks.deliver(f"http://hooks.rebind.test:{port}/hook", {"text": "x"}, settings,
+                                        sleep=lambda seconds: None)
+    assert (status, answers) == ("delivered", ["127.0.0.1"])
+    assert hook.bodies == [{"text": "x"}] and hook.hosts == [f"hooks.rebind.test:{port}"]
+
+
+def self_signed_for(name, directory):
+    """A certificate for name (its own CA) and its key, as PEM files in directory."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                   .public_key(key.public_key()).serial_number(1)
+                   .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_an_https_delivery_sent_to_an_address_still_verifies_the_certificate_against_the_name(receiver, tmp_path):
+    hook = receiver()
+    cert_file, key_file = self_signed_for("hooks.example.test", tmp_path)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert_file, key_file)
+    hook.server.socket = server_context.wrap_socket(hook.server.socket, server_side=True)
+    port = hook.server.server_address[1]
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(cert_file))) as client:
+        request = webhooks.pinned_request(client, f"https://hooks.example.test:{port}/hook", "127.0.0.1", {"n": 1})
+        assert client.send(request).status_code == 200
+        assert hook.hosts == [f"hooks.example.test:{port}"]
+        wrong_name = webhooks.pinned_request(client, f"https://other.example.test:{port}/hook", "127.0.0.1", {})
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.send(wrong_name)
