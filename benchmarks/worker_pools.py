@@ -8,6 +8,9 @@ runs are what beat sends: one due slot for each of as many tasks, under the defa
 overlap lock and updates its run counters.
 
     python -m benchmarks.worker_pools --database-url postgresql://postgres@127.0.0.1:5432/pb4
+
+--repeat N runs the chosen scenarios in N rounds and adds a table of their medians: the shared
+machines these ran on changed speed by up to 2x within an hour, so one run says little.
 """
 import argparse
 import json
@@ -213,6 +216,8 @@ def main(argv=None):
     parser.add_argument("--database-url", required=True, help="a PostgreSQL database this benchmark may wipe")
     parser.add_argument("--runs-per-slot", type=int, default=10, help="runs = concurrency x this (at least 200)")
     parser.add_argument("--only", help="run only scenarios whose 'kind-pool-concurrency' contains this")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the scenarios this many rounds, in turn, and add a table of their medians")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="pb-bench-"))
     private_redis = services.PrivateRedis(workdir)
@@ -231,17 +236,45 @@ def main(argv=None):
         migrate(env)
         engine = create_engine(args.database_url.replace("postgresql://", "postgresql+psycopg2://"),
                                connect_args={"application_name": "bench"})
-        for kind, pool, concurrency in SCENARIOS:
-            if args.only and args.only not in f"{kind}-{pool}-{concurrency}":
-                continue
-            runs = max(200, concurrency * args.runs_per_slot)
-            result = run_scenario(kind, pool, concurrency, runs, env, engine, workdir)
-            results.append(result)
-            print(json.dumps(result), flush=True)
+        # Rounds, not repeats of one scenario in a row: the host's speed drifts, and each round
+        # measures every scenario at nearly the same moment.
+        for _ in range(args.repeat):
+            for kind, pool, concurrency in SCENARIOS:
+                if args.only and args.only not in f"{kind}-{pool}-{concurrency}":
+                    continue
+                runs = max(200, concurrency * args.runs_per_slot)
+                result = run_scenario(kind, pool, concurrency, runs, env, engine, workdir)
+                results.append(result)
+                print(json.dumps(result), flush=True)
     finally:
         fake.terminate()
         fake.wait()
         private_redis.stop()
+    print_table(results)
+    if args.repeat > 1:
+        print(f"\nMedians of {args.repeat} rounds:")
+        print_table(medians(results))
+    return 0
+
+
+def medians(results):
+    """One row per scenario: the median of each figure over its rounds (RSS and connections: the largest)."""
+    rows = {}
+    for result in results:
+        rows.setdefault((result["kind"], result["pool"], result["concurrency"]), []).append(result)
+    merged = []
+    for rounds in rows.values():
+        row = dict(rounds[0])
+        for name, value in row.items():
+            if isinstance(value, float):
+                row[name] = round(statistics.median(r[name] for r in rounds), 3 if "of_ceiling" in name else 2)
+        row["rss_mb"] = max(r["rss_mb"] for r in rounds)
+        row["db_connections"] = max(r["db_connections"] for r in rounds)
+        merged.append(row)
+    return merged
+
+
+def print_table(results):
     print("\n| path | pool | -c | runs | per s | sustained per s | ceiling | sustained of ceiling | worker CPU ms/run "
           "| added p50 ms | added p99 ms | RSS MB | DB conns |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -249,7 +282,6 @@ def main(argv=None):
         print(f"| {r['kind']} | {r['pool']} | {r['concurrency']} | {r['runs']} | {r['per_second']} | "
               f"{r['steady_per_second']} | {r['ceiling']:g} | {r['steady_of_ceiling']:.0%} | {r['cpu_ms_per_run']} | "
               f"{r['added_p50_ms']} | {r['added_p99_ms']} | {r['rss_mb']} | {r['db_connections']} |")
-    return 0
 
 
 if __name__ == "__main__":
