@@ -29,11 +29,11 @@ READ_TASK = select(TASKS).where(TASKS.c.id == bindparam("task_id"))
 READ_STATUS = select(EXECUTIONS.c.status).where(EXECUTIONS.c.id == bindparam("run_id"))
 # Counting a run (by whether it failed), and the counters that decide whether its task stops
 # (promptbeat.lifecycle.stop_after_run), read back by RETURNING where the database has it.
-# updated_at is set here, not left to its onupdate: SQLAlchemy leaves an onupdate unset in an UPDATE
-# whose WITH holds another UPDATE (_finish_and_count_statement).
+# A run is not a change to its task: updated_at ("Recently changed" on the dashboard) keeps its value
+# instead of taking its onupdate.
 COUNTED = {failed: {"run_count": TASKS.c.run_count + 1,
                     "consecutive_failures": TASKS.c.consecutive_failures + 1 if failed else 0,
-                    "updated_at": bindparam("counted_at", type_=TASKS.c.updated_at.type)}
+                    "updated_at": TASKS.c.updated_at}
            for failed in (False, True)}
 COUNT_RUN = {failed: update(TASKS).where(TASKS.c.id == bindparam("task_id")).values(counted)
              for failed, counted in COUNTED.items()}
@@ -204,18 +204,16 @@ def _record_result(task_id, run_id, counted, result):
     which the database adds to, so runs of one task that finish together each count.
     """
     failed = result["status"] == ExecutionStatus.FAILED
-    finished_at = utcnow()
-    names, params = _finish_params(run_id, ExecutionStatus.RUNNING, {"finished_at": finished_at, **result})
+    names, params = _finish_params(run_id, ExecutionStatus.RUNNING, {"finished_at": utcnow(), **result})
     with db.engine.begin() as connection:
         if counted and connection.dialect.name == "postgresql":
-            counters = connection.execute(_finish_and_count_statement(names, failed),
-                                          {**params, "counted_at": finished_at}).one_or_none()
+            counters = connection.execute(_finish_and_count_statement(names, failed), params).one_or_none()
             # No row: the run vanished or was marked lost (or its task, and with it the run, was deleted).
             return counters is not None, counters
         written = bool(connection.execute(_finish_statement(names), params).rowcount)
     if not (written and counted):
         return written, None
-    count = {"task_id": task_id, "counted_at": finished_at}
+    count = {"task_id": task_id}
     try:
         with db.engine.begin() as connection:
             if connection.dialect.update_returning:

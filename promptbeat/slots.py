@@ -18,11 +18,12 @@ INSERT_RUN = insert(EXECUTIONS).values(
                                                  "created_at")})
 FIND_SLOT_RUN = select(EXECUTIONS.c.id).where(EXECUTIONS.c.task_id == bindparam("task_id"),
                                               EXECUTIONS.c.slot == bindparam("slot"))
-# Move the task's schedule anchor to a fire, unless a later fire already moved it.
+# Move the task's schedule anchor to a fire, unless a later fire already moved it. A fire is not a
+# change to the task: updated_at keeps its value instead of taking its onupdate.
 ADVANCE_ANCHOR = (update(TASKS)
                   .where(TASKS.c.id == bindparam("anchor_task_id"),
                          or_(TASKS.c.anchor_at.is_(None), TASKS.c.anchor_at < bindparam("anchor_to")))
-                  .values(anchor_at=bindparam("anchor_to")))
+                  .values(anchor_at=bindparam("anchor_to"), updated_at=TASKS.c.updated_at))
 # On PostgreSQL the claim advances the anchor in the same statement (a data-modifying WITH), one
 # round trip fewer per scheduled run; SQLite has no such WITH and runs the two in one transaction.
 INSERT_RUN_ADVANCING = INSERT_RUN.add_cte(ADVANCE_ANCHOR.cte("advanced_anchor")).returning(EXECUTIONS.c.id)

@@ -50,30 +50,33 @@ def test_second_dispatch_of_a_slot_runs_nothing(app, fake_llm):
     assert (run.slot, run.catch_up, run.trigger) == (SLOT, True, "scheduled")
 
 
-def anchor_and_created(app, task_id):
+def anchor_and_times(app, task_id):
     with app.app_context():
         task = db.session.get(Task, task_id)
-        return task.anchor_at, task.created_at
+        return task.anchor_at, task.created_at, task.updated_at
 
 
 def test_a_claimed_slot_moves_the_anchor_forward_only_and_nothing_else(app, fake_llm):
     task_id = make_task(app)
-    _, created = anchor_and_created(app, task_id)
+    _, created, updated = anchor_and_times(app, task_id)
     fire(app, task_id)
-    assert anchor_and_created(app, task_id) == (SLOT, created)
+    # Runs are not changes to the task: "Recently changed" on the dashboard sorts by updated_at.
+    assert anchor_and_times(app, task_id) == (SLOT, created, updated)
 
     fire(app, task_id, slot=SLOT - timedelta(minutes=30))  # a late catch-up of an older slot
     fire(app, task_id)  # the same slot again: its claim fails and changes nothing
-    assert anchor_and_created(app, task_id) == (SLOT, created)
+    assert anchor_and_times(app, task_id) == (SLOT, created, updated)
     fire(app, task_id, slot=SLOT + timedelta(minutes=1))
-    assert anchor_and_created(app, task_id) == (SLOT + timedelta(minutes=1), created)
+    assert anchor_and_times(app, task_id) == (SLOT + timedelta(minutes=1), created, updated)
+    with app.app_context():
+        assert db.session.get(Task, task_id).run_count == 3
 
 
 def test_a_slot_of_a_disabled_task_is_skipped_and_leaves_the_anchor(app, fake_llm):
     task_id = make_task(app, enabled=False)
-    anchor, _ = anchor_and_created(app, task_id)
+    anchor, _, _ = anchor_and_times(app, task_id)
     assert fire(app, task_id)[1:] == ("skipped", "The task was disabled before this run started.")
-    assert anchor_and_created(app, task_id)[0] == anchor
+    assert anchor_and_times(app, task_id)[0] == anchor
 
 
 def test_two_beats_racing_one_slot_make_one_execution(app, fake_llm):

@@ -82,7 +82,8 @@ TASK = {
         "webhook_url": _nullable({"type": "string"}),
         "webhook_format": _nullable({"type": "string"}),
         "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time",
+                       "description": "When the task was last changed; its runs do not change it."},
         "last_run": _nullable({"$ref": "#/components/schemas/ExecutionBrief"}),
     },
 }
