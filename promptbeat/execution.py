@@ -219,7 +219,7 @@ def _record_result(task_id, run_id, counted, result):
             if connection.dialect.update_returning:
                 return True, connection.execute(COUNT_RUN_RETURNING[failed], count).one_or_none()
             connection.execute(COUNT_RUN[failed], count)  # SQLite before 3.35
-            return True, connection.execute(READ_COUNTERS, {"task_id": task_id}).one_or_none()
+            return True, connection.execute(READ_COUNTERS, count).one_or_none()
     except OperationalError:
         logger.info("task %s changed or was deleted while run %s ran; its counters were not updated", task_id, run_id)
         return True, None

@@ -25,7 +25,8 @@ ADVANCE_ANCHOR = (update(TASKS)
                          or_(TASKS.c.anchor_at.is_(None), TASKS.c.anchor_at < bindparam("anchor_to")))
                   .values(anchor_at=bindparam("anchor_to"), updated_at=TASKS.c.updated_at))
 # On PostgreSQL the claim advances the anchor in the same statement (a data-modifying WITH), one
-# round trip fewer per scheduled run; SQLite has no such WITH and runs the two in one transaction.
+# round trip fewer per scheduled run; SQLite has no such WITH: there the anchor's UPDATE follows a
+# successful INSERT.
 INSERT_RUN_ADVANCING = INSERT_RUN.add_cte(ADVANCE_ANCHOR.cte("advanced_anchor")).returning(EXECUTIONS.c.id)
 
 
