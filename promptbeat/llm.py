@@ -76,6 +76,15 @@ def client_for(endpoint):
     return client
 
 
+def close_clients():
+    """Close every cached client and its connections (a process that outlives its endpoints)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
+
+
 def _new_client(endpoint, api_key):
     return openai.OpenAI(
         api_key=api_key,

@@ -6,6 +6,7 @@ import secrets
 import pytest
 import redis as redis_lib
 
+from promptbeat import llm
 from promptbeat.extensions import db
 from promptbeat.fakellm import FakeLLMServer
 from promptbeat.models import ApiToken, User
@@ -52,6 +53,8 @@ def fake_llm():
     """The project's OpenAI-compatible fake server on 127.0.0.1, shared by the session."""
     with FakeLLMServer() as server:
         yield server
+        # The SDK clients cached for it keep connections to it open; close them before it goes.
+        llm.close_clients()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -22,6 +22,17 @@ def test_endpoints_never_share_a_client():
     assert {llm.client_for(second).api_key for _ in range(llm.CLIENTS_PER_ENDPOINT)} == {"sk-test-second"}
 
 
+def test_closing_the_clients_closes_their_connections_and_later_calls_get_new_ones(fake_llm):
+    endpoint = llm.Endpoint(fake_llm.url, "sk-test-close")
+    used = [llm.client_for(endpoint) for _ in range(llm.CLIENTS_PER_ENDPOINT)]
+    assert llm.complete(endpoint, model="fake-model", prompt="hi", timeout=10).output
+    llm.close_clients()
+    assert all(client.is_closed() for client in used)
+    fresh = llm.client_for(endpoint)
+    assert not fresh.is_closed() and all(fresh is not client for client in used)
+    assert llm.complete(endpoint, model="fake-model", prompt="hi", timeout=10).output
+
+
 def test_a_chat_completion_gives_its_answer_and_usage():
     body = {"id": "c1", "object": "chat.completion", "model": "m",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}],
