@@ -57,7 +57,19 @@ def fake_llm():
         llm.close_clients()
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):
+    """Run each test on both databases, or only on the one its `only_on` marker names."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("only_on")
+    names = marker.args if marker else DATABASES
+    metafunc.parametrize("database_url", names, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
 def database_url(request, tmp_path_factory):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('db') / 'promptbeat.db'}"

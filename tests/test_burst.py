@@ -22,8 +22,6 @@ WORKERS, THREADS = 2, 8
 
 @pytest.fixture
 def burst_cluster(app, database_url, role_environ, fake_llm, tmp_path):
-    if database_url.startswith("sqlite"):
-        pytest.skip("hundreds of concurrent runs need PostgreSQL, as in docker compose")
     private = services.PrivateRedis(tmp_path)
     environ = {**role_environ, "REDIS_URL": private.url, "PROMPTBEAT_MAX_CONCURRENT_LLM_CALLS": str(CAP)}
     web_app = create_app(Settings.from_environ(environ))
@@ -39,6 +37,8 @@ def burst_cluster(app, database_url, role_environ, fake_llm, tmp_path):
     private.stop()
 
 
+# Hundreds of concurrent runs need PostgreSQL, as in docker compose.
+@pytest.mark.only_on("postgresql")
 def test_500_interval_tasks_created_at_once_all_run_with_calls_capped(burst_cluster, fake_llm):
     web_app = burst_cluster
     client = web_app.test_client()

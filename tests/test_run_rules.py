@@ -197,10 +197,10 @@ def test_runs_of_one_task_that_finish_together_each_count(app, fake_llm):
         assert db.session.get(Task, task_id).run_count == 4
 
 
+# On PostgreSQL the count is part of the statement that writes the result.
+@pytest.mark.only_on("sqlite")
 def test_runs_are_counted_where_the_database_cannot_return_from_an_update(app, fake_llm, monkeypatch):
     # SQLite before 3.35 has no RETURNING: the counters are read back by a SELECT instead.
-    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        pytest.skip("on PostgreSQL the count is part of the statement that writes the result")
     task_id = make_task(app, max_runs=2)
     with app.app_context():
         monkeypatch.setattr(db.engine.dialect, "update_returning", False)
@@ -298,11 +298,10 @@ def test_run_now_works_on_a_paused_fixed_time_task_with_an_explicit_override(app
     assert api.post(f"/tasks/{task_id}/run", json={"allow_overlap": "yes"}).status_code == 422
 
 
+@pytest.mark.only_on("postgresql")  # pool sizing applies to PostgreSQL
 def test_a_run_needs_one_database_connection_at_a_time(app, role_environ, fake_llm):
     # Hundreds of runs in flight share a worker's small pool: a run that kept one connection while
     # it waited for another could wait forever, and so could every other run holding one.
-    if role_environ["DATABASE_URL"].startswith("sqlite"):
-        pytest.skip("pool sizing applies to PostgreSQL")
     from promptbeat.app import create_app
 
     settings = Settings.from_environ(role_environ)

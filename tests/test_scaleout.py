@@ -16,7 +16,8 @@ from tests.conftest import issue_api_token
 from tests.services import wait_for
 from web import create_app
 
-pytestmark = pytest.mark.slow
+# Scale-out runs on PostgreSQL, as in docker compose.
+pytestmark = [pytest.mark.slow, pytest.mark.only_on("postgresql")]
 RUNS = 300
 # Enough runs that all three workers are busy when two of them go down, few enough to stay quick.
 FAULT_RUNS = 120
@@ -26,8 +27,6 @@ FINAL = [str(s) for s in ExecutionStatus if s.is_final]
 @pytest.fixture
 def cluster(app, database_url, role_environ, tmp_path):
     """A web app and up to three workers on a private Redis; the database is the session's."""
-    if database_url.startswith("sqlite"):
-        pytest.skip("scale-out runs on PostgreSQL, as in docker compose")
     private = services.PrivateRedis(tmp_path)
     environ = {**role_environ, "REDIS_URL": private.url}
     web_app = create_app(Settings.from_environ(environ))
