@@ -9,6 +9,7 @@ from promptbeat.models import ApiToken, Connection, Task, User, utcnow
 from tests.conftest import csrf_token, issue_api_token
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+VIEWER, VIEWER_PASSWORD = "viewer@example.com", "viewer password 1"
 
 # State-changing routes a signed-in viewer may use; every other one must answer 403 and change nothing.
 VIEWER_ALLOWED = {
@@ -65,20 +66,24 @@ def url_for_rule(rule, objects):
 
 
 @pytest.fixture
-def objects(app):
-    """A disabled task, a connection, and a viewer with an API token; their ids by URL argument."""
-    viewer_token = issue_api_token(app, "viewer@example.com", "viewer password 1", role="viewer")
+def viewer_token(app):
+    """A viewer and that viewer's API token (plaintext)."""
+    return issue_api_token(app, VIEWER, VIEWER_PASSWORD, role="viewer")
+
+
+@pytest.fixture
+def objects(app, viewer_token):
+    """Existing objects for the routes' URL arguments, by argument name: a disabled task, a connection, a token."""
     with app.app_context():
         task = Task(name="Feed", prompt="p", model="fake-model", schedule_type="crontab", cron="0 9 * * *",
                     timezone="UTC", enabled=False, anchor_at=utcnow())
         connection = Connection(name="Local", base_url="http://127.0.0.1:9/v1")
         db.session.add_all([task, connection])
         db.session.commit()
-        viewer = db.session.execute(db.select(User).filter_by(email="viewer@example.com")).scalar_one()
+        viewer = db.session.execute(db.select(User).filter_by(email=VIEWER)).scalar_one()
         # The viewer's own token: revoking it is the one revocation a missing role check would allow.
         token_id = db.session.execute(db.select(ApiToken.id).filter_by(user_id=viewer.id)).scalar_one()
-        return {"task_id": task.id, "connection_id": connection.id, "token_id": token_id,
-                "viewer_token": viewer_token}
+        return {"task_id": task.id, "connection_id": connection.id, "token_id": token_id}
 
 
 def snapshot(app):
@@ -93,10 +98,13 @@ def snapshot(app):
         return tables
 
 
-def sign_in(client, email, password):
+def sign_in_as_viewer(client):
+    """Sign in through the form; returns the CSRF token the viewer's pages carry."""
     page = client.get("/login").get_data(as_text=True)
-    response = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_token(page)})
+    response = client.post("/login", data={"email": VIEWER, "password": VIEWER_PASSWORD,
+                                           "csrf_token": csrf_token(page)})
     assert response.status_code == 302, response.get_data(as_text=True)
+    return csrf_token(client.get("/account").get_data(as_text=True))
 
 
 def test_the_allow_lists_name_routes_that_exist(app):
@@ -108,10 +116,9 @@ def test_the_allow_lists_name_routes_that_exist(app):
     assert bodies <= routes, f"bodies for routes that do not exist: {sorted(bodies - routes)}"
 
 
-def test_a_viewer_changes_nothing_through_any_state_changing_route(app, client, objects):
-    sign_in(client, "viewer@example.com", "viewer password 1")
-    token = csrf_token(client.get("/account").get_data(as_text=True))
-    bearer = {"Authorization": f"Bearer {objects['viewer_token']}"}
+def test_a_viewer_changes_nothing_through_any_state_changing_route(app, client, viewer_token, objects):
+    token = sign_in_as_viewer(client)
+    bearer = {"Authorization": f"Bearer {viewer_token}"}
     checked, failures = [], []
     for name, method, rule in state_changing_routes(app):
         if name in VIEWER_ALLOWED:
@@ -120,12 +127,12 @@ def test_a_viewer_changes_nothing_through_any_state_changing_route(app, client, 
         before = snapshot(app)
         if rule.endpoint.startswith("api."):
             response = client.open(path, method=method, headers=bearer, json=API_BODIES.get(name))
-            answered_as_json = response.is_json and response.get_json().get("error") == "forbidden"
+            refused = response.status_code == 403 and (response.get_json(silent=True) or {}).get("error") == "forbidden"
         else:
             response = client.open(path, method=method, data={"csrf_token": token, **PAGE_FORMS.get(name, {})})
-            answered_as_json = True
+            refused = response.status_code == 403
         changed = [table for table, rows in snapshot(app).items() if rows != before[table]]
-        if response.status_code != 403 or not answered_as_json or changed:
+        if not refused or changed:
             failures.append(f"{name}: {response.status_code}, tables changed: {changed or 'none'}")
         checked.append(name)
     assert not failures, "a viewer got past the role check:\n" + "\n".join(failures)
@@ -134,11 +141,10 @@ def test_a_viewer_changes_nothing_through_any_state_changing_route(app, client, 
             "POST /account/tokens/<int:token_id>/revoke", "POST /connections/<int:connection_id>/delete"} <= set(checked)
 
 
-def test_the_viewer_allow_list_really_is_open_to_viewers(app, client, objects):
+def test_the_viewer_allow_list_really_is_open_to_viewers(client, viewer_token):
     """Each allowed route answers a viewer without a 403, so the list stays no longer than it must be."""
-    sign_in(client, "viewer@example.com", "viewer password 1")
-    token = csrf_token(client.get("/account").get_data(as_text=True))
-    bearer = {"Authorization": f"Bearer {objects['viewer_token']}"}
+    token = sign_in_as_viewer(client)
+    bearer = {"Authorization": f"Bearer {viewer_token}"}
     preview = {"schedule_type": "interval", "interval_minutes": 5}
     assert client.post("/api/schedule/preview", headers=bearer, json=preview).status_code == 200
     assert client.post("/tasks/preview", json=preview, headers={"X-CSRFToken": token}).status_code == 200
