@@ -172,3 +172,19 @@ def test_anonymous_callers_reach_no_private_route(app, client, objects):
             if not refused or snapshot(app) != before:
                 failures.append(f"{method} {rule.rule}: {response.status_code} {response.headers.get('Location', '')}")
     assert not failures, "reached without signing in:\n" + "\n".join(failures)
+
+
+def test_a_session_cookie_opens_no_api_route(app, signed_in, objects):
+    # The API is exempt from CSRF checks because it reads only bearer tokens; a cookie that opened it
+    # would let any site a signed-in admin visits send it requests.
+    failures = []
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("api.") or rule.endpoint in PUBLIC:
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            before = snapshot(app)
+            response = signed_in.open(url_for_rule(rule, objects), method=method,
+                                      json=API_BODIES.get(f"{method} {rule.rule}"))
+            if response.status_code != 401 or snapshot(app) != before:
+                failures.append(f"{method} {rule.rule}: {response.status_code}")
+    assert not failures, "answered to a session cookie alone:\n" + "\n".join(failures)
