@@ -1,0 +1,284 @@
+"""Every audited action writes its line: who, through which door (web or api), and what.
+
+The actions are read from the audit("...") calls in web/*.py, so an action added there without a
+scenario here fails test_every_audited_action_in_the_code_has_a_scenario.
+"""
+import ast
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from promptbeat.extensions import db
+from promptbeat.models import ApiToken, Connection, Task, utcnow
+from tests.conftest import csrf_token
+
+WEB_SOURCES = Path(__file__).resolve().parent.parent / "web"
+ADMIN, PASSWORD = "admin@example.com", "correct horse battery"
+SCENARIOS = {}
+
+
+def audited_actions_in_source():
+    """{(via, action)} for every audit() call in web/: the API module audits as "api", the pages as "web"."""
+    found = set()
+    for path in WEB_SOURCES.glob("*.py"):
+        via = "api" if path.stem == "api" else "web"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "audit" and node.args:
+                # The action may be chosen by an expression (pause or disable): every literal in it counts.
+                names = [n.value for n in ast.walk(node.args[0]) if isinstance(n, ast.Constant)
+                         and isinstance(n.value, str) and re.fullmatch(r"[a-z_]+", n.value)]
+                assert names, f"{path.name}:{node.lineno}: audit() with an action that is not a literal"
+                found.update((via, name) for name in names)
+    return found
+
+
+def scenario(via, action):
+    """Register how to perform an audited action; the function returns (user, details) the line must show."""
+    def register(perform):
+        SCENARIOS[(via, action)] = perform
+        return perform
+    return register
+
+
+class Actor:
+    """An admin with a browser session (signed in on first use) and an API token."""
+
+    def __init__(self, app, client, token):
+        self.app, self.client, self.bearer = app, client, {"Authorization": f"Bearer {token}"}
+        self.signed_in = False
+
+    def sign_in(self, password=PASSWORD):
+        page = self.client.get("/login").get_data(as_text=True)
+        return self.client.post("/login", data={"email": ADMIN, "password": password,
+                                                "csrf_token": csrf_token(page)})
+
+    def form(self, path, **data):
+        if not self.signed_in:
+            assert self.sign_in().status_code == 302
+            self.signed_in = True
+        token = csrf_token(self.client.get("/account").get_data(as_text=True))
+        response = self.client.post(path, data={"csrf_token": token, **data})
+        assert response.status_code in (200, 302), response.get_data(as_text=True)
+        return response
+
+    def api(self, method, path, **kwargs):
+        response = self.client.open("/api" + path, method=method, headers=self.bearer, **kwargs)
+        assert response.status_code < 300, response.get_data(as_text=True)
+        return response
+
+    def task(self, enabled=False):
+        with self.app.app_context():
+            task = Task(name="Audited", prompt="p", model="fake-model", schedule_type="crontab", cron="0 9 * * *",
+                        timezone="UTC", enabled=enabled, anchor_at=utcnow())
+            db.session.add(task)
+            db.session.commit()
+            return task.id
+
+    def connection(self):
+        with self.app.app_context():
+            connection = Connection(name="Audited endpoint", base_url="http://127.0.0.1:9/v1")
+            db.session.add(connection)
+            db.session.commit()
+            return connection.id
+
+
+TASK_FORM = {"name": "Form task", "prompt": "p", "model": "fake-model", "temperature": "0.7",
+             "schedule_type": "crontab", "cron": "0 9 * * *", "timezone": "UTC", "overlap_policy": "skip",
+             "webhook_format": "json"}
+
+
+@scenario("web", "sign_in")
+def _(actor):
+    assert actor.sign_in().status_code == 302
+    return ADMIN, {}
+
+
+@scenario("web", "sign_in_failed")
+def _(actor):
+    assert actor.sign_in("wrong password").status_code == 200
+    return "-", {"email": ADMIN}
+
+
+@scenario("web", "sign_out")
+def _(actor):
+    actor.form("/logout")
+    return ADMIN, {}
+
+
+@scenario("web", "language_changed")
+def _(actor):
+    actor.form("/account/language", language="zh_Hans")
+    return ADMIN, {"language": "zh_Hans"}
+
+
+@scenario("web", "api_token_created")
+def _(actor):
+    actor.form("/account/tokens", name="reporting")
+    with actor.app.app_context():
+        token_id = db.session.execute(db.select(ApiToken.id).filter_by(name="reporting")).scalar_one()
+    return ADMIN, {"token_id": token_id, "name": "reporting"}
+
+
+@scenario("web", "api_token_revoked")
+def _(actor):
+    with actor.app.app_context():
+        token_id = db.session.execute(db.select(ApiToken.id)).scalar_one()
+    actor.form(f"/account/tokens/{token_id}/revoke")
+    return ADMIN, {"token_id": token_id, "name": "default"}
+
+
+@scenario("web", "connection_created")
+def _(actor):
+    actor.form("/connections/", name="Made on the page", base_url="http://127.0.0.1:9/v1")
+    with actor.app.app_context():
+        connection_id = db.session.execute(db.select(Connection.id)).scalar_one()
+    return ADMIN, {"connection_id": connection_id, "name": "Made on the page"}
+
+
+@scenario("web", "connection_deleted")
+def _(actor):
+    connection_id = actor.connection()
+    actor.form(f"/connections/{connection_id}/delete")
+    return ADMIN, {"connection_id": connection_id, "name": "Audited endpoint"}
+
+
+@scenario("web", "task_created")
+def _(actor):
+    location = actor.form("/tasks/new", **TASK_FORM).headers["Location"]
+    return ADMIN, {"task_id": int(location.rstrip("/").rsplit("/", 1)[1]), "name": "Form task"}
+
+
+@scenario("web", "task_updated")
+def _(actor):
+    task_id = actor.task()
+    actor.form(f"/tasks/{task_id}/edit", **{**TASK_FORM, "name": "Renamed"})
+    return ADMIN, {"task_id": task_id, "name": "Renamed"}
+
+
+@scenario("web", "task_enabled")
+def _(actor):
+    task_id = actor.task()
+    actor.form(f"/tasks/{task_id}/enable")
+    return ADMIN, {"task_id": task_id}
+
+
+@scenario("web", "task_disabled")
+def _(actor):
+    task_id = actor.task(enabled=True)
+    actor.form(f"/tasks/{task_id}/disable", note="maintenance")
+    return ADMIN, {"task_id": task_id, "note": True}
+
+
+@scenario("web", "task_run_now")
+def _(actor):
+    task_id = actor.task()
+    actor.form(f"/tasks/{task_id}/run", allow_overlap="1")
+    with actor.app.app_context():
+        execution_id = db.session.get(Task, task_id).executions[0].id
+    return ADMIN, {"task_id": task_id, "execution_id": execution_id, "allow_overlap": True}
+
+
+@scenario("web", "task_deleted")
+def _(actor):
+    task_id = actor.task()
+    actor.form(f"/tasks/{task_id}/delete")
+    return ADMIN, {"task_id": task_id, "name": "Audited"}
+
+
+@scenario("api", "task_created")
+def _(actor):
+    task = actor.api("POST", "/tasks", json={"name": "API task", "prompt": "p", "schedule_type": "crontab",
+                                             "cron": "0 9 * * *"}).get_json()
+    return ADMIN, {"task_id": task["id"], "name": "API task"}
+
+
+@scenario("api", "task_updated")
+def _(actor):
+    task_id = actor.task()
+    actor.api("PATCH", f"/tasks/{task_id}", json={"prompt": "q", "name": "Renamed"})
+    return ADMIN, {"task_id": task_id, "fields": ["name", "prompt"]}
+
+
+@scenario("api", "task_deleted")
+def _(actor):
+    task_id = actor.task()
+    actor.api("DELETE", f"/tasks/{task_id}")
+    return ADMIN, {"task_id": task_id}
+
+
+@scenario("api", "task_enabled")
+def _(actor):
+    task_id = actor.task()
+    actor.api("POST", f"/tasks/{task_id}/enable")
+    return ADMIN, {"task_id": task_id}
+
+
+@scenario("api", "task_disabled")
+def _(actor):
+    task_id = actor.task(enabled=True)
+    actor.api("POST", f"/tasks/{task_id}/disable")
+    return ADMIN, {"task_id": task_id}
+
+
+@scenario("api", "task_paused")
+def _(actor):
+    task_id = actor.task(enabled=True)
+    actor.api("POST", f"/tasks/{task_id}/pause", json={"note": "maintenance"})
+    return ADMIN, {"task_id": task_id}
+
+
+@scenario("api", "task_resumed")
+def _(actor):
+    task_id = actor.task()
+    actor.api("POST", f"/tasks/{task_id}/resume")
+    return ADMIN, {"task_id": task_id}
+
+
+@scenario("api", "task_run_now")
+def _(actor):
+    task_id = actor.task()
+    execution = actor.api("POST", f"/tasks/{task_id}/run", json={"allow_overlap": True}).get_json()["execution"]
+    return ADMIN, {"task_id": task_id, "execution_id": execution["id"], "allow_overlap": True}
+
+
+@scenario("api", "connection_created")
+def _(actor):
+    connection = actor.api("POST", "/connections", json={"name": "From the API",
+                                                         "base_url": "http://127.0.0.1:9/v1"}).get_json()
+    return ADMIN, {"connection_id": connection["id"], "name": "From the API"}
+
+
+@scenario("api", "connection_updated")
+def _(actor):
+    connection_id = actor.connection()
+    actor.api("PATCH", f"/connections/{connection_id}", json={"name": "Renamed", "default_model": "fake-model"})
+    return ADMIN, {"connection_id": connection_id, "fields": ["default_model", "name"]}
+
+
+@scenario("api", "connection_deleted")
+def _(actor):
+    connection_id = actor.connection()
+    actor.api("DELETE", f"/connections/{connection_id}")
+    return ADMIN, {"connection_id": connection_id}
+
+
+def test_every_audited_action_in_the_code_has_a_scenario():
+    in_code = audited_actions_in_source()
+    assert in_code - set(SCENARIOS) == set(), "audited in web/ but not tested here"
+    assert set(SCENARIOS) - in_code == set(), "tested here but no longer audited in web/"
+
+
+@pytest.mark.parametrize("via, action", sorted(SCENARIOS), ids=lambda value: value)
+def test_an_audited_action_writes_its_line(app, client, api_token, caplog, via, action):
+    actor = Actor(app, client, api_token)
+    caplog.set_level(logging.INFO, logger="promptbeat.audit")
+    caplog.clear()
+    user, details = SCENARIOS[(via, action)](actor)
+    lines = [r.getMessage() for r in caplog.records if r.name == "promptbeat.audit"]
+    mine = [line for line in lines if re.search(rf"\baction={action}(\s|$)", line)]
+    assert len(mine) == 1, f"expected one {action} line among {lines}"
+    assert mine[0].startswith(f"user={user} via={via} action={action}"), mine[0]
+    for key, value in details.items():
+        assert f" {key}={value!r}" in mine[0], f"{key}={value!r} missing from {mine[0]!r}"
