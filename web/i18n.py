@@ -2,7 +2,7 @@
 from datetime import datetime, timezone
 
 from flask import request
-from flask_babel import Babel, format_timedelta, get_locale
+from flask_babel import Babel, format_timedelta, get_locale, get_translations
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
@@ -30,6 +30,18 @@ def relative_time(moment, now=None):
     return format_timedelta(moment - now, add_direction=True, threshold=1.0)
 
 
+def translate_message(text):
+    """Runtime text (an error, a status word) in the page's language, as plain text for escaping.
+
+    A known message comes back translated, anything else unchanged. Unlike `_()` in a template,
+    the result is never marked safe and never used as a format string, so markup, `%` and `{{` in
+    it reach the page as the characters they are.
+    """
+    if text is None:
+        return ""
+    return str(get_translations().gettext(str(text)))
+
+
 def html_lang():
     """The lang attribute for <html>: zh-Hans or en."""
     return str(get_locale()).replace("_", "-")
@@ -39,6 +51,7 @@ def init_app(app):
     babel.init_app(app, locale_selector=select_locale, default_translation_directories="translations")
     app.jinja_env.globals.update(LANGUAGES=LANGUAGES, html_lang=html_lang)
     app.jinja_env.filters["ago"] = relative_time
+    app.jinja_env.filters["message"] = translate_message
 
 
 # Words that reach templates as data (run status, trigger, role); listed so extraction finds them.

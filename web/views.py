@@ -9,6 +9,7 @@ from promptbeat.validation import TaskInputError
 from web import dashboard
 from web.charts import line_chart, sparkline
 from web.forms import TaskForm
+from web.i18n import translate_message
 from web.openapi import MAX_ID
 from web.presenters import describe_schedule, model_choices, next_run, preview_json, schedule_preview
 from web.rendering import markdown_to_html
@@ -153,7 +154,7 @@ def enable(task_id):
         service.set_enabled(task, True)
     except TaskInputError as exc:
         db.session.rollback()
-        flash(" ".join(_(message) for message in exc.errors.values()), "error")
+        flash(" ".join(translate_message(message) for message in exc.errors.values()), "error")
         return _back(task)
     audit("task_enabled", task_id=task.id)
     flash(_saved_message(task, "enabled"), "success")
@@ -168,7 +169,7 @@ def disable(task_id):
         service.set_enabled(task, False, note=(request.form.get("note") or "").strip() or None)
     except TaskInputError as exc:
         db.session.rollback()
-        flash(" ".join(_(message) for message in exc.errors.values()), "error")
+        flash(" ".join(translate_message(message) for message in exc.errors.values()), "error")
         return _back(task)
     audit("task_disabled", task_id=task.id, note=bool(task.pause_note))
     flash(_("“%(name)s” disabled; it will not run until you enable it.", name=task.name), "success")
