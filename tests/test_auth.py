@@ -103,10 +103,35 @@ def test_login_goes_to_the_page_asked_for(client, api_token):
     assert "Sign out (admin@example.com)" in page
 
 
-def test_login_never_redirects_off_site(client, api_token):
-    response = login(client, "admin@example.com", "correct horse battery", "?next=//evil.example/phish")
+# Each of these reads as another site to a browser: it drops tabs and newlines and reads "\\" as "/".
+OFF_SITE = ["//evil.example/phish", "/%09/evil.example", "/%0a/evil.example", "/%0d/evil.example",
+            "/\\evil.example", "\\/evil.example", "/%5Cevil.example", "https://evil.example/",
+            "http:/evil.example", "%2F%2Fevil.example", "/%00/evil.example", "evil.example", "/%E2%80%8B/evil.example"]
+
+
+@pytest.mark.parametrize("target", OFF_SITE)
+def test_login_never_redirects_off_site(client, api_token, target):
+    response = login(client, "admin@example.com", "correct horse battery", "?next=" + target)
     assert response.status_code == 302
     assert response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("target", OFF_SITE)
+def test_language_change_never_redirects_off_site(signed_in, target):
+    from urllib.parse import unquote
+
+    page = signed_in.get("/account").get_data(as_text=True)
+    response = signed_in.post("/account/language", data={"csrf_token": csrf_token(page), "language": "en",
+                                                          "next": unquote(target)})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/account"
+
+
+def test_language_change_returns_to_the_page_it_was_made_on(signed_in):
+    page = signed_in.get("/account").get_data(as_text=True)
+    response = signed_in.post("/account/language", data={"csrf_token": csrf_token(page), "language": "zh_Hans",
+                                                          "next": "/tasks/new?x=1"})
+    assert response.headers["Location"] == "/tasks/new?x=1"
 
 
 def test_logout(signed_in):
@@ -169,3 +194,4 @@ def test_create_admin_prints_a_working_token_stored_only_hashed(app, client, rol
         for value in row:
             assert token not in str(value)
             assert "s3cret-pass" not in str(value)
+

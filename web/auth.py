@@ -13,7 +13,7 @@ from wtforms.validators import DataRequired
 
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Role, User, hash_token, utcnow
-from web.security import audit, signin_limiter
+from web.security import audit, safe_next, signin_limiter
 
 bp = Blueprint("auth", __name__)
 # last_used_at is for people to spot stale tokens; minute precision spares a write per request.
@@ -59,7 +59,7 @@ def login():
         if user and user.check_password(form.password.data):
             login_user(user)
             audit("sign_in")
-            return redirect(_safe_next(request.args.get("next")) or url_for("tasks.index"))
+            return redirect(safe_next(request.args.get("next")) or url_for("tasks.index"))
         limiter.failed(request.remote_addr)
         audit("sign_in_failed", email=email)
         flash(_("Wrong email or password."), "error")
@@ -71,13 +71,6 @@ def logout():
     audit("sign_out")
     logout_user()
     return redirect(url_for("auth.login"))
-
-
-def _safe_next(target):
-    # Only same-site paths: an open redirect after sign-in is a phishing aid.
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return None
 
 
 def token_required(view):
