@@ -2,7 +2,7 @@
 import functools
 from datetime import timedelta
 
-from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user, login_user, logout_user
@@ -18,6 +18,7 @@ from web.security import audit, safe_next, signin_limiter
 bp = Blueprint("auth", __name__)
 # last_used_at is for people to spot stale tokens; minute precision spares a write per request.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+MIN_PASSWORD_LENGTH = 8
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = _l("Please sign in to see this page.")
@@ -28,8 +29,15 @@ PUBLIC_ENDPOINTS = {"auth.login", "static", "ops.healthz", "ops.metrics"}
 
 
 @login_manager.user_loader
-def load_user(user_id):
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+def load_user(session_user_id):
+    """The session's user while its session version is current; None signs the session out."""
+    user_id, _, version = session_user_id.partition(":")
+    if not (user_id.isdigit() and version.isdigit()):
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or user.session_version != int(version):
+        return None
+    return user
 
 
 def require_sign_in():
@@ -57,9 +65,12 @@ def login():
         email = form.email.data.strip().lower()
         user = db.session.execute(db.select(User).filter_by(email=email)).scalar()
         if user and user.check_password(form.password.data):
+            target = safe_next(request.args.get("next")) or url_for("tasks.index")
+            # A new session on sign-in: nothing set before it (by whoever handed over the cookie) carries on.
+            session.clear()
             login_user(user)
             audit("sign_in")
-            return redirect(safe_next(request.args.get("next")) or url_for("tasks.index"))
+            return redirect(target)
         limiter.failed(request.remote_addr)
         audit("sign_in_failed", email=email)
         flash(_("Wrong email or password."), "error")
@@ -68,8 +79,12 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    """Sign out: this user's sessions end in every browser, so a copied cookie stops working too."""
     audit("sign_out")
+    current_user.end_sessions()
+    db.session.commit()
     logout_user()
+    session.clear()
     return redirect(url_for("auth.login"))
 
 
@@ -108,8 +123,8 @@ def create_user(email, password, role=Role.ADMIN):
         raise ValueError(f"the role must be one of {', '.join(Role)}")
     if "@" not in email:
         raise ValueError(f"{email!r} is not an email address")
-    if len(password) < 8:
-        raise ValueError("the password must be at least 8 characters")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
     if db.session.execute(db.select(User).filter_by(email=email)).scalar():
         raise ValueError(f"a user {email} already exists")
     user = User(email=email, role=str(role))
