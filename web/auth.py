@@ -31,6 +31,8 @@ PUBLIC_ENDPOINTS = {"auth.login", "static", "ops.healthz", "ops.metrics"}
 @login_manager.user_loader
 def load_user(session_user_id):
     """The session's user while its session version is current; None signs the session out."""
+    if g.get("database_unavailable"):
+        return None  # the error page for a lost database shows no user rather than fail again
     user_id, _, version = session_user_id.partition(":")
     if not (user_id.isdigit() and version.isdigit()):
         return None

@@ -1,7 +1,7 @@
 """Two languages, English and Simplified Chinese, from the user's setting or the browser."""
 from datetime import datetime, timezone
 
-from flask import request
+from flask import g, request
 from flask_babel import Babel, format_timedelta, get_locale, get_translations
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -14,8 +14,15 @@ babel = Babel()
 
 def select_locale():
     """The user's chosen language, else the best match for Accept-Language, else English."""
+    # Without the database the user's setting cannot be read; the browser's language still can.
+    if g.get("database_unavailable"):
+        return _browser_locale()
     if current_user and current_user.is_authenticated and current_user.language in LANGUAGES:
         return current_user.language
+    return _browser_locale()
+
+
+def _browser_locale():
     tag = request.accept_languages.best_match(list(BROWSER_TAGS))
     if tag is None and any(lang.lower().startswith("zh") for lang, _ in request.accept_languages):
         tag = "zh"
