@@ -4,6 +4,7 @@ from sqlalchemy import create_engine, text
 
 from promptbeat.extensions import db
 from promptbeat.settings import Settings
+from tests.conftest import csrf_token
 from web import create_app
 
 # Nothing listens here: a database or Redis that is down.
@@ -76,6 +77,19 @@ def test_a_database_server_that_is_down_gives_503_pages_and_json(app, signed_in,
     assert "数据库" in page.get_data(as_text=True)  # in the browser's language, without the user's setting
     program = stopped_database_app.test_client().get("/api/tasks", headers={"Authorization": f"Bearer {api_token}"})
     assert program.status_code == 503 and program.get_json()["error"] == "unavailable"
+
+
+def test_sign_in_fails_closed_with_a_clear_message_when_redis_is_down(app, role_environ, api_token):
+    down = create_app(Settings.from_environ({**role_environ, "REDIS_URL": f"redis://{STOPPED}/0"}))
+    client = down.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    response = client.post("/login", data={"email": "admin@example.com", "password": "correct horse battery",
+                                           "csrf_token": csrf_token(page)})
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert "Sign-in is unavailable because its rate limit cannot be checked" in response.get_data(as_text=True)
+    assert client.get("/account").status_code == 302
+    with down.app_context():
+        db.engine.dispose()
 
 
 @pytest.mark.parametrize("method, path, allowed", [

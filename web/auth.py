@@ -13,7 +13,7 @@ from wtforms.validators import DataRequired
 
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Role, User, hash_token, utcnow
-from web.security import audit, safe_next, signin_limiter
+from web.security import SignInLimiterUnavailable, audit, safe_next, signin_limiter
 
 bp = Blueprint("auth", __name__)
 # last_used_at is for people to spot stale tokens; minute precision spares a write per request.
@@ -23,6 +23,8 @@ login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = _l("Please sign in to see this page.")
 csrf = CSRFProtect()
+# How long to wait before trying again when sign-in cannot be checked against the limiter.
+LIMITER_RETRY_AFTER_SECONDS = 30
 # Endpoints anyone may reach. The API checks its bearer tokens itself, and /metrics its own
 # optional token (PROMPTBEAT_METRICS_TOKEN) or is switched off (PROMPTBEAT_METRICS=false).
 PUBLIC_ENDPOINTS = {"auth.login", "static", "ops.healthz", "ops.metrics"}
@@ -60,9 +62,17 @@ class LoginForm(FlaskForm):
 def login():
     form = LoginForm()
     limiter = signin_limiter()
-    if form.is_submitted() and limiter.blocked(request.remote_addr):
-        flash(_("Too many failed sign-ins from your address. Wait a few minutes and try again."), "error")
-        return render_template("login.html", form=form), 429
+    if form.is_submitted():
+        try:
+            blocked = limiter.blocked(request.remote_addr)
+        except SignInLimiterUnavailable:
+            # Failing closed: without the count, unlimited password guessing would be possible.
+            flash(_("Sign-in is unavailable because its rate limit cannot be checked (Redis is not "
+                    "answering). Try again in a minute."), "error")
+            return render_template("login.html", form=form), 503, {"Retry-After": str(LIMITER_RETRY_AFTER_SECONDS)}
+        if blocked:
+            flash(_("Too many failed sign-ins from your address. Wait a few minutes and try again."), "error")
+            return render_template("login.html", form=form), 429
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         user = db.session.execute(db.select(User).filter_by(email=email)).scalar()

@@ -104,6 +104,10 @@ def safe_next(target):
     return target
 
 
+class SignInLimiterUnavailable(Exception):
+    """The failed sign-in count cannot be read, so sign-in must wait."""
+
+
 class SignInLimiter:
     """At most N failed sign-ins per address per window, counted in Redis so every web process shares them."""
 
@@ -115,12 +119,12 @@ class SignInLimiter:
         return f"{self.prefix}signin:{address}"
 
     def blocked(self, address):
+        """Whether the address used up its failed sign-ins; SignInLimiterUnavailable when Redis does not answer."""
         try:
             return int(self.client.get(self._key(address)) or 0) >= self.attempts
-        except redis.RedisError:
-            # Better a working sign-in than a locked-out admin while Redis is down.
-            logger.warning("sign-in limiter unavailable; not limiting", exc_info=True)
-            return False
+        except redis.RedisError as error:
+            logger.warning("sign-in limiter unavailable; refusing sign-in", exc_info=True)
+            raise SignInLimiterUnavailable(str(error)) from error
 
     def failed(self, address):
         try:
