@@ -103,3 +103,23 @@ def test_405_answers_say_which_methods_are_allowed(client, method, path, allowed
     assert set(response.headers["Allow"].split(", ")) == allowed
     if path.startswith("/api/"):
         assert response.get_json()["error"] == "method_not_allowed"
+
+
+def test_a_nul_in_the_search_is_a_400_with_a_message(signed_in):
+    response = signed_in.get("/?q=%00")
+    assert response.status_code == 400
+    assert "The search cannot contain NUL characters." in response.get_data(as_text=True)
+    fragment = signed_in.get("/?q=a%00b", headers={"HX-Request": "true"})
+    assert fragment.status_code == 400
+
+
+@pytest.mark.parametrize("page", ["9" * 20, "-" + "9" * 20, "1e99", "0", ""])
+def test_any_page_number_gives_a_page(app, signed_in, api, page):
+    task_id = api.post("/tasks", json={"name": "Paged", "prompt": "p", "interval_seconds": 600,
+                                       "enabled": False}).get_json()["id"]
+    for path in ["/", f"/tasks/{task_id}", f"/tasks/{task_id}/runs"]:
+        response = signed_in.get(path, query_string={"page": page})
+        assert response.status_code == 200, (path, response.status_code)
+    listing = signed_in.get("/", query_string={"page": page}).get_data(as_text=True)
+    # A page past the end is empty; the number is clamped, never passed on to the database as it came.
+    assert (f'data-task-id="{task_id}"' in listing) == (page != "9" * 20)

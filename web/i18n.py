@@ -72,6 +72,7 @@ DATA_WORDS = (
     _l("Give a date and time, for example 2030-01-31T09:00."), _l("The end must come after the start."),
     _l("Use an ISO 8601 date and time, for example 2030-01-31T09:00 or 2030-01-31T09:00+01:00."),
     _l("Must be one of: skip, allow."), _l("active"), _l("paused"), _l("completed"),
+    _l("The search cannot contain NUL characters."),
 )
 # Connection messages from promptbeat.connections and promptbeat.crypto that the connections page shows.
 CONNECTION_WORDS = (

@@ -34,7 +34,10 @@ def _is_fragment():
 
 @bp.get("/")
 def index():
-    filters = dashboard.Filters.from_args(request.args)
+    try:
+        filters = dashboard.Filters.from_args(request.args)
+    except dashboard.InvalidFilter as exc:
+        abort(400, description=_(exc.message))
     page = dashboard.task_page(filters)
     stats = dashboard.recent_runs([t.id for t in page.items])
     version = dashboard.signature(page.items, stats)
@@ -139,7 +142,7 @@ def runs_fragment(task_id):
 
 
 def _runs_page(task):
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = dashboard.page_number(request.args)
     query = db.select(Execution).filter_by(task_id=task.id).order_by(Execution.id.desc())
     runs = db.paginate(query, page=page, per_page=RUNS_PER_PAGE, error_out=False)
     version = "-".join(f"{r.id}{r.status[0]}" for r in runs.items)[:200] or "0"
