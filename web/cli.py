@@ -1,4 +1,4 @@
-"""Admin commands: `flask --app web create-admin EMAIL`, `create-user EMAIL --role viewer`, `set-role`, `set-password`."""
+"""Admin commands: `flask --app web create-admin EMAIL`, `create-user`, `set-role`, `set-password`, `ensure-admin`."""
 import secrets
 
 import click
