@@ -13,7 +13,7 @@ from web.i18n import translate_message
 from web.openapi import MAX_ID
 from web.presenters import describe_schedule, model_choices, next_run, preview_json, schedule_preview
 from web.rendering import markdown_to_html
-from web.security import admin_required, audit
+from web.security import admin_required, audit, safe_next
 
 bp = Blueprint("tasks", __name__)
 RUNS_PER_PAGE = 20
@@ -202,9 +202,8 @@ def delete(task_id):
 
 
 def _back(task):
-    if request.form.get("next") == "list":
-        return redirect(url_for("tasks.index"))
-    return redirect(url_for("tasks.detail", task_id=task.id))
+    """Back to the page the action was taken on (the form's `next`, when on this site), else the task's page."""
+    return redirect(safe_next(request.form.get("next")) or url_for("tasks.detail", task_id=task.id))
 
 
 def _saved_message(task, verb):
