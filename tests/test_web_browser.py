@@ -129,6 +129,9 @@ def test_a_crafted_link_opened_by_a_signed_in_admin_changes_nothing(app, server,
     page.get_by_label("Password").fill("correct horse battery")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    # htmx read its hardening from the page's htmx-config meta tag.
+    assert page.evaluate("[htmx.config.selfRequestsOnly, htmx.config.allowScriptTags, htmx.config.allowEval]") == [
+        True, False, False]
     # The strongest attacker: one who already holds the session's CSRF token. The page's own htmx,
     # loaded by a script tag the CSP allows ('self'), would post the pause as soon as it loads.
     page.goto(server + "/account")
