@@ -5,7 +5,7 @@ import secrets
 from datetime import datetime, timezone
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from promptbeat.extensions import db
@@ -82,6 +82,8 @@ class User(db.Model):
     # A locale code ("en", "zh_Hans"), or None to follow the browser's Accept-Language.
     language: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Part of every session's user id: raising it ends the user's sessions everywhere, server-side.
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
 
     tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -91,7 +93,19 @@ class User(db.Model):
     is_anonymous = False
 
     def get_id(self):
-        return str(self.id)
+        """The session's user id, "<id>:<session version>": a session of an older version no longer signs in."""
+        return f"{self.id}:{self.session_version or 0}"
+
+    def end_sessions(self):
+        """Sign the user out of every browser."""
+        self.session_version = (self.session_version or 0) + 1
+
+    @validates("role", "password_hash")
+    def _credentials_changed(self, key, value):
+        # Sessions carry the rights and the password they were opened with; when those change, they end.
+        if getattr(self, key) is not None and value != getattr(self, key):
+            self.end_sessions()
+        return value
 
     @property
     def is_admin(self):

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Task, User, hash_token
-from tests.conftest import csrf_token
+from tests.conftest import csrf_token, issue_api_token
 from tests.services import ROOT, role_env
 
 API_CALLS = [
@@ -103,10 +103,35 @@ def test_login_goes_to_the_page_asked_for(client, api_token):
     assert "Sign out (admin@example.com)" in page
 
 
-def test_login_never_redirects_off_site(client, api_token):
-    response = login(client, "admin@example.com", "correct horse battery", "?next=//evil.example/phish")
+# Each of these reads as another site to a browser: it drops tabs and newlines and reads "\\" as "/".
+OFF_SITE = ["//evil.example/phish", "/%09/evil.example", "/%0a/evil.example", "/%0d/evil.example",
+            "/\\evil.example", "\\/evil.example", "/%5Cevil.example", "https://evil.example/",
+            "http:/evil.example", "%2F%2Fevil.example", "/%00/evil.example", "evil.example", "/%E2%80%8B/evil.example"]
+
+
+@pytest.mark.parametrize("target", OFF_SITE)
+def test_login_never_redirects_off_site(client, api_token, target):
+    response = login(client, "admin@example.com", "correct horse battery", "?next=" + target)
     assert response.status_code == 302
     assert response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("target", OFF_SITE)
+def test_language_change_never_redirects_off_site(signed_in, target):
+    from urllib.parse import unquote
+
+    page = signed_in.get("/account").get_data(as_text=True)
+    response = signed_in.post("/account/language", data={"csrf_token": csrf_token(page), "language": "en",
+                                                          "next": unquote(target)})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/account"
+
+
+def test_language_change_returns_to_the_page_it_was_made_on(signed_in):
+    page = signed_in.get("/account").get_data(as_text=True)
+    response = signed_in.post("/account/language", data={"csrf_token": csrf_token(page), "language": "zh_Hans",
+                                                          "next": "/tasks/new?x=1"})
+    assert response.headers["Location"] == "/tasks/new?x=1"
 
 
 def test_logout(signed_in):
@@ -169,3 +194,92 @@ def test_create_admin_prints_a_working_token_stored_only_hashed(app, client, rol
         for value in row:
             assert token not in str(value)
             assert "s3cret-pass" not in str(value)
+
+
+def session_cookie(client):
+    return client.get_cookie("session").value
+
+
+def replay(app, cookie):
+    """A second browser holding a copy of a session cookie."""
+    other = app.test_client()
+    other.set_cookie("session", cookie)
+    return other
+
+
+def make_task(app):
+    with app.app_context():
+        task = Task(name="Feed", prompt="p", model="m", schedule_type="interval", interval_seconds=600,
+                    timezone="UTC", enabled=True)
+        db.session.add(task)
+        db.session.commit()
+        return task.id
+
+
+def test_a_cookie_saved_before_sign_out_no_longer_works(app, signed_in):
+    task_id = make_task(app)
+    page = signed_in.get("/account").get_data(as_text=True)
+    saved, token = session_cookie(signed_in), csrf_token(page)
+    assert replay(app, saved).get("/account").status_code == 200
+    assert signed_in.post("/logout", data={"csrf_token": token}).status_code == 302
+
+    copy = replay(app, saved)
+    assert copy.get("/account").status_code == 302
+    response = copy.post(f"/tasks/{task_id}/disable", data={"csrf_token": token, "note": "after sign-out"})
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    with app.app_context():
+        task = db.session.get(Task, task_id)
+        assert task.enabled and task.pause_note is None
+
+
+def test_sign_in_starts_a_new_session(app, client, api_token):
+    page = client.get("/login").get_data(as_text=True)
+    before, token_before = session_cookie(client), csrf_token(page)
+    assert login(client, "admin@example.com", "correct horse battery").status_code == 302
+    assert session_cookie(client) != before
+    # Nothing from the session handed over before sign-in carries on: not even its CSRF token.
+    assert client.post("/logout", data={"csrf_token": token_before}).status_code == 400
+    assert replay(app, before).get("/account").status_code == 302
+
+
+def test_a_new_password_ends_existing_sessions(app, signed_in):
+    result = app.test_cli_runner().invoke(args=["set-password", "admin@example.com", "--password", "a new password"])
+    assert result.exit_code == 0, result.output
+    assert signed_in.get("/account").status_code == 302
+    assert login(signed_in, "admin@example.com", "correct horse battery").status_code == 200
+    assert login(signed_in, "admin@example.com", "a new password").status_code == 302
+    assert signed_in.get("/account").status_code == 200
+
+
+def test_a_new_role_ends_existing_sessions_and_the_same_role_does_not(app, signed_in):
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["set-role", "admin@example.com", "admin"]).exit_code == 0
+    assert signed_in.get("/account").status_code == 200
+    result = runner.invoke(args=["set-role", "admin@example.com", "viewer"])
+    assert result.exit_code == 0, result.output
+    assert signed_in.get("/account").status_code == 302
+    assert login(signed_in, "admin@example.com", "correct horse battery").status_code == 302
+    assert signed_in.get("/tasks/new").status_code == 403
+
+
+def test_set_password_through_the_model_ends_sessions(app, signed_in):
+    assert signed_in.get("/account").status_code == 200
+    with app.app_context():
+        user = db.session.execute(db.select(User)).scalar_one()
+        user.set_password("another password")
+        db.session.commit()
+    assert signed_in.get("/account").status_code == 302
+
+
+def test_changing_the_language_keeps_the_session(signed_in):
+    page = signed_in.get("/account").get_data(as_text=True)
+    signed_in.post("/account/language", data={"csrf_token": csrf_token(page), "language": "zh_Hans"})
+    assert signed_in.get("/account").status_code == 200
+
+
+def test_set_role_and_set_password_refuse_unknown_users_and_short_passwords(app):
+    runner = app.test_cli_runner()
+    assert "no user nobody@example.com" in runner.invoke(args=["set-role", "nobody@example.com", "viewer"]).output
+    issue_api_token(app)
+    result = runner.invoke(args=["set-password", "admin@example.com", "--password", "short"])
+    assert result.exit_code != 0 and "at least 8 characters" in result.output

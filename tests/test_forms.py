@@ -174,9 +174,9 @@ def test_task_list(api, signed_in):
     assert re.search(r"\d{4}-\d\d-\d\d 01:00:00 UTC", rows[1])
 
 
-def post_action(client, task_id, action, back="detail"):
+def post_action(client, task_id, action, back=None):
     page = client.get(f"/tasks/{task_id}").get_data(as_text=True)
-    return client.post(f"/tasks/{task_id}/{action}", data={"csrf_token": csrf_token(page), "next": back})
+    return client.post(f"/tasks/{task_id}/{action}", data={"csrf_token": csrf_token(page), "next": back or ""})
 
 
 def test_disable_enable_and_run_buttons(app, api, signed_in, redis_client):
@@ -191,8 +191,8 @@ def test_disable_enable_and_run_buttons(app, api, signed_in, redis_client):
     page = text(signed_in.get(f"/tasks/{task_id}"))
     assert flashes(page) == ["“Morning note” disabled; it will not run until you enable it."]
 
-    response = post_action(signed_in, task_id, "enable", back="list")
-    assert response.headers["Location"] == "/"
+    response = post_action(signed_in, task_id, "enable", back="/?status=disabled&page=2")
+    assert response.headers["Location"] == "/?status=disabled&page=2"
     assert load_task(app, task_id).enabled is True
     assert redis_client.exists(key)
 
@@ -202,6 +202,17 @@ def test_disable_enable_and_run_buttons(app, api, signed_in, redis_client):
     page = text(signed_in.get(f"/tasks/{task_id}"))
     assert flashes(page) == ["“Morning note” queued to run now."]
     assert f'id="run-{run.id}"' in page
+
+
+def test_row_actions_return_to_the_filtered_list_and_never_off_site(app, api, signed_in):
+    task_id = api.post("/tasks", json={"name": "Row", "prompt": "p", "interval_seconds": 600,
+                                       "enabled": False}).get_json()["id"]
+    listing = signed_in.get("/?status=disabled&sort=newest").get_data(as_text=True)
+    back = re.search(r'name="next" value="([^"]+)"', listing).group(1)
+    assert back.replace("&amp;", "&") in ("/?status=disabled&sort=newest", "/?sort=newest&status=disabled")
+    for target in ["//evil.example", "/\t/evil.example", "/\\evil.example", "https://evil.example/"]:
+        response = post_action(signed_in, task_id, "run", back=target)
+        assert response.headers["Location"] == f"/tasks/{task_id}", target
 
 
 def test_delete_button(app, api, signed_in, redis_client):

@@ -108,3 +108,50 @@ def test_sign_in_create_watch_run_read_output_switch_language_disable_sign_out(s
     expect(page.locator("input[name=email]")).to_be_visible()
     shot(page, "7-signed-out")
     assert not [e for e in page.errors if "Content Security Policy" in e], page.errors
+
+
+def test_a_crafted_link_opened_by_a_signed_in_admin_changes_nothing(app, server, page, api_token):
+    from urllib.parse import urlencode
+
+    from playwright.sync_api import expect
+
+    from promptbeat.extensions import db
+    from promptbeat.models import Task, utcnow
+
+    with app.app_context():
+        task = Task(name="Target", prompt="p", model="fake-model", schedule_type="crontab", cron="0 9 * * *",
+                    timezone="UTC", enabled=True, anchor_at=utcnow())
+        db.session.add(task)
+        db.session.commit()
+        task_id = task.id
+    page.goto(server + "/login")
+    page.get_by_label("Email").fill("admin@example.com")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    # htmx read its hardening from the page's htmx-config meta tag.
+    assert page.evaluate("[htmx.config.selfRequestsOnly, htmx.config.allowScriptTags, htmx.config.allowEval]") == [
+        True, False, False]
+    # The strongest attacker: one who already holds the session's CSRF token. The page's own htmx,
+    # loaded by a script tag the CSP allows ('self'), would post the pause as soon as it loads.
+    page.goto(server + "/account")
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    payload = (f'<script src="/static/vendor/htmx.min.js"></script>'
+               f'<form id="attack" hx-post="/tasks/{task_id}/disable" hx-trigger="load">'
+               f'<input name="csrf_token" value="{token}"><input name="note" value="paused by a link"></form>')
+    links = [
+        "/tasks/preview?" + urlencode({"schedule_type": "fixed_time", "time": "09:00", "timezone": payload}),
+        "/tasks/preview?" + urlencode({"schedule_type": "crontab", "cron": payload}),
+        "/?" + urlencode({"q": payload}),
+        f"/tasks/{task_id}?" + urlencode({"page": payload}),
+    ]
+    for link in links:
+        page.goto(server + link)
+        page.wait_for_load_state("networkidle")
+        with app.app_context():
+            task = db.session.get(Task, task_id)
+            assert (task.enabled, task.pause_note) == (True, None), f"{link} paused the task"
+        expect(page.locator("#attack")).to_have_count(0)
+        if "timezone=" in link:
+            expect(page.locator(".field-error").first).to_contain_text("hx-post")  # the input, shown as text
+            shot(page, "crafted-link")

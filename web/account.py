@@ -6,7 +6,7 @@ from flask_login import current_user
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken
 from web.i18n import LANGUAGES
-from web.security import admin_required, audit
+from web.security import admin_required, audit, safe_next
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 MAX_TOKEN_NAME = 100
@@ -33,7 +33,7 @@ def language():
     current_user.language = choice or None
     db.session.commit()
     audit("language_changed", language=choice or "browser")
-    return redirect(_same_site(request.form.get("next")) or url_for("account.index"))
+    return redirect(safe_next(request.form.get("next")) or url_for("account.index"))
 
 
 @bp.post("/tokens")
@@ -63,9 +63,3 @@ def revoke_token(token_id):
     audit("api_token_revoked", token_id=token_id, name=name)
     flash(_("Token “%(name)s” revoked.", name=name), "success")
     return redirect(url_for("account.index"))
-
-
-def _same_site(target):
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return None

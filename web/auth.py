@@ -2,7 +2,7 @@
 import functools
 from datetime import timedelta
 
-from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user, login_user, logout_user
@@ -13,23 +13,35 @@ from wtforms.validators import DataRequired
 
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Role, User, hash_token, utcnow
-from web.security import audit, signin_limiter
+from web.security import SignInLimiterUnavailable, audit, safe_next, signin_limiter
 
 bp = Blueprint("auth", __name__)
 # last_used_at is for people to spot stale tokens; minute precision spares a write per request.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+MIN_PASSWORD_LENGTH = 8
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = _l("Please sign in to see this page.")
 csrf = CSRFProtect()
+# How long to wait before trying again when sign-in cannot be checked against the limiter.
+LIMITER_RETRY_AFTER_SECONDS = 30
 # Endpoints anyone may reach. The API checks its bearer tokens itself, and /metrics its own
 # optional token (PROMPTBEAT_METRICS_TOKEN) or is switched off (PROMPTBEAT_METRICS=false).
 PUBLIC_ENDPOINTS = {"auth.login", "static", "ops.healthz", "ops.metrics"}
 
 
 @login_manager.user_loader
-def load_user(user_id):
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+def load_user(session_user_id):
+    """The session's user while its session version is current; None signs the session out."""
+    if g.get("database_unavailable"):
+        return None  # the error page for a lost database shows no user rather than fail again
+    user_id, _, version = session_user_id.partition(":")
+    if not (user_id.isdigit() and version.isdigit()):
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or user.session_version != int(version):
+        return None
+    return user
 
 
 def require_sign_in():
@@ -50,16 +62,27 @@ class LoginForm(FlaskForm):
 def login():
     form = LoginForm()
     limiter = signin_limiter()
-    if form.is_submitted() and limiter.blocked(request.remote_addr):
-        flash(_("Too many failed sign-ins from your address. Wait a few minutes and try again."), "error")
-        return render_template("login.html", form=form), 429
+    if form.is_submitted():
+        try:
+            blocked = limiter.blocked(request.remote_addr)
+        except SignInLimiterUnavailable:
+            # Failing closed: without the count, unlimited password guessing would be possible.
+            flash(_("Sign-in is unavailable because its rate limit cannot be checked (Redis is not "
+                    "answering). Try again in a minute."), "error")
+            return render_template("login.html", form=form), 503, {"Retry-After": str(LIMITER_RETRY_AFTER_SECONDS)}
+        if blocked:
+            flash(_("Too many failed sign-ins from your address. Wait a few minutes and try again."), "error")
+            return render_template("login.html", form=form), 429
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         user = db.session.execute(db.select(User).filter_by(email=email)).scalar()
         if user and user.check_password(form.password.data):
+            target = safe_next(request.args.get("next")) or url_for("tasks.index")
+            # A new session on sign-in: nothing set before it (by whoever handed over the cookie) carries on.
+            session.clear()
             login_user(user)
             audit("sign_in")
-            return redirect(_safe_next(request.args.get("next")) or url_for("tasks.index"))
+            return redirect(target)
         limiter.failed(request.remote_addr)
         audit("sign_in_failed", email=email)
         flash(_("Wrong email or password."), "error")
@@ -68,16 +91,13 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    """Sign out: this user's sessions end in every browser, so a copied cookie stops working too."""
     audit("sign_out")
+    current_user.end_sessions()
+    db.session.commit()
     logout_user()
+    session.clear()
     return redirect(url_for("auth.login"))
-
-
-def _safe_next(target):
-    # Only same-site paths: an open redirect after sign-in is a phishing aid.
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return None
 
 
 def token_required(view):
@@ -115,8 +135,8 @@ def create_user(email, password, role=Role.ADMIN):
         raise ValueError(f"the role must be one of {', '.join(Role)}")
     if "@" not in email:
         raise ValueError(f"{email!r} is not an email address")
-    if len(password) < 8:
-        raise ValueError("the password must be at least 8 characters")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
     if db.session.execute(db.select(User).filter_by(email=email)).scalar():
         raise ValueError(f"a user {email} already exists")
     user = User(email=email, role=str(role))

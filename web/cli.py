@@ -1,4 +1,4 @@
-"""Admin commands: `flask --app web create-admin EMAIL`, `create-user EMAIL --role viewer`, `ensure-admin`."""
+"""Admin commands: `flask --app web create-admin EMAIL`, `create-user`, `set-role`, `set-password`, `ensure-admin`."""
 import secrets
 
 import click
@@ -8,7 +8,7 @@ from promptbeat import connections
 from promptbeat.extensions import db
 from promptbeat.models import Role, Task, User
 from promptbeat.sync import reconcile
-from web.auth import create_user
+from web.auth import MIN_PASSWORD_LENGTH, create_user
 
 
 def register(app):
@@ -39,6 +39,28 @@ def register(app):
         click.echo(f"Created {user.role} {user.email}. API token (shown once):")
         click.echo(token)
 
+    @app.cli.command("set-role")
+    @click.argument("email")
+    @click.argument("role", type=click.Choice([str(r) for r in Role]))
+    def set_role(email, role):
+        """Give a user another role; their browser sessions end, so the new rights apply at once."""
+        user = _user(email)
+        user.role = role
+        db.session.commit()
+        click.echo(f"{user.email} is now {user.role}; their sessions were ended.")
+
+    @app.cli.command("set-password")
+    @click.argument("email")
+    @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+    def set_password(email, password):
+        """Set a user's password; their browser sessions end."""
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise click.ClickException(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
+        user = _user(email)
+        user.set_password(password)
+        db.session.commit()
+        click.echo(f"Password of {user.email} changed; their sessions were ended.")
+
     @app.cli.command("ensure-admin")
     def ensure_admin():
         """Create admin@localhost with a random password when there are no users yet."""
@@ -61,3 +83,10 @@ def register(app):
     def rotate_keys_command():
         """Re-encrypt every stored API key under the first PROMPTBEAT_FERNET_KEYS key."""
         click.echo(f"re-encrypted {connections.rotate_keys()} API key(s) under the first key")
+
+
+def _user(email):
+    user = db.session.execute(db.select(User).filter_by(email=email.strip().lower())).scalar()
+    if user is None:
+        raise click.ClickException(f"no user {email.strip().lower()}")
+    return user

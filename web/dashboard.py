@@ -10,6 +10,8 @@ from promptbeat.extensions import db
 from promptbeat.models import SCHEDULE_TYPES, Execution, ExecutionStatus, Task, UTCDateTime
 
 PER_PAGE = 25
+# Far beyond any real list, and small enough that its row offset fits every database's integers.
+MAX_PAGE = 1_000_000
 RECENT_RUNS = 20
 SORTS = {
     "name": (Task.name, Task.id),
@@ -66,6 +68,19 @@ class TaskStats:
         return {"duration_ms": self.durations, "total_tokens": self.tokens}[attribute]
 
 
+class InvalidFilter(ValueError):
+    """A query string the dashboard cannot search with; `message` says why, in English."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+def page_number(args):
+    """The `page` argument as a page number from 1 to MAX_PAGE; anything else reads as the nearest of those."""
+    return min(max(args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
+
+
 @dataclass(frozen=True)
 class Filters:
     """The dashboard's search box, filters and sort, read from the query string."""
@@ -81,12 +96,16 @@ class Filters:
         status = args.get("status", "")
         kind = args.get("type", "")
         sort = args.get("sort", "name")
+        search = args.get("q", "").strip()[:200]
+        if "\x00" in search:
+            # No name holds a NUL character, and PostgreSQL refuses one in a query.
+            raise InvalidFilter("The search cannot contain NUL characters.")
         return cls(
-            search=args.get("q", "").strip()[:200],
+            search=search,
             status=status if status in STATUSES else "",
             schedule_type=kind if kind in SCHEDULE_TYPES else "",
             sort=sort if sort in SORTS else "name",
-            page=max(args.get("page", 1, type=int) or 1, 1),
+            page=page_number(args),
         )
 
     def args(self, **changes):

@@ -1,8 +1,8 @@
 """Two languages, English and Simplified Chinese, from the user's setting or the browser."""
 from datetime import datetime, timezone
 
-from flask import request
-from flask_babel import Babel, format_timedelta, get_locale
+from flask import g, request
+from flask_babel import Babel, format_timedelta, get_locale, get_translations
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
@@ -14,8 +14,15 @@ babel = Babel()
 
 def select_locale():
     """The user's chosen language, else the best match for Accept-Language, else English."""
+    # Without the database the user's setting cannot be read; the browser's language still can.
+    if g.get("database_unavailable"):
+        return _browser_locale()
     if current_user and current_user.is_authenticated and current_user.language in LANGUAGES:
         return current_user.language
+    return _browser_locale()
+
+
+def _browser_locale():
     tag = request.accept_languages.best_match(list(BROWSER_TAGS))
     if tag is None and any(lang.lower().startswith("zh") for lang, _ in request.accept_languages):
         tag = "zh"
@@ -30,6 +37,18 @@ def relative_time(moment, now=None):
     return format_timedelta(moment - now, add_direction=True, threshold=1.0)
 
 
+def translate_message(text):
+    """Runtime text (an error, a status word) in the page's language, as plain text for escaping.
+
+    A known message comes back translated, anything else unchanged. Unlike `_()` in a template,
+    the result is never marked safe and never used as a format string, so markup, `%` and `{{` in
+    it reach the page as the characters they are.
+    """
+    if text is None:
+        return ""
+    return str(get_translations().gettext(str(text)))
+
+
 def html_lang():
     """The lang attribute for <html>: zh-Hans or en."""
     return str(get_locale()).replace("_", "-")
@@ -39,6 +58,7 @@ def init_app(app):
     babel.init_app(app, locale_selector=select_locale, default_translation_directories="translations")
     app.jinja_env.globals.update(LANGUAGES=LANGUAGES, html_lang=html_lang)
     app.jinja_env.filters["ago"] = relative_time
+    app.jinja_env.filters["message"] = translate_message
 
 
 # Words that reach templates as data (run status, trigger, role); listed so extraction finds them.
@@ -52,6 +72,7 @@ DATA_WORDS = (
     _l("Give a date and time, for example 2030-01-31T09:00."), _l("The end must come after the start."),
     _l("Use an ISO 8601 date and time, for example 2030-01-31T09:00 or 2030-01-31T09:00+01:00."),
     _l("Must be one of: skip, allow."), _l("active"), _l("paused"), _l("completed"),
+    _l("The search cannot contain NUL characters."),
 )
 # Connection messages from promptbeat.connections and promptbeat.crypto that the connections page shows.
 CONNECTION_WORDS = (

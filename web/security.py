@@ -1,6 +1,8 @@
 """Hardening for the web role: security headers, cookie flags, proxies, sign-in rate limit, roles, audit."""
 import functools
 import logging
+import unicodedata
+from urllib.parse import urlsplit
 
 import redis
 from flask import abort, current_app, g, jsonify, request
@@ -85,6 +87,27 @@ def admin_required(view):
     return wrapper
 
 
+def safe_next(target):
+    r"""`target` if it is a path on this site, else None: the one check for every `next` and return address.
+
+    Browsers drop tabs and newlines from a URL and read a backslash as a slash, so `/<TAB>/evil.example`
+    and `/\evil.example` lead to another site: control characters, backslashes and scheme-relative
+    starts are refused rather than cleaned.
+    """
+    if not isinstance(target, str) or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target or any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
+
+
+class SignInLimiterUnavailable(Exception):
+    """The failed sign-in count cannot be read, so sign-in must wait."""
+
+
 class SignInLimiter:
     """At most N failed sign-ins per address per window, counted in Redis so every web process shares them."""
 
@@ -96,12 +119,12 @@ class SignInLimiter:
         return f"{self.prefix}signin:{address}"
 
     def blocked(self, address):
+        """Whether the address used up its failed sign-ins; SignInLimiterUnavailable when Redis does not answer."""
         try:
             return int(self.client.get(self._key(address)) or 0) >= self.attempts
-        except redis.RedisError:
-            # Better a working sign-in than a locked-out admin while Redis is down.
-            logger.warning("sign-in limiter unavailable; not limiting", exc_info=True)
-            return False
+        except redis.RedisError as error:
+            logger.warning("sign-in limiter unavailable; refusing sign-in", exc_info=True)
+            raise SignInLimiterUnavailable(str(error)) from error
 
     def failed(self, address):
         try:

@@ -9,10 +9,11 @@ from promptbeat.validation import TaskInputError
 from web import dashboard
 from web.charts import line_chart, sparkline
 from web.forms import TaskForm
+from web.i18n import translate_message
 from web.openapi import MAX_ID
 from web.presenters import describe_schedule, model_choices, next_run, preview_json, schedule_preview
 from web.rendering import markdown_to_html
-from web.security import admin_required, audit
+from web.security import admin_required, audit, safe_next
 
 bp = Blueprint("tasks", __name__)
 RUNS_PER_PAGE = 20
@@ -33,7 +34,10 @@ def _is_fragment():
 
 @bp.get("/")
 def index():
-    filters = dashboard.Filters.from_args(request.args)
+    try:
+        filters = dashboard.Filters.from_args(request.args)
+    except dashboard.InvalidFilter as exc:
+        abort(400, description=_(exc.message))
     page = dashboard.task_page(filters)
     stats = dashboard.recent_runs([t.id for t in page.items])
     version = dashboard.signature(page.items, stats)
@@ -138,7 +142,7 @@ def runs_fragment(task_id):
 
 
 def _runs_page(task):
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = dashboard.page_number(request.args)
     query = db.select(Execution).filter_by(task_id=task.id).order_by(Execution.id.desc())
     runs = db.paginate(query, page=page, per_page=RUNS_PER_PAGE, error_out=False)
     version = "-".join(f"{r.id}{r.status[0]}" for r in runs.items)[:200] or "0"
@@ -153,7 +157,7 @@ def enable(task_id):
         service.set_enabled(task, True)
     except TaskInputError as exc:
         db.session.rollback()
-        flash(" ".join(_(message) for message in exc.errors.values()), "error")
+        flash(" ".join(translate_message(message) for message in exc.errors.values()), "error")
         return _back(task)
     audit("task_enabled", task_id=task.id)
     flash(_saved_message(task, "enabled"), "success")
@@ -168,7 +172,7 @@ def disable(task_id):
         service.set_enabled(task, False, note=(request.form.get("note") or "").strip() or None)
     except TaskInputError as exc:
         db.session.rollback()
-        flash(" ".join(_(message) for message in exc.errors.values()), "error")
+        flash(" ".join(translate_message(message) for message in exc.errors.values()), "error")
         return _back(task)
     audit("task_disabled", task_id=task.id, note=bool(task.pause_note))
     flash(_("“%(name)s” disabled; it will not run until you enable it.", name=task.name), "success")
@@ -198,9 +202,8 @@ def delete(task_id):
 
 
 def _back(task):
-    if request.form.get("next") == "list":
-        return redirect(url_for("tasks.index"))
-    return redirect(url_for("tasks.detail", task_id=task.id))
+    """Back to the page the action was taken on (the form's `next`, when on this site), else the task's page."""
+    return redirect(safe_next(request.form.get("next")) or url_for("tasks.detail", task_id=task.id))
 
 
 def _saved_message(task, verb):
