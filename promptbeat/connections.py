@@ -2,7 +2,6 @@
 import logging
 import re
 import unicodedata
-from urllib.parse import urlsplit
 
 from flask import current_app
 
@@ -92,20 +91,22 @@ def origin_change_errors(connection, base_url, data):
         return {}
     errors = {}
     if connection.api_key_encrypted and "api_key" not in data:
-        errors["api_key"] = ("The URL now points to another server: give its API key again, or \"\" to "
-                             "remove the stored one.")
+        errors["api_key"] = "The URL now points to another server: give its API key again, or remove the stored one."
+    # Headers left out of the request are kept, as masked ones are.
     given = data.get("extra_headers", {"": MASK})
     if connection.extra_headers and isinstance(given, dict) and MASK in given.values():
-        errors["extra_headers"] = ("The URL now points to another server: give the header values again, "
-                                   "or {} to remove them.")
+        errors["extra_headers"] = "The URL now points to another server: give the header values again, or remove them."
     return errors
 
 
 def _origin(url):
     if not url:
         return DEFAULT_ORIGIN
-    parts = urlsplit(url)
-    return (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or netguard.DEFAULT_PORTS[parts.scheme])
+    try:
+        parts = netguard.http_url(url)
+    except netguard.AddressRefused:
+        return None  # a URL saved before URLs were checked: any change of it counts as a move
+    return parts.scheme.lower(), parts.hostname.lower(), parts.port or netguard.DEFAULT_PORTS[parts.scheme]
 
 
 def _text(value, field, errors, limit, required=False):
