@@ -21,14 +21,16 @@ MODELS = json.dumps({"object": "list", "data": [{"id": "caught-model", "object":
 class Catcher:
     """An HTTP server that records every request's path and headers and answers with one fixed body."""
 
-    def __init__(self, body=MODELS, content_type="application/json"):
+    def __init__(self, body=MODELS, content_type="application/json", status=200, location=None):
         self.requests = []
         catcher = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 catcher.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-                self.send_response(200)
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -226,6 +228,27 @@ def test_calls_connect_to_the_address_that_was_checked_not_to_a_second_answer(ap
     result = api.post(f"/connections/{created.get_json()['id']}/test").get_json()
     assert result["ok"] is True and result["models"] == ["caught-model"] and answers == ["127.0.0.1"]
     assert [headers["host"] for _, headers in server.requests] == [f"models.rebind.test:{port}"]
+
+
+def test_a_redirect_is_checked_like_the_first_request(app, api, swap_settings, catcher, monkeypatch):
+    server = catcher(status=307, location="http://10.255.255.1:1/v1/models")
+    # As above: 127.0.0.1 stands for a public address, the only kind a test can serve on.
+    monkeypatch.setattr(netguard, "_reason", lambda address: None if str(address) == "127.0.0.1" else "private")
+    swap_settings(connection_allow_private=False)
+    created = api.post("/connections", json={"name": "Redirecting", "base_url": server.url}).get_json()
+    result = api.post(f"/connections/{created['id']}/test").get_json()
+    assert result["ok"] is False and result["error_class"] == "AddressRefused" and "10.255.255.1" in result["message"]
+    assert len(server.requests) == 1
+
+
+def test_a_url_saved_before_urls_were_checked_counts_as_moved(app, api):
+    with app.app_context():
+        db.session.add(Connection(name="Old", base_url="http://old.example:99999/v1",
+                                  api_key_encrypted=crypto.encrypt(app.config["PROMPTBEAT"], "sk-old")))
+        db.session.commit()
+        connection_id = db.session.execute(db.select(Connection.id)).scalar_one()
+    answer = api.patch(f"/connections/{connection_id}", json={"base_url": "http://old.example:9999/v1"})
+    assert answer.status_code == 422 and "api_key" in answer.get_json()["fields"]
 
 
 # --- Header values are secrets ---------------------------------------------------------------------------
