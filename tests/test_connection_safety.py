@@ -163,6 +163,35 @@ def test_viewers_cannot_edit_a_connection_on_its_page(app, api, client, fake_llm
     assert api.get(f"/connections/{created['id']}").get_json()["name"] == "Viewed"
 
 
+def test_viewers_cannot_change_test_or_delete_connections_through_the_api_or_the_page(app, api, client, fake_llm):
+    created = api.post("/connections", json={"name": "Guarded", "base_url": fake_llm.url,
+                                             "api_key": "sk-guarded"}).get_json()
+    before = stored_rows(app)
+    viewer = {"Authorization": f"Bearer {issue_api_token(app, 'v@example.com', 'viewer password 1', 'viewer')}"}
+    path = f"/api/connections/{created['id']}"
+    answers = [client.patch(path, json={"name": "Taken"}, headers=viewer), client.delete(path, headers=viewer),
+               client.post(f"{path}/test", headers=viewer),
+               client.post("/api/connections", json={"name": "New", "base_url": fake_llm.url}, headers=viewer)]
+    login = client.get("/login").get_data(as_text=True)
+    client.post("/login", data={"email": "v@example.com", "password": "viewer password 1",
+                                "csrf_token": csrf_token(login)})
+    token = csrf_token(client.get("/connections/").get_data(as_text=True))
+    for action in ("delete", "test", "edit"):
+        answers.append(client.post(f"/connections/{created['id']}/{action}", data={"csrf_token": token,
+                                                                                    "name": "Taken"}))
+    answers.append(client.post("/connections/", data={"csrf_token": token, "name": "New", "base_url": fake_llm.url}))
+    assert [answer.status_code for answer in answers] == [403] * len(answers)
+    assert stored_rows(app) == before
+
+
+def test_the_api_returns_no_form_of_the_key(app, api, fake_llm):
+    created = api.post("/connections", json={"name": "Keyed", "base_url": fake_llm.url, "api_key": "sk-keyed"})
+    (row,) = stored_rows(app)
+    for answer in (created, api.get(f"/connections/{row['id']}"), api.get("/connections")):
+        text = answer.get_data(as_text=True)
+        assert "sk-keyed" not in text and row["api_key_encrypted"] not in text and "api_key_encrypted" not in text
+
+
 # --- Address policy --------------------------------------------------------------------------------------
 
 def test_private_addresses_are_allowed_by_default_for_local_servers(app, api, fake_llm):
