@@ -1,5 +1,6 @@
 """Chat completions through the official openai client, with errors classified and made readable."""
 import itertools
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -7,17 +8,29 @@ from dataclasses import dataclass, field
 import httpx2 as httpx
 import openai
 
+from promptbeat import netguard
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to send a completion: an OpenAI-compatible base URL, its key and extra headers."""
+    """Where to send a completion: an OpenAI-compatible base URL, its key and extra headers.
+
+    Header values are secrets like the key. Without allow_private, calls connect only to public
+    addresses of the URL's host, checked as each request is sent (promptbeat.netguard).
+    """
 
     base_url: str | None
     api_key: str | None = field(default=None, repr=False)
-    headers: tuple = ()
+    headers: tuple = field(default=(), repr=False)
     name: str = "default"
+    allow_private: bool = True
+
+    @property
+    def secrets(self):
+        """The key and header values: what must never be stored or shown in an error."""
+        return (self.api_key, *(value for _, value in self.headers))
 
 
 class LLMError(Exception):
@@ -66,7 +79,8 @@ def client_for(endpoint):
         )
     # Local servers such as Ollama accept any key; the SDK insists on one.
     api_key = endpoint.api_key or "not-needed"
-    cache_key = (endpoint.base_url, api_key, endpoint.headers, next(_turns) % CLIENTS_PER_ENDPOINT)
+    cache_key = (endpoint.base_url, api_key, endpoint.headers, endpoint.allow_private,
+                 next(_turns) % CLIENTS_PER_ENDPOINT)
     client = _clients.get(cache_key)
     if client is None:
         with _clients_lock:
@@ -86,13 +100,18 @@ def close_clients():
 
 
 def _new_client(endpoint, api_key):
+    if endpoint.allow_private:
+        http_client = openai.DefaultHttpxClient(limits=POOL_LIMITS)
+    else:
+        http_client = openai.DefaultHttpxClient(
+            transport=netguard.CheckedTransport("PROMPTBEAT_CONNECTION_ALLOW_PRIVATE", limits=POOL_LIMITS))
     return openai.OpenAI(
         api_key=api_key,
         base_url=endpoint.base_url,
         default_headers=dict(endpoint.headers) or None,
         # promptbeat retries itself (promptbeat.retry), so every attempt is counted and recorded.
         max_retries=0,
-        http_client=openai.DefaultHttpxClient(limits=POOL_LIMITS),
+        http_client=http_client,
     )
 
 
@@ -105,9 +124,15 @@ def build_messages(prompt, system_prompt=None):
     return messages
 
 
-def redact(message, secret):
-    """Remove a secret from text that may be stored or shown."""
-    return message.replace(secret, "***") if secret and message else message
+# Shorter header values (a "1", a "yes") are not secrets and would cut up every message they occur in.
+MIN_REDACTED = 4
+
+
+def redact(message, *secrets):
+    """Remove secrets from text that may be stored or shown."""
+    for secret in sorted((s for s in secrets if s and len(s) >= MIN_REDACTED), key=len, reverse=True):
+        message = message.replace(secret, "***") if message else message
+    return message
 
 
 def complete(endpoint, *, model, prompt, system_prompt=None, temperature=None, max_tokens=None, timeout=120.0):
@@ -121,16 +146,29 @@ def complete(endpoint, *, model, prompt, system_prompt=None, temperature=None, m
     try:
         return _create(client, params)
     except LLMError as exc:
-        raise LLMError(redact(str(exc), endpoint.api_key), exc.error_class, exc.status, exc.retry_after) from None
+        raise LLMError(redact(str(exc), *endpoint.secrets), exc.error_class, exc.status, exc.retry_after) from None
 
 
 def list_models(endpoint, timeout=15.0):
     """The model ids the endpoint serves: one cheap call that needs no tokens, to test a connection."""
     client = client_for(endpoint)
+
+    def get(*, timeout):
+        return client.get("/models", cast_to=object, options={"timeout": timeout})
+
     try:
-        return sorted(model.id for model in _call(client.models.list, {"timeout": timeout}))
+        return models_from(_call(get, {"timeout": timeout}))
     except LLMError as exc:
-        raise LLMError(redact(str(exc), endpoint.api_key), exc.error_class, exc.status, exc.retry_after) from None
+        raise LLMError(redact(str(exc), *endpoint.secrets), exc.error_class, exc.status, exc.retry_after) from None
+
+
+def models_from(body):
+    """The sorted model ids in a model list's JSON ({"data": [{"id": ...}, ...]})."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise LLMError("APIResponseValidationError: the server's answer is not a list of models",
+                       "APIResponseValidationError")
+    return sorted(item["id"] for item in data if isinstance(item, dict) and isinstance(item.get("id"), str))
 
 
 def _create(client, params):
@@ -185,10 +223,17 @@ def _call(method, params):
     except openai.APITimeoutError:
         raise LLMError(f"APITimeoutError: no answer within {params['timeout']:g} s", "APITimeoutError") from None
     except openai.APIConnectionError as exc:
+        if isinstance(exc.__cause__, netguard.RefusedConnection):
+            # Permanent, so not retried: the address policy will refuse the next attempt as well.
+            raise LLMError(f"AddressRefused: {exc.__cause__}", "AddressRefused") from None
         raise LLMError(f"APIConnectionError: could not reach the model server ({exc.__cause__ or exc})",
                        "APIConnectionError") from None
     except openai.OpenAIError as exc:
         raise LLMError(f"{type(exc).__name__}: {exc}", type(exc).__name__) from None
+    except json.JSONDecodeError as exc:
+        # Said to be JSON (the SDK decodes only then) but is not: a proxy's error page, a wrong URL.
+        raise LLMError(f"APIResponseValidationError: the server's answer is not valid JSON ({exc})",
+                       "APIResponseValidationError") from None
 
 
 def retry_after_seconds(headers):

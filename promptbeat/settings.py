@@ -79,6 +79,8 @@ class Settings:
     fernet_keys: tuple = field(default=(), repr=False)
     prices: dict = field(default_factory=dict)
     webhook_allow_private: bool = False
+    # Local model servers (Ollama, vLLM) live at private addresses, so connections may use them unless forbidden.
+    connection_allow_private: bool = True
     webhook_attempts: int = 3
     webhook_timeout_seconds: float = 10.0
     db_pool_size: int = 20
@@ -144,6 +146,8 @@ class Settings:
                               if k.strip()),
             prices=_prices(environ),
             webhook_allow_private=_bool(environ, "PROMPTBEAT_WEBHOOK_ALLOW_PRIVATE", cls.webhook_allow_private),
+            connection_allow_private=_bool(environ, "PROMPTBEAT_CONNECTION_ALLOW_PRIVATE",
+                                           cls.connection_allow_private),
             webhook_attempts=_int(environ, "PROMPTBEAT_WEBHOOK_ATTEMPTS", cls.webhook_attempts),
             webhook_timeout_seconds=_float(environ, "PROMPTBEAT_WEBHOOK_TIMEOUT", cls.webhook_timeout_seconds),
             db_pool_size=_int(environ, "PROMPTBEAT_DB_POOL_SIZE", cls.db_pool_size),

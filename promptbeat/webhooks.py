@@ -1,59 +1,31 @@
 """Delivery of a run's result to a task's webhook: JSON or Slack text, retried, never failing the run."""
-import ipaddress
 import logging
-import socket
 import time
 from urllib.parse import urlsplit
 
 import httpx2 as httpx
 
+from promptbeat import netguard
 from promptbeat.models import WebhookFormat, utcnow
 
 logger = logging.getLogger(__name__)
 SLACK_TEXT_LIMIT = 3000
-DEFAULT_PORTS = {"http": 80, "https": 443}
 HEADERS = {"User-Agent": "promptbeat-webhook"}
-
-
-class WebhookRefused(ValueError):
-    """The target is not allowed (bad URL, or a private address without permission)."""
+# The error validation.py catches for a refused webhook_url.
+WebhookRefused = netguard.AddressRefused
+EXAMPLE = "https://hooks.example.com/promptbeat"
+SETTING = "PROMPTBEAT_WEBHOOK_ALLOW_PRIVATE"
 
 
 def check_target(url, allow_private):
     """Refuse URLs that are not http(s) and, unless private targets are allowed, hosts that resolve to
-    private, loopback or link-local addresses.
+    any non-public address (promptbeat.netguard).
 
     The host is resolved here, so a public-looking name that points inside the network is refused too.
     """
-    parts = _http_url(url)
+    parts = netguard.http_url(url, EXAMPLE)
     if not allow_private:
-        checked_addresses(parts, allow_private=False)
-
-
-def checked_addresses(parts, allow_private):
-    """Resolve the URL's host once and check every address it has; returns them (as text)."""
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme], type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise WebhookRefused(f"The host {parts.hostname!r} does not resolve.") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
-    if allow_private:
-        return addresses
-    for text in addresses:
-        address = ipaddress.ip_address(text.split("%")[0])
-        if not address.is_global or address.is_multicast:
-            raise WebhookRefused(
-                f"{parts.hostname} resolves to {address}, a private or reserved address; "
-                "set PROMPTBEAT_WEBHOOK_ALLOW_PRIVATE=1 to allow such targets."
-            )
-    return addresses
-
-
-def _http_url(url):
-    parts = urlsplit(url or "")
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise WebhookRefused("Use an http(s) URL such as https://hooks.example.com/promptbeat.")
-    return parts
+        netguard.checked_addresses(parts, allow_private=False, setting=SETTING)
 
 
 def payload(task, execution, kind):
@@ -83,8 +55,9 @@ def deliver(url, body, settings, sleep=time.sleep):
     """POST body with a few retries; returns (status, attempts) where status is delivered, failed or refused."""
     attempts = []
     try:
-        addresses = checked_addresses(_http_url(url), settings.webhook_allow_private)
-    except WebhookRefused as exc:
+        addresses = netguard.checked_addresses(netguard.http_url(url, EXAMPLE), settings.webhook_allow_private,
+                                               SETTING)
+    except netguard.AddressRefused as exc:
         attempts.append({"attempt": 1, "at": _iso(utcnow()), "error": str(exc)})
         return "refused", attempts
     # Redirects are not followed: a redirect could lead to an address the check above refuses.
@@ -109,18 +82,8 @@ def deliver(url, body, settings, sleep=time.sleep):
 
 
 def pinned_request(client, url, address, body):
-    """A POST of body to url sent to an address its host was resolved to and checked at.
-
-    Sending to the name would resolve it again, and the second answer (DNS rebinding) was never
-    checked. The name still goes in the Host header and, for https, in the TLS handshake, where the
-    certificate is verified against it.
-    """
-    target = httpx.URL(url)
-    if "%" in address:  # a zone-scoped link-local address (only when private targets are allowed)
-        return client.build_request("POST", target, json=body, headers=HEADERS)
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    return client.build_request("POST", target.copy_with(host=address), json=body,
-                                headers={**HEADERS, "Host": target.netloc.decode("ascii")}, extensions=extensions)
+    """A POST of body to url, sent to an address its host was resolved to and checked at."""
+    return netguard.pinned(client.build_request("POST", url, json=body, headers=HEADERS), address)
 
 
 def _iso(moment):

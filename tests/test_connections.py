@@ -119,19 +119,20 @@ def test_a_task_uses_its_connection_and_its_headers(app, api, fake_llm):
 
 @pytest.mark.slow
 def test_the_key_never_reaches_a_response_page_log_or_record(app, api, signed_in, fake_llm, live_roles, caplog):
-    """A server that echoes the key in its error (some do) still leaves no trace of it anywhere."""
+    """A server that echoes the key and a header value in its error (some do) leaves no trace of them anywhere."""
     caplog.set_level(logging.DEBUG)
-    key = "sk-secret-" + secrets.token_hex(16)
+    key, header = "sk-secret-" + secrets.token_hex(16), "hdr-secret-" + secrets.token_hex(16)
     bodies = []
 
     def keep(response):
         bodies.append(response.get_data(as_text=True))
         return response
 
-    connection = keep(api.post("/connections", json={"name": "Leaky", "base_url": fake_llm.url, "api_key": key}))
+    connection = keep(api.post("/connections", json={"name": "Leaky", "base_url": fake_llm.url, "api_key": key,
+                                                     "extra_headers": {"X-Org": header}}))
     connection_id = connection.get_json()["id"]
     fake_llm.queue_responses([{"status": 401, "body": {"error": {
-        "message": f"Incorrect API key provided: {key}.", "type": "invalid_request_error", "code": "invalid_api_key"}}}])
+        "message": f"Incorrect API key provided: {key} (org {header}).", "type": "invalid_request_error", "code": "invalid_api_key"}}}])
     created = keep(api.post("/tasks", json={"name": "Leak check", "prompt": "Who am I", "schedule_type": "interval",
                                             "interval_seconds": 600, "connection_id": connection_id}))
     task_id = created.get_json()["id"]
@@ -144,7 +145,7 @@ def test_the_key_never_reaches_a_response_page_log_or_record(app, api, signed_in
 
     (failed,) = wait_for(finished, 15, "the run with the echoed key")
     assert failed.status == "failed" and failed.error_class == "AuthenticationError"
-    assert "Incorrect API key provided: ***" in failed.error
+    assert "Incorrect API key provided: *** (org ***)" in failed.error
     keep(api.post(f"/tasks/{task_id}/run"))
     wait_for(lambda: len(finished() or []) == 2, 15, "the second run")
 
@@ -160,13 +161,14 @@ def test_the_key_never_reaches_a_response_page_log_or_record(app, api, signed_in
         records = [repr({c.name: getattr(r, c.name) for c in Execution.__table__.columns}) for r in rows]
     first, second = sorted(finished(), key=lambda run: run.id)
     # The log checked is the one that recorded both runs, the refused call's error included.
-    logged = [f"task {task_id} run {first.id} attempt 1 failed: ", "Incorrect API key provided: ***",
+    logged = [f"task {task_id} run {first.id} attempt 1 failed: ", "Incorrect API key provided: *** (org ***)",
               f"task {task_id} run {second.id} (manual) success"]
     wait_for(lambda: all(line in live_roles["worker"].output() for line in logged), 10, "both runs in the worker log")
     worker_log = live_roles["worker"].output()
     for where, text in [("responses and pages", "\n".join(bodies)), ("worker log", worker_log),
                         ("web log", caplog.text), ("execution records", "\n".join(records))]:
         assert key not in text, f"the API key leaked into the {where}"
+        assert header not in text, f"the header value leaked into the {where}"
 
 
 def test_task_form_picks_a_connection_and_a_webhook(app, api, signed_in, fake_llm):

@@ -52,3 +52,21 @@ def test_an_answer_that_is_not_a_completion_object_is_a_clear_error():
         llm.completion_from(["not", "a", "completion"])
     assert caught.value.error_class == "APIResponseValidationError"
     assert "not a chat completion" in str(caught.value)
+
+
+def test_every_secret_is_redacted_from_an_error_but_short_header_values_are_left():
+    endpoint = llm.Endpoint("http://127.0.0.1:9/v1", "sk-abc-123", headers=(("X-Org", "org-secret"), ("X-Beta", "1")))
+    assert llm.redact("key sk-abc-123, org org-secret, HTTP 401", *endpoint.secrets) == "key ***, org ***, HTTP 401"
+    assert "org-secret" not in repr(endpoint) and "sk-abc-123" not in repr(endpoint)
+
+
+@pytest.mark.parametrize("body", [{"data": 5}, [1, 2], "<html>", None, {"object": "list"}])
+def test_an_answer_that_is_not_a_model_list_is_a_clear_error(body):
+    with pytest.raises(llm.LLMError) as caught:
+        llm.models_from(body)
+    assert caught.value.error_class == "APIResponseValidationError"
+
+
+def test_a_model_list_gives_its_ids_sorted_and_skips_entries_without_one():
+    body = {"object": "list", "data": [{"id": "b"}, {"id": "a"}, {"object": "model"}, "junk", {"id": 3}]}
+    assert llm.models_from(body) == ["a", "b"]

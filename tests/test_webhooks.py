@@ -21,9 +21,9 @@ from promptbeat.models import Execution, Task
 
 
 class Receiver:
-    """An HTTP receiver that answers `failures` 500s first, then 200, and keeps every body."""
+    """An HTTP receiver that answers `failures` times with failure_status first, then 200, and keeps every body."""
 
-    def __init__(self, failures=0):
+    def __init__(self, failures=0, failure_status=500, headers=()):
         self.bodies, self.hosts, self.failures = [], [], failures
         receiver = self
 
@@ -31,8 +31,10 @@ class Receiver:
             def do_POST(self):
                 receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 receiver.hosts.append(self.headers["Host"])
-                status = 500 if len(receiver.bodies) <= receiver.failures else 200
-                self.send_response(status)
+                failing = len(receiver.bodies) <= receiver.failures
+                self.send_response(failure_status if failing else 200)
+                for name, value in headers if failing else ():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -53,8 +55,8 @@ class Receiver:
 def receiver():
     made = []
 
-    def make(failures=0):
-        made.append(Receiver(failures))
+    def make(failures=0, failure_status=500, headers=()):
+        made.append(Receiver(failures, failure_status, headers))
         return made[-1]
 
     yield make
@@ -110,7 +112,12 @@ def test_a_failing_webhook_never_fails_the_run(app, fake_llm, receiver):
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://localhost/hook", "http://10.1.2.3/hook",
-                                 "http://169.254.169.254/latest/meta-data", "http://[::1]/hook", "ftp://example.com/x"])
+                                 "http://169.254.169.254/latest/meta-data", "http://[::1]/hook", "ftp://example.com/x",
+                                 # IPv6 spellings of a loopback IPv4 address: compatible, NAT64, 6to4, mapped.
+                                 "http://[::127.0.0.1]/hook", "http://[64:ff9b::7f00:1]/hook",
+                                 "http://[2002:7f00:1::]/hook", "http://[::ffff:127.0.0.1]/hook",
+                                 "http://0.0.0.0:9/hook", "http://[::]:9/hook", "http://100.64.0.1/hook",
+                                 "http://[::1/hook"])
 def test_private_targets_are_refused_at_save_and_at_delivery(app, api, url):
     original = app.config["PROMPTBEAT"]
     app.config["PROMPTBEAT"] = strict = dataclasses.replace(original, webhook_allow_private=False)
@@ -123,6 +130,25 @@ def test_private_targets_are_refused_at_save_and_at_delivery(app, api, url):
         assert status == "refused" and len(attempts) == 1 and "error" in attempts[0]
     finally:
         app.config["PROMPTBEAT"] = original
+
+
+def test_a_redirect_is_not_followed(app, fake_llm, receiver):
+    inside = receiver()
+    hook = receiver(failures=99, failure_status=307, headers=[("Location", inside.url)])
+    with app.app_context():
+        execution = run_with_webhook(app, "Redirected", hook.url)
+        assert execution.webhook_status == "failed" and inside.bodies == []
+        assert {a["status"] for a in execution.webhook_attempts} == {307}
+
+
+@pytest.mark.parametrize(("status", "attempts"), [(400, 1), (404, 1), (410, 1), (408, 3), (429, 3), (503, 3)])
+def test_only_timeouts_rate_limits_and_server_errors_are_retried(app, fake_llm, receiver, status, attempts):
+    hook = receiver(failures=99, failure_status=status)
+    with app.app_context():
+        execution = run_with_webhook(app, f"Answered {status}", hook.url)
+        assert execution.webhook_status == "failed"
+        assert [a["status"] for a in execution.webhook_attempts] == [status] * attempts
+        assert len(hook.bodies) == attempts
 
 
 def test_delivery_goes_to_the_address_that_was_checked_not_to_a_second_answer(app, receiver, monkeypatch):

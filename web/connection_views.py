@@ -1,4 +1,4 @@
-"""The connections page: list, add, test and delete OpenAI-compatible endpoints. Keys are write-only."""
+"""The connections page: list, add, edit, test and delete OpenAI-compatible endpoints. Secrets are write-only."""
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import login_required
@@ -21,9 +21,19 @@ def _connection_or_404(connection_id):
     return db.session.get(Connection, connection_id) or abort(404)
 
 
-def _page(errors=None, values=None, status=200):
+def _page(errors=None, values=None, status=200, editing=None):
+    """The page; errors and values belong to the form of the connection being edited, else to the new one."""
     rows = db.session.execute(db.select(Connection).order_by(Connection.name)).scalars().all()
-    return render_template("connections.html", connections=rows, errors=errors or {}, values=values or {}), status
+    return render_template("connections.html", connections=rows, errors=errors or {}, values=values or {},
+                           editing=editing, masked_headers=connections.masked_headers), status
+
+
+def _failed(exc, data, editing=None):
+    db.session.rollback()
+    # Messages listed in web.i18n read in the page's language; any other stays in English.
+    errors = {field: _(message) for field, message in exc.errors.items()}
+    # Secrets are never echoed back into the form, even after a failed save.
+    return _page(errors, {k: v for k, v in data.items() if k != "api_key"}, 422, editing)
 
 
 @bp.get("/")
@@ -38,12 +48,29 @@ def create():
     try:
         connection = connections.save_connection(data)
     except connections.ConnectionInputError as exc:
-        db.session.rollback()
-        # Messages listed in web.i18n read in the page's language; any other stays in English.
-        errors = {field: _(message) for field, message in exc.errors.items()}
-        # The key is never echoed back into the form, even after a failed save.
-        return _page(errors, {k: v for k, v in data.items() if k != "api_key"}, 422)
+        return _failed(exc, data)
     audit("connection_created", connection_id=connection.id, name=connection.name)
+    flash(_("Connection “%(name)s” saved.", name=connection.name), "success")
+    return redirect(url_for("connections.index"))
+
+
+@bp.post("/<int:connection_id>/edit")
+@admin_required
+def update(connection_id):
+    """Change a connection; an empty key field keeps the stored key, unless the URL moves to another server."""
+    connection = _connection_or_404(connection_id)
+    data = {name: request.form.get(name, "") for name in ("name", "base_url", "default_model")}
+    if request.form.get("remove_key"):
+        data["api_key"] = ""
+    elif request.form.get("api_key", "").strip():
+        data["api_key"] = request.form["api_key"]
+    if request.form.get("remove_headers"):
+        data["extra_headers"] = {}
+    try:
+        connections.save_connection(data, connection)
+    except connections.ConnectionInputError as exc:
+        return _failed(exc, data, editing=connection_id)
+    audit("connection_updated", connection_id=connection_id, fields=sorted(data))
     flash(_("Connection “%(name)s” saved.", name=connection.name), "success")
     return redirect(url_for("connections.index"))
 
