@@ -137,6 +137,15 @@ def _(actor):
     return ADMIN, {"connection_id": connection_id, "name": "Made on the page"}
 
 
+@scenario("web", "connection_updated")
+def _(actor):
+    connection_id = actor.connection()
+    with actor.app.app_context():
+        base_url = db.session.get(Connection, connection_id).base_url
+    actor.form(f"/connections/{connection_id}/edit", name="Renamed endpoint", base_url=base_url, default_model="")
+    return ADMIN, {"connection_id": connection_id, "fields": ["base_url", "default_model", "name"]}
+
+
 @scenario("web", "connection_deleted")
 def _(actor):
     connection_id = actor.connection()

@@ -73,16 +73,18 @@ def contexts():
     good_preview = {"errors": {}, "description": HOSTILE, "runs": [now]}
     task_page = dict(task=hostile_task(), runs=runs, version=HOSTILE, upcoming=[now + timedelta(hours=1)],
                      charts=charts)
+    connections_page = dict(
+        connections=[Connection(id=3, name=HOSTILE, base_url=HOSTILE, default_model=HOSTILE,
+                                api_key_encrypted=HOSTILE, extra_headers={HOSTILE: HOSTILE})],
+        masked_headers=lambda connection: {HOSTILE: HOSTILE},
+        values={"name": HOSTILE, "base_url": HOSTILE, "api_key": HOSTILE, "default_model": HOSTILE},
+        errors={"name": HOSTILE, "base_url": HOSTILE, "api_key": HOSTILE, "default_model": HOSTILE,
+                "extra_headers": HOSTILE})
     return {
         "account.html": [dict(tokens=[ApiToken(id=1, name=HOSTILE, created_at=now, last_used_at=now)],
                               new_token=HOSTILE)],
         "base.html": [{}],
-        "connections.html": [dict(connections=[Connection(id=3, name=HOSTILE, base_url=HOSTILE,
-                                                          default_model=HOSTILE, api_key_encrypted=HOSTILE)],
-                                  values={"name": HOSTILE, "base_url": HOSTILE, "api_key": HOSTILE,
-                                          "default_model": HOSTILE},
-                                  errors={"name": HOSTILE, "base_url": HOSTILE, "api_key": HOSTILE,
-                                          "default_model": HOSTILE})],
+        "connections.html": [connections_page, {**connections_page, "editing": 3}],
         "error.html": [dict(message=HOSTILE)],
         "login.html": [dict(form=LoginForm(meta={"csrf": False},
                                            formdata=MultiDict({"email": HOSTILE, "password": HOSTILE})))],
