@@ -1,11 +1,10 @@
 """How tasks and executions are shown: the shapes shared by pages and the API."""
 import functools
 import logging
-from zoneinfo import ZoneInfo
 
 from cron_descriptor import Options, get_description
 from flask import current_app
-from flask_babel import get_locale
+from flask_babel import get_locale, gettext
 from sqlalchemy import func
 
 from promptbeat import schedules
@@ -46,6 +45,12 @@ def next_run(task):
     """When beat will next fire the task, or None."""
     runs = next_runs(task, 1)
     return runs[0] if runs else None
+
+
+def schedule_problem(task):
+    """What keeps the task's schedule from working, in the page's language, or None."""
+    message = schedules.problem(task)
+    return gettext(message) if message else None
 
 
 def status(task):
@@ -179,7 +184,7 @@ def _describe_cached(key, locale):
     if task.schedule_type == ScheduleType.INTERVAL:
         words = "每" + _chinese_duration(task.interval_seconds)
     elif task.schedule_type == ScheduleType.ONCE:
-        local = task.run_at.astimezone(ZoneInfo(zone)) if task.run_at else None
+        local, zone = schedules.local_time(task.run_at, zone)
         words = f"仅一次，于 {local:%Y-%m-%d %H:%M}（{zone}）" if local else "仅一次"
     elif task.schedule_type == ScheduleType.FIXED_TIME:
         words = f"每天 {task.fixed_time}（{zone}）"
@@ -219,6 +224,8 @@ CHINESE_NAMES = {
 
 
 def _chinese_duration(seconds):
+    if not isinstance(seconds, int) or seconds <= 0:
+        return f" {seconds} 秒"
     for unit, size in (("天", 86400), ("小时", 3600), ("分钟", 60)):
         if seconds % size == 0:
             count = seconds // size
