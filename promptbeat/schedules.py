@@ -185,7 +185,7 @@ class TaskSchedule(BaseSchedule):
             return None
         return slot
 
-    def unbounded_slot_after(self, last, now=None):
+    def unbounded_slot_after(self, last):
         """The first slot after last (from now, or start_at, when last is None), ignoring end_at; None if none."""
         last = _utc(last)
         if self.kind == "once":
@@ -193,11 +193,11 @@ class TaskSchedule(BaseSchedule):
             return None if passed or (self.start_at and self.run_at < self.start_at) else self.run_at
         if self.kind == "interval":
             try:
-                slot = (last + timedelta(seconds=self.every)) if last else (now or self.now())
+                slot = (last + timedelta(seconds=self.every)) if last else self.now()
             except OverflowError:  # the next step would pass the year 9999
                 return None
             return self.start_at if self.start_at and slot < self.start_at else slot
-        origin = last or now or self.now()
+        origin = last or self.now()
         if self.start_at and origin < self.start_at:
             origin = self.start_at - timedelta(microseconds=1)
         return self.cron.next_after(origin)
@@ -306,9 +306,37 @@ def valid_cron(expression):
     if not isinstance(expression, str) or len(expression.split()) != 5:
         return False
     # croniter's R and H pick a random or hashed value per evaluation: beat and the pages would disagree.
-    if any(letter in expression.upper() for letter in "RH"):
+    if any(part[:1] in ("R", "H") for part in re.split(r"[,/-]", expression.upper())):
         return False
-    return croniter.is_valid(expression)
+    return croniter.is_valid(expression) and not any(
+        _misread_range(index, field) for index, field in enumerate(expression.split()))
+
+
+CRON_NAMES = {
+    3: {name: number for number, name in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), 1)},
+    4: {name: number for number, name in enumerate("SUN MON TUE WED THU FRI SAT".split())},
+}
+CRON_BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
+
+def _misread_range(index, field):
+    # croniter reads a range whose ends are one value (5-5, MON-MON, 7-0), or that ends outside its
+    # field (month 1-0), as the whole field: "5-5 * * * *" would run every minute. Refused instead.
+    names = CRON_NAMES.get(index, {})
+    low_bound, high_bound = CRON_BOUNDS[index]
+    for part in field.split(","):
+        ends = part.split("/")[0].upper().split("-")
+        if len(ends) != 2:
+            continue
+        try:
+            low, high = (names[end] if end in names else int(end) for end in ends)
+        except ValueError:
+            continue  # not numbers or names (L, W, #): croniter's own check stands
+        if not (low_bound <= low <= high_bound and low_bound <= high <= high_bound):
+            return True
+        if (low % 7 == high % 7 and (low, high) != (0, 7)) if index == 4 else low == high:
+            return True
+    return False
 
 
 def cron_expression(task):
@@ -380,7 +408,8 @@ def first_run(task, now=None):
     limit = now + HORIZON
     if schedule.start_at and schedule.start_at > limit:
         raise ScheduleError("start_at", TOO_FAR)
-    slot = schedule.unbounded_slot_after(None, now=now)
+    # As the pages count: an interval task's run at save is extra, its first slot is one interval on.
+    slot = schedule.unbounded_slot_after(now)
     blame = {"once": "run_at", "interval": "interval_seconds"}.get(schedule.kind, _cron_field(task))
     if slot is None and schedule.kind == "once":
         raise ScheduleError("run_at", BEFORE_START)

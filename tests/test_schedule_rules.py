@@ -5,7 +5,7 @@ import pytest
 
 from promptbeat.models import ScheduleType, Task
 from promptbeat.schedules import (BAD_CRON, IDLE_SECONDS, NEVER_FIRES, TOO_FAR, ScheduleError, TaskSchedule, describe,
-                                  first_run, next_runs, problem, task_schedule)
+                                  first_run, next_runs, problem, task_schedule, valid_cron)
 
 UTC = timezone.utc
 
@@ -134,7 +134,8 @@ def test_slots_stop_at_the_end_of_the_calendar():
 
 def test_first_run_is_what_a_new_schedule_must_have():
     assert first_run(cron_task("0 9 * * *", "UTC"), NOW) == at(2026, 12, 8, 9)
-    assert first_run(Task(schedule_type=ScheduleType.INTERVAL, interval_seconds=60, timezone="UTC"), NOW) == NOW
+    every_minute = Task(schedule_type=ScheduleType.INTERVAL, interval_seconds=60, timezone="UTC")
+    assert first_run(every_minute, NOW) == NOW + timedelta(minutes=1)
     refusals = {
         "cron": cron_task("0 0 31 2 *", "UTC"),
         "start_at": cron_task("0 9 * * *", "UTC", start_at=at(2040, 1, 1)),
@@ -172,3 +173,17 @@ def test_a_stored_schedule_that_ran_its_course_is_no_problem():
 def test_a_one_off_before_its_start_never_fires():
     task = Task(schedule_type=ScheduleType.ONCE, run_at=at(2027, 1, 1), start_at=at(2027, 2, 1), timezone="UTC")
     assert next_runs(task, 2, now=NOW) == []
+
+
+@pytest.mark.parametrize("expression, accepted", [
+    ("0 9 * * MON-FRI", True), ("0 22-2 * * *", True), ("0 0 * * FRI-MON", True), ("0 0 * * 0-7", True),
+    ("0 0 L * *", True), ("0 0 * * 5#3", True),
+    # croniter reads each of these as "every" in the field: 5-5 every minute, 1-0 every month.
+    ("5-5 * * * *", False), ("0 0 * * MON-MON", False), ("0 0 * * 7-0", False), ("0 0 * 1-0 *", False),
+    ("0 0 32-1 * *", False),
+    # Random and hashed fields change with each evaluation, so beat and the pages would disagree.
+    ("R 9 * * *", False), ("H(0-29) * * * *", False),
+    ("0 0 9 * * *", False), ("@daily", False),
+])
+def test_cron_forms_that_croniter_would_misread_are_refused(expression, accepted):
+    assert valid_cron(expression) is accepted
