@@ -214,5 +214,6 @@ def test_a_bad_row_breaks_no_dashboard_view_and_is_flagged_on_its_page(signed_in
         assert 'class="error-box schedule-problem"' in page.get_data(as_text=True), case
     good_page = signed_in.get(f"/tasks/{good}", headers=headers).get_data(as_text=True)
     assert "schedule-problem" not in good_page
-    english = signed_in.get(f"/tasks/{bad['never fires']}").get_data(as_text=True)
-    assert "Schedule problem: This schedule never fires: no date matches it (for example 31 February)." in english
+    flagged = signed_in.get(f"/tasks/{bad['never fires']}", headers=headers).get_data(as_text=True)
+    assert {"en": "Schedule problem: This schedule never fires: no date matches it (for example 31 February).",
+            "zh-CN": "计划有问题： 此计划永远不会触发：没有日期与之匹配（例如 2 月 31 日）。"}[language] in flagged

@@ -5,6 +5,7 @@ import logging
 from cron_descriptor import Options, get_description
 from flask import current_app
 from flask_babel import get_locale, gettext
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import func
 
 from promptbeat import schedules
@@ -45,6 +46,20 @@ def next_run(task):
     """When beat will next fire the task, or None."""
     runs = next_runs(task, 1)
     return runs[0] if runs else None
+
+
+# Schedule messages from promptbeat.schedules and promptbeat.validation; listed so extraction finds them.
+SCHEDULE_WORDS = (
+    _l("This schedule never fires: no date matches it (for example 31 February)."),
+    _l("The first run would be more than 10 years away."), _l("This time has passed; choose a time in the future."),
+    _l("The end comes before the first run."), _l("The one-off time comes before the start."),
+    _l("The schedule type is not one of interval, fixed_time, crontab, once."),
+    _l("The time zone is not a known IANA name."), _l("The interval is not a positive number of seconds."),
+    _l("The time of day is not HH:MM."), _l("The cron expression is not a valid 5-field expression."),
+    _l("A one-off task has no time to run at."), _l("The start, end or catch-up window is not valid."),
+    _l("Unknown time zone; use an IANA name such as Europe/Berlin."),
+    _l("Use a date and time between the years 1 and 9999 in UTC."),
+)
 
 
 def schedule_problem(task):
