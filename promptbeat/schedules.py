@@ -46,6 +46,12 @@ BAD_TIME = "The time of day is not HH:MM."
 BAD_CRON = "The cron expression is not a valid 5-field expression."
 NO_RUN_AT = "A one-off task has no time to run at."
 BAD_BOUND = "The start, end or catch-up window is not valid."
+# Bound on how far back a search starts, so an ancient last-run time stays cheap.
+MAX_LOOKBACK = timedelta(days=2)
+# The default catch-up window is one interval, but never more than this.
+MAX_DEFAULT_CATCHUP = timedelta(hours=1)
+# How long beat sleeps at most when an entry has no slot left (one-off done, end passed).
+IDLE_SECONDS = 300.0
 
 
 class ScheduleError(ValueError):
@@ -59,13 +65,6 @@ class ScheduleError(ValueError):
 
 class ScheduleOver(ScheduleError):
     """A schedule whose time has passed: an error for a new schedule, the natural end of a stored one."""
-
-# Bound on how far back a search starts, so an ancient last-run time stays cheap.
-MAX_LOOKBACK = timedelta(days=2)
-# The default catch-up window is one interval, but never more than this.
-MAX_DEFAULT_CATCHUP = timedelta(hours=1)
-# How long beat sleeps at most when an entry has no slot left (one-off done, end passed).
-IDLE_SECONDS = 300.0
 
 
 def _utc(moment):
@@ -444,7 +443,7 @@ def describe(task):
     """The schedule in plain words, for lists and pages; never fails, whatever the row holds."""
     zone = task.timezone or "UTC"
     if task.schedule_type == ScheduleType.INTERVAL:
-        words = "Every " + duration_words(task.interval_seconds)
+        words = "Every " + _duration_words(task.interval_seconds)
     elif task.schedule_type == ScheduleType.ONCE:
         local, zone = local_time(task.run_at, zone)
         words = f"Once, at {local:%Y-%m-%d %H:%M} ({zone})" if local else "Once"
@@ -484,8 +483,7 @@ def _bounds_words(task):
     return (", " + ", ".join(parts)) if parts else ""
 
 
-def duration_words(seconds):
-    """'5 minutes', '2 hours', '1 day' or '90 seconds'."""
+def _duration_words(seconds):
     if not isinstance(seconds, int) or seconds <= 0:
         return f"{seconds} seconds"
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
