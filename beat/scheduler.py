@@ -195,8 +195,14 @@ class PromptbeatScheduler(RedBeatScheduler):
                 logger.warning("beat: entry %s vanished; dropping it from the schedule", key)
                 saves.drop(key)
                 continue
-            entry = self.load_entry(key, definition, meta)
-            self.fire_entry(entry, now, grace, saves)
+            try:
+                entry = self.load_entry(key, definition, meta)
+                self.fire_entry(entry, now, grace, saves)
+            except Exception:
+                # One unreadable entry must not stop the batch (and so every task) at each tick;
+                # out of the schedule it stays out of the way until reconcile rewrites it from the database.
+                logger.exception("beat: entry %s cannot be evaluated; dropping it from the schedule", key)
+                saves.drop(key)
         # Messages go out before the entries' new phase is saved: a crash in between
         # re-sends slots (the database drops the copies) rather than losing them.
         if self.bulk is not None:

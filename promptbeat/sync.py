@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from redbeat.schedulers import ensure_conf, get_redis
 
 from promptbeat.entries import ENTRY_PREFIX, TaskEntry, build_entry, entry_key
+from promptbeat.schedules import problem
 
 logger = logging.getLogger(__name__)
 
@@ -51,19 +52,32 @@ class ReconcileResult:
     updated: int = 0
     removed: int = 0
     unchanged: int = 0
+    # Enabled tasks whose schedule beat cannot use: logged, left without an entry.
+    skipped: int = 0
 
 
 def reconcile(celery_app, tasks):
     """Make Redis hold exactly one entry per enabled task: add missing, fix changed, drop stale.
 
     Restored entries take their phase from the task's anchor_at, so a lost entry
-    neither fires at once nor waits a whole interval from now.
+    neither fires at once nor waits a whole interval from now. A task whose stored
+    schedule is unusable is skipped (and its entry dropped), never failing the pass.
     """
     ensure_conf(celery_app)
     redis = get_redis(celery_app)
     conf = celery_app.redbeat_conf
-    wanted = {entry_key(celery_app, t.id): t for t in tasks if t.enabled}
-    keys = list(wanted)
+    result = ReconcileResult()
+    entries = {}
+    for task in tasks:
+        if not task.enabled:
+            continue
+        reason = problem(task)
+        if reason:
+            result.skipped += 1
+            logger.warning("reconcile: task %s has no entry until its schedule is fixed: %s", task.id, reason)
+            continue
+        entries[entry_key(celery_app, task.id)] = build_entry(celery_app, task, last_run_at=task.anchor_at)
+    keys = list(entries)
 
     with redis.pipeline() as pipe:
         for key in keys:
@@ -71,15 +85,13 @@ def reconcile(celery_app, tasks):
             pipe.zscore(conf.schedule_key, key)
         stored = pipe.execute()
 
-    result = ReconcileResult()
     for index, key in enumerate(keys):
-        task = wanted[key]
+        entry = entries[key]
         definition, score = stored[2 * index], stored[2 * index + 1]
-        entry = build_entry(celery_app, task, last_run_at=task.anchor_at)
         if definition is None:
             entry.save(reset_phase=True)
             result.added += 1
-            logger.info("reconcile: restored entry for task %s", task.id)
+            logger.info("reconcile: restored entry for task %s", entry.args[0])
         elif definition != entry.encoded_definition():
             _rewrite_keeping_phase(celery_app, key, entry)
             result.updated += 1
@@ -92,7 +104,7 @@ def reconcile(celery_app, tasks):
     task_prefix = conf.key_prefix + ENTRY_PREFIX
     stale = {k for k in redis.zrange(conf.schedule_key, 0, -1) if k.startswith(task_prefix)}
     stale |= set(redis.scan_iter(match=task_prefix + "*", count=1000))
-    stale -= set(wanted)
+    stale -= set(entries)
     for key in stale:
         with redis.pipeline() as pipe:
             pipe.zrem(conf.schedule_key, key)
@@ -108,7 +120,7 @@ def _rewrite_keeping_phase(celery_app, key, entry):
     # so the later of the two phases is the true one.
     try:
         fired = TaskEntry.from_key(key, app=celery_app).last_run_at
-    except KeyError:
+    except (KeyError, ValueError, TypeError):  # gone, or no longer readable: the database's phase stands
         fired = None
     if fired and (entry.last_run_at is None or fired > entry.last_run_at):
         entry.last_run_at = fired

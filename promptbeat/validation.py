@@ -1,13 +1,11 @@
 """Validation of task input, shared by the form and the API so both accept the same things."""
-import re
 from datetime import datetime, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
-from promptbeat import prompts, webhooks
+from promptbeat import prompts, schedules, webhooks
 from promptbeat.extensions import db
-from promptbeat.models import SCHEDULE_TYPES, Connection, OverlapPolicy, ScheduleType, WebhookFormat
+from promptbeat.models import SCHEDULE_TYPES, Connection, OverlapPolicy, ScheduleType, Task, WebhookFormat
+from promptbeat.schedules import HHMM
 
 FIELDS = (
     "name", "prompt", "system_prompt", "model", "temperature", "max_tokens", "schedule_type",
@@ -18,8 +16,10 @@ FIELDS = (
 )
 SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone",
                    "run_at", "start_at", "end_at", "max_runs", "catchup_seconds")
+# What makes a saved schedule start afresh (and so be checked for a fire time again).
+SCHEDULE_FIELDS = ("schedule_type", "interval_seconds", "fixed_time", "cron", "timezone", "run_at", "start_at",
+                   "end_at")
 MAX_ATTEMPTS = 10
-HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 MAX_TEMPERATURE = 2.0
 MAX_TOKENS = 1_000_000
 
@@ -77,7 +77,7 @@ def validate_task(data, settings, base=None):
     if policy not in set(OverlapPolicy):
         errors["overlap_policy"] = "Must be one of: skip, allow."
     clean["overlap_policy"] = policy
-    clean.update(schedule_values(merged, settings, errors))
+    clean.update(schedule_values(merged, settings, errors, base))
     clean.update(_execution_options(merged, settings, errors))
     for field in ("prompt", "system_prompt"):
         if clean.get(field) and field not in errors:
@@ -99,8 +99,23 @@ def validate_schedule(data, settings):
     return values
 
 
-def schedule_values(merged, settings, errors):
-    """The schedule attributes: type and its value, zone, bounds and catch-up window."""
+def schedule_values(merged, settings, errors, base=None):
+    """The schedule attributes: type and its value, zone, bounds and catch-up window.
+
+    A new schedule, a changed one, or one being enabled must have a next fire time within
+    schedules.HORIZON; an unchanged one is left as it is (a finished one-off stays editable).
+    """
+    clean = _schedule_fields(merged, settings, errors)
+    if any(field in errors for field in SCHEDULE_INPUTS) or not _starts_afresh(clean, merged, settings, base):
+        return clean
+    try:
+        schedules.first_run(Task(**clean))
+    except schedules.ScheduleError as exc:
+        errors[_input_field(exc.field, merged)] = exc.message
+    return clean
+
+
+def _schedule_fields(merged, settings, errors):
     clean = {"timezone": _zone(merged, errors)}
     zone = ZoneInfo(clean["timezone"])
     clean.update(_schedule(merged, settings, errors, zone))
@@ -113,6 +128,23 @@ def schedule_values(merged, settings, errors):
     return clean
 
 
+def _starts_afresh(clean, merged, settings, base):
+    # As the service decides it: a new task, a changed schedule, or a disabled task being enabled.
+    if base is None:
+        return True
+    before = _schedule_fields(base, settings, {})
+    if any(clean.get(field) != before.get(field) for field in SCHEDULE_FIELDS):
+        return True
+    return _boolean(merged, "enabled", {}, default=True) and not base.get("enabled")
+
+
+def _input_field(field, data):
+    # The interval came in as minutes or seconds: blame the one that was given.
+    if field == "interval_seconds" and data.get("interval_seconds") in (None, ""):
+        return "interval_minutes"
+    return field
+
+
 def _moment(data, field, errors, zone, required=False):
     """An ISO 8601 date and time; without an offset it is read in the task's time zone."""
     value = data.get(field)
@@ -120,16 +152,20 @@ def _moment(data, field, errors, zone, required=False):
         if required:
             errors[field] = "Give a date and time, for example 2030-01-31T09:00."
         return None
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc)
     try:
+        if isinstance(value, datetime):
+            return value.astimezone(timezone.utc)
         moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
     except ValueError:
         errors[field] = "Use an ISO 8601 date and time, for example 2030-01-31T09:00 or 2030-01-31T09:00+01:00."
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:59-05:00 is in the year 10000 in UTC
+        errors[field] = "Use a date and time between the years 1 and 9999 in UTC."
+        return None
 
 
 def _text(data, field, errors, required=False, limit=None):
@@ -189,24 +225,11 @@ def _boolean(data, field, errors, default):
 
 def _zone(data, errors):
     name = data.get("timezone") or "UTC"
-    if not isinstance(name, str) or name not in _zones():
-        errors["timezone"] = f"Unknown time zone {name!r}; use an IANA name such as Europe/Berlin."
+    if not schedules.known_zone(name):
+        # Never echoes the input: the message reaches pages.
+        errors["timezone"] = "Unknown time zone; use an IANA name such as Europe/Berlin."
         return "UTC"
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        errors["timezone"] = f"Unknown time zone {name!r}."
     return name
-
-
-_ZONES = None
-
-
-def _zones():
-    global _ZONES
-    if _ZONES is None:
-        _ZONES = frozenset(available_timezones()) | {"UTC"}
-    return _ZONES
 
 
 def _schedule(data, settings, errors, zone):
@@ -228,7 +251,7 @@ def _schedule(data, settings, errors, zone):
     else:
         value = data.get("cron")
         expression = " ".join(value.split()) if isinstance(value, str) else ""
-        if len(expression.split(" ")) != 5 or not croniter.is_valid(expression):
+        if not schedules.valid_cron(expression):
             errors["cron"] = "Use a 5-field cron expression: minute hour day-of-month month day-of-week, e.g. '0 9 * * 1-5'."
         else:
             schedule["cron"] = expression

@@ -1,8 +1,11 @@
 """Schedules with a controlled clock: time zones across real DST changes, interval phase, bounds, one-off."""
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from promptbeat.models import ScheduleType, Task
-from promptbeat.schedules import TaskSchedule, describe, next_runs, task_schedule
+from promptbeat.schedules import (BAD_CRON, IDLE_SECONDS, NEVER_FIRES, TOO_FAR, ScheduleError, TaskSchedule, describe,
+                                  first_run, next_runs, problem, task_schedule, valid_cron)
 
 UTC = timezone.utc
 
@@ -94,3 +97,93 @@ def test_one_off_has_one_slot_then_none():
     schedule = task_schedule(task)
     assert schedule.newest_slot(at(2026, 5, 1), at(2026, 6, 1, 7, 31)) == at(2026, 6, 1, 7, 30)
     assert schedule.first_slot_after(at(2026, 6, 1, 7, 30)) is None
+
+
+# --- schedules that cannot fire: the maths answer "no next fire" instead of raising ---------------
+
+NOW = at(2026, 12, 7, 12)
+LAST_MINUTE = at(9999, 12, 31, 23, 59)
+
+
+def test_a_cron_that_never_matches_has_no_slot_and_is_never_due():
+    schedule = TaskSchedule("cron", expr="0 0 31 2 *", nowfun=lambda: NOW)
+    assert schedule.first_slot_after(NOW) is None
+    assert schedule.newest_slot(at(2020, 1, 1), NOW) is None
+    assert schedule.remaining_estimate(NOW) is None
+    assert schedule.is_due(NOW) == (False, IDLE_SECONDS)
+    assert next_runs(cron_task("0 0 31 2 *", "Europe/Berlin"), 3, now=NOW) == []
+
+
+def test_the_sparsest_cron_that_fires_still_has_slots():
+    runs = next_runs(cron_task("0 0 29 2 *", "UTC"), 2, now=NOW)
+    assert runs == [at(2028, 2, 29), at(2032, 2, 29)]
+
+
+def test_slots_stop_at_the_end_of_the_calendar():
+    every_minute = TaskSchedule("interval", every=60, start_at=LAST_MINUTE)
+    assert every_minute.upcoming(3, NOW) == [LAST_MINUTE]
+    new_york = TaskSchedule("cron", expr="* * * * *", tz="America/New_York", start_at=LAST_MINUTE)
+    assert new_york.upcoming(3, NOW) == [LAST_MINUTE]
+    assert new_york.catchup_window(LAST_MINUTE) == timedelta(hours=1)  # one interval, had there been a next slot
+    # In Tokyo the same minute is already in the year 10000.
+    assert TaskSchedule("cron", expr="* * * * *", tz="Asia/Tokyo", start_at=LAST_MINUTE).upcoming(3, NOW) == []
+    once = Task(schedule_type=ScheduleType.ONCE, run_at=LAST_MINUTE, timezone="Asia/Tokyo")
+    # 10:59 on 1 January 10000 in Tokyo cannot be written: the words fall back to UTC.
+    assert describe(once) == "Once, at 9999-12-31 23:59 (UTC)"
+
+
+def test_first_run_is_what_a_new_schedule_must_have():
+    assert first_run(cron_task("0 9 * * *", "UTC"), NOW) == at(2026, 12, 8, 9)
+    every_minute = Task(schedule_type=ScheduleType.INTERVAL, interval_seconds=60, timezone="UTC")
+    assert first_run(every_minute, NOW) == NOW + timedelta(minutes=1)
+    refusals = {
+        "cron": cron_task("0 0 31 2 *", "UTC"),
+        "start_at": cron_task("0 9 * * *", "UTC", start_at=at(2040, 1, 1)),
+        "run_at": Task(schedule_type=ScheduleType.ONCE, run_at=at(2036, 12, 31), timezone="UTC"),
+        "end_at": cron_task("0 9 * * *", "UTC", end_at=at(2026, 12, 8, 8)),
+        "time": daily("9am", "UTC"),
+        "timezone": cron_task("0 9 * * *", "Mars/Olympus_Mons"),
+        "schedule_type": Task(schedule_type="hourly", timezone="UTC"),
+        "interval_seconds": Task(schedule_type=ScheduleType.INTERVAL, interval_seconds=0, timezone="UTC"),
+    }
+    for field, task in refusals.items():
+        with pytest.raises(ScheduleError) as refused:
+            first_run(task, NOW)
+        assert refused.value.field == field, (field, refused.value.message)
+    with pytest.raises(ScheduleError, match="never fires"):
+        first_run(cron_task("0 0 30 2 *", "UTC"), NOW)
+    with pytest.raises(ScheduleError, match="more than 10 years"):
+        first_run(cron_task("0 9 * * *", "UTC", start_at=at(2036, 12, 8)), NOW)
+    with pytest.raises(ScheduleError, match="has passed"):
+        first_run(Task(schedule_type=ScheduleType.ONCE, run_at=at(2026, 12, 6), timezone="UTC"), NOW)
+    with pytest.raises(ScheduleError, match="before the start"):
+        first_run(Task(schedule_type=ScheduleType.ONCE, run_at=at(2027, 1, 1), start_at=at(2027, 2, 1),
+                       timezone="UTC"), NOW)
+
+
+def test_a_stored_schedule_that_ran_its_course_is_no_problem():
+    assert problem(Task(schedule_type=ScheduleType.ONCE, run_at=at(2026, 1, 1), timezone="UTC"), NOW) is None
+    assert problem(cron_task("0 9 * * *", "UTC", end_at=at(2026, 6, 1)), NOW) is None
+    assert problem(cron_task("0 9 * * *", "UTC"), NOW) is None
+    assert problem(cron_task("0 0 31 2 *", "UTC"), NOW) == NEVER_FIRES
+    assert problem(cron_task("0 0 * * *", "UTC", start_at=at(9999, 12, 31)), NOW) == TOO_FAR
+    assert problem(cron_task("not a cron", "UTC"), NOW) == BAD_CRON
+
+
+def test_a_one_off_before_its_start_never_fires():
+    task = Task(schedule_type=ScheduleType.ONCE, run_at=at(2027, 1, 1), start_at=at(2027, 2, 1), timezone="UTC")
+    assert next_runs(task, 2, now=NOW) == []
+
+
+@pytest.mark.parametrize("expression, accepted", [
+    ("0 9 * * MON-FRI", True), ("0 22-2 * * *", True), ("0 0 * * FRI-MON", True), ("0 0 * * 0-7", True),
+    ("0 0 L * *", True), ("0 0 * * 5#3", True),
+    # croniter reads each of these as "every" in the field: 5-5 every minute, 1-0 every month.
+    ("5-5 * * * *", False), ("0 0 * * MON-MON", False), ("0 0 * * 7-0", False), ("0 0 * 1-0 *", False),
+    ("0 0 32-1 * *", False),
+    # Random and hashed fields change with each evaluation, so beat and the pages would disagree.
+    ("R 9 * * *", False), ("H(0-29) * * * *", False),
+    ("0 0 9 * * *", False), ("@daily", False),
+])
+def test_cron_forms_that_croniter_would_misread_are_refused(expression, accepted):
+    assert valid_cron(expression) is accepted

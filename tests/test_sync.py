@@ -1,4 +1,4 @@
-"""Schedule sync against fakeredis: entry names and contents, and reconcile's four cases."""
+"""Schedule sync against fakeredis: entry names and contents, reconcile's four cases, and rows beat cannot use."""
 import json
 import logging
 import time
@@ -9,8 +9,10 @@ import celery
 import fakeredis
 import pytest
 from celery import Celery
+from redbeat.schedulers import get_redis
 
-from promptbeat.entries import EXECUTE_TASK, TaskEntry, entry_key
+from beat.scheduler import PromptbeatScheduler
+from promptbeat.entries import EXECUTE_TASK, TaskEntry, build_entry, entry_key
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
 from promptbeat.schedules import TaskSchedule
@@ -282,3 +284,81 @@ def test_a_failed_redis_write_never_fails_the_save(app, api_token, caplog):
     assert len(sync_errors) == 1
     assert f"schedule sync failed for task {task_id}" in sync_errors[0].getMessage()
     assert sync_errors[0].exc_info is not None
+
+
+# --- a task whose stored schedule beat cannot use --------------------------------------------------
+
+LAST_DAY = datetime(9999, 12, 31, tzinfo=timezone.utc)
+BAD_SCHEDULES = [
+    {"kind": "crontab", "cron": "0 0 31 2 *"},  # never matches
+    {"kind": "crontab", "cron": "0 9 * * *", "start_at": LAST_DAY},
+    {"kind": "interval", "interval_seconds": 0},
+    {"kind": "fixed_time", "timezone": "Mars/Olympus_Mons"},
+    {"kind": "crontab", "cron": "every day"},
+]
+
+
+def bad_tasks(first_id):
+    return [make_task(first_id + n, anchor_at=now(), **fields) for n, fields in enumerate(BAD_SCHEDULES)]
+
+
+def test_reconcile_skips_a_bad_schedule_and_still_restores_the_others(beat_app, redis, caplog):
+    good = make_task(1, anchor_at=now())
+    write_entry(beat_app, good, reset_phase=True)
+    # An entry written while the task's schedule was still good: beat must not keep firing it.
+    write_entry(beat_app, make_task(10), reset_phase=True)
+    redis.delete(entry_key(beat_app, 1))  # deleted by hand
+    caplog.set_level(logging.WARNING, logger="promptbeat.sync")
+
+    result = reconcile(beat_app, [*bad_tasks(10), good])
+
+    assert result == ReconcileResult(added=1, removed=1, skipped=len(BAD_SCHEDULES))
+    assert redis.zscore(SCHEDULE_KEY, entry_key(beat_app, 1)) is not None
+    assert [k for k in redis.keys("*task:*")] == [entry_key(beat_app, 1)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "reconcile: task 10 has no entry until its schedule is fixed: This schedule never fires" in warnings[0]
+    assert len(warnings) == len(BAD_SCHEDULES)
+
+
+@pytest.fixture
+def beat(app):
+    return PromptbeatScheduler(app.extensions["celery"], lazy=True)
+
+
+def test_beats_reconcile_pass_survives_bad_rows_in_the_database(app, beat):
+    celery_app = app.extensions["celery"]
+    with app.app_context():
+        good = Task(name="good", prompt="p", model="fake-model", schedule_type="interval", interval_seconds=300,
+                    timezone="UTC", anchor_at=now())
+        rows = [Task(name="bad", prompt="p", model="fake-model", schedule_type=task.schedule_type,
+                     interval_seconds=task.interval_seconds, fixed_time=task.fixed_time, cron=task.cron,
+                     timezone=task.timezone, start_at=task.start_at, anchor_at=now()) for task in bad_tasks(1)]
+        db.session.add_all([good, *rows])
+        db.session.commit()
+        good_id = good.id
+    # The good task's entry was deleted by hand: the pass must put it back despite the others.
+    result = beat.reconcile_now()
+    assert result.added == 1 and result.skipped == len(BAD_SCHEDULES)
+    assert TaskEntry.from_key(entry_key(celery_app, good_id), app=celery_app).schedule.every == 300
+
+
+def test_beat_drops_an_unreadable_entry_and_fires_the_rest(app, beat, monkeypatch):
+    celery_app = app.extensions["celery"]
+    sent = []
+    monkeypatch.setattr(beat, "send_task", lambda name, args, kwargs, **options: sent.append(args[0]))
+    monkeypatch.setattr(type(beat), "producer", None)
+    schedule_key = celery_app.redbeat_conf.schedule_key
+    with app.app_context():
+        for task_id in (1, 2):  # both one interval overdue
+            build_entry(celery_app, make_task(task_id), last_run_at=now() - timedelta(seconds=301)).save(True)
+        broken = entry_key(celery_app, 2)
+        client = get_redis(celery_app)
+        client.hset(broken, "definition", "{not json")
+        beat.fire_due()
+        beat.fire_due()
+    assert sent == [1]
+    assert client.zscore(schedule_key, broken) is None
+    # Reconcile rewrites the entry from the database's row.
+    reconcile(celery_app, [make_task(1, anchor_at=now()), make_task(2, anchor_at=now())])
+    assert TaskEntry.from_key(broken, app=celery_app).schedule.every == 300
+    assert client.zscore(schedule_key, broken) is not None

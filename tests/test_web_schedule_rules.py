@@ -1,6 +1,8 @@
 """Schedule semantics in the pages: once, bounds, overlap, catch-up, auto-pause, pause notes and status."""
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from promptbeat.extensions import db
 from promptbeat.models import Task
@@ -86,3 +88,132 @@ def test_run_now_even_if_one_is_running_from_the_task_page(app, api, signed_in):
     assert response.status_code == 302
     with app.app_context():
         assert len(db.session.get(Task, task_id).executions) == 1
+
+
+# --- schedules that cannot fire -------------------------------------------------------------------
+
+def soon(**delta):
+    return (datetime.now(timezone.utc) + timedelta(**delta)).isoformat()
+
+
+REFUSED = {
+    "never fires": ({"schedule_type": "crontab", "cron": "0 0 31 2 *"}, "cron", "never fires"),
+    "start in 9999": ({"schedule_type": "crontab", "cron": "0 9 * * *", "start_at": "9999-01-01T00:00Z"},
+                      "start_at", "more than 10 years away"),
+    "one-off in 9999": ({"schedule_type": "once", "run_at": "9999-06-01T00:00Z"}, "run_at", "more than 10 years"),
+    "last second of the calendar": ({"schedule_type": "interval", "interval_minutes": 5,
+                                     "start_at": "9999-12-31T23:59:59-05:00"}, "start_at", "between the years 1"),
+    "first minute of the calendar": ({"schedule_type": "interval", "interval_minutes": 5,
+                                      "end_at": "0001-01-01T00:00+01:00"}, "end_at", "between the years 1"),
+    "one-off in the past": ({"schedule_type": "once", "run_at": "2020-01-01T09:00Z"}, "run_at", "has passed"),
+    "end before the first run": ({"schedule_type": "fixed_time", "time": "09:00", "timezone": "UTC",
+                                  "end_at": soon(minutes=-5)}, "end_at", "before the first run"),
+    "random cron field": ({"schedule_type": "crontab", "cron": "R 9 * * *"}, "cron", "5-field cron"),
+}
+
+
+def task_entry_keys(redis_client):
+    return list(redis_client.scan_iter(match="*task:*"))
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_a_schedule_without_a_first_run_is_refused_everywhere_and_changes_nothing(api, signed_in, redis_client,
+                                                                                   case):
+    schedule, field, words = REFUSED[case]
+    created = api.post("/tasks", json={"name": "n", "prompt": "p", **schedule})
+    assert created.status_code == 422 and words in created.get_json()["fields"][field], created.get_json()
+    assert api.get("/tasks").get_json()["tasks"] == [] and task_entry_keys(redis_client) == []
+    preview = api.post("/schedule/preview", json=schedule)
+    assert preview.status_code == 422 and words in preview.get_json()["fields"][field]
+    fragment = signed_in.get("/tasks/preview", query_string=schedule)
+    assert fragment.status_code == 200 and words in fragment.get_data(as_text=True)
+
+
+def test_a_past_one_off_refuses_a_new_time_or_resuming_but_allows_other_edits(app, api, signed_in):
+    task_id = insert(app, name="Launch", schedule_type="once", run_at=datetime(2026, 1, 1, 9, tzinfo=timezone.utc),
+                     enabled=False, completed_at=datetime(2026, 1, 1, 9, 1, tzinfo=timezone.utc), run_count=1)
+    renamed = api.patch(f"/tasks/{task_id}", json={"name": "Launch (done)"})
+    assert renamed.status_code == 200 and renamed.get_json()["status"] == "completed"
+    moved = api.patch(f"/tasks/{task_id}", json={"run_at": "2026-02-01T09:00Z"})
+    assert moved.status_code == 422 and "has passed" in moved.get_json()["fields"]["run_at"]
+    resumed = api.post(f"/tasks/{task_id}/enable")
+    assert resumed.status_code == 422 and "has passed" in resumed.get_json()["fields"]["run_at"]
+    detail = signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+    signed_in.post(f"/tasks/{task_id}/enable", data={"csrf_token": csrf_token(detail)})
+    assert "This time has passed" in signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+    task = load(app, task_id)
+    assert (task.name, task.enabled, task.run_at.month, task.completed_at is not None) == ("Launch (done)", False, 1,
+                                                                                         True)
+    later = api.patch(f"/tasks/{task_id}", json={"run_at": soon(days=1), "enabled": True})
+    assert later.status_code == 200 and later.get_json()["status"] == "active"
+
+
+# Rows saved before validation knew better (or written by hand): each is a schedule beat cannot use.
+BAD_ROWS = {
+    "never fires": {"schedule_type": "crontab", "cron": "0 0 31 2 *"},
+    "start in 9999": {"schedule_type": "crontab", "cron": "0 9 * * *",
+                      "start_at": datetime(9999, 12, 31, tzinfo=timezone.utc)},
+    "interval at the calendar's end": {"schedule_type": "interval", "interval_seconds": 60,
+                                       "start_at": datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc)},
+    "one-off past the calendar in Tokyo": {"schedule_type": "once", "timezone": "Asia/Tokyo",
+                                           "run_at": datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc)},
+    "not a cron": {"schedule_type": "crontab", "cron": "every day"},
+    "unknown zone": {"schedule_type": "fixed_time", "fixed_time": "09:00", "timezone": "Mars/Olympus_Mons"},
+    "zero interval": {"schedule_type": "interval", "interval_seconds": 0},
+    "unknown type": {"schedule_type": "hourly"},
+}
+
+
+def insert(app, **values):
+    """A task written straight to the database, past validation."""
+    values = {"name": "bad", "prompt": "p", "model": "fake-model", "timezone": "UTC",
+              "anchor_at": datetime.now(timezone.utc), **values}
+    with app.app_context():
+        task = Task(**values)
+        db.session.add(task)
+        db.session.commit()
+        return task.id
+
+
+@pytest.fixture
+def bad_rows(app, api):
+    good = api.post("/tasks", json={"name": "Good digest", "prompt": "p", "schedule_type": "crontab",
+                                    "cron": "0 9 * * *"}).get_json()["id"]
+    bad = {case: insert(app, name=f"Bad {case}", **values) for case, values in BAD_ROWS.items()}
+    return good, bad
+
+
+def test_a_bad_row_breaks_neither_the_api_nor_its_own_json(api, bad_rows):
+    good, bad = bad_rows
+    listed = api.get("/tasks")
+    assert listed.status_code == 200
+    tasks = {task["id"]: task for task in listed.get_json()["tasks"]}
+    assert set(tasks) == {good, *bad.values()} and tasks[good]["next_run_at"] is not None
+    assert tasks[bad["never fires"]]["next_runs"] == [] and tasks[bad["not a cron"]]["next_run_at"] is None
+    assert tasks[bad["one-off past the calendar in Tokyo"]]["schedule_description"] == "Once, at 9999-12-31 23:59 (UTC)"
+    for task_id in bad.values():
+        one = api.get(f"/tasks/{task_id}")
+        assert one.status_code == 200 and one.get_json()["schedule_description"]
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_a_bad_row_breaks_no_dashboard_view_and_is_flagged_on_its_page(signed_in, bad_rows, language):
+    good, bad = bad_rows
+    headers = {"Accept-Language": language}
+    views = [{"sort": sort} for sort in ("name", "newest", "updated")] + [
+        {"q": "Bad"}, {"q": "digest"}, {"status": "enabled"}, {"status": "failing"}, {"page": "2"},
+        *({"type": kind} for kind in ("interval", "fixed_time", "crontab", "once")), {"q": "Bad", "sort": "updated"}]
+    for args in views:
+        page = signed_in.get("/", query_string=args, headers=headers)
+        assert page.status_code == 200, args
+    assert "Good digest" in signed_in.get("/", query_string={"q": "digest"}, headers=headers).get_data(as_text=True)
+    assert "Bad never fires" in signed_in.get("/", query_string={"q": "Bad"}, headers=headers).get_data(as_text=True)
+    for case, task_id in bad.items():
+        page = signed_in.get(f"/tasks/{task_id}", headers=headers)
+        assert page.status_code == 200, case
+        assert 'class="error-box schedule-problem"' in page.get_data(as_text=True), case
+    good_page = signed_in.get(f"/tasks/{good}", headers=headers).get_data(as_text=True)
+    assert "schedule-problem" not in good_page
+    flagged = signed_in.get(f"/tasks/{bad['never fires']}", headers=headers).get_data(as_text=True)
+    assert {"en": "Schedule problem: This schedule never fires: no date matches it (for example 31 February).",
+            "zh-CN": "计划有问题： 此计划永远不会触发：没有日期与之匹配（例如 2 月 31 日）。"}[language] in flagged

@@ -1,11 +1,11 @@
 """How tasks and executions are shown: the shapes shared by pages and the API."""
 import functools
 import logging
-from zoneinfo import ZoneInfo
 
 from cron_descriptor import Options, get_description
 from flask import current_app
-from flask_babel import get_locale
+from flask_babel import get_locale, gettext
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import func
 
 from promptbeat import schedules
@@ -46,6 +46,26 @@ def next_run(task):
     """When beat will next fire the task, or None."""
     runs = next_runs(task, 1)
     return runs[0] if runs else None
+
+
+# Schedule messages from promptbeat.schedules and promptbeat.validation; listed so extraction finds them.
+SCHEDULE_WORDS = (
+    _l("This schedule never fires: no date matches it (for example 31 February)."),
+    _l("The first run would be more than 10 years away."), _l("This time has passed; choose a time in the future."),
+    _l("The end comes before the first run."), _l("The one-off time comes before the start."),
+    _l("The schedule type is not one of interval, fixed_time, crontab, once."),
+    _l("The time zone is not a known IANA name."), _l("The interval is not a positive number of seconds."),
+    _l("The time of day is not HH:MM."), _l("The cron expression is not a valid 5-field expression."),
+    _l("A one-off task has no time to run at."), _l("The start, end or catch-up window is not valid."),
+    _l("Unknown time zone; use an IANA name such as Europe/Berlin."),
+    _l("Use a date and time between the years 1 and 9999 in UTC."),
+)
+
+
+def schedule_problem(task):
+    """What keeps the task's schedule from working, in the page's language, or None."""
+    message = schedules.problem(task)
+    return gettext(message) if message else None
 
 
 def status(task):
@@ -179,7 +199,7 @@ def _describe_cached(key, locale):
     if task.schedule_type == ScheduleType.INTERVAL:
         words = "每" + _chinese_duration(task.interval_seconds)
     elif task.schedule_type == ScheduleType.ONCE:
-        local = task.run_at.astimezone(ZoneInfo(zone)) if task.run_at else None
+        local, zone = schedules.local_time(task.run_at, zone)
         words = f"仅一次，于 {local:%Y-%m-%d %H:%M}（{zone}）" if local else "仅一次"
     elif task.schedule_type == ScheduleType.FIXED_TIME:
         words = f"每天 {task.fixed_time}（{zone}）"
@@ -219,6 +239,8 @@ CHINESE_NAMES = {
 
 
 def _chinese_duration(seconds):
+    if not isinstance(seconds, int) or seconds <= 0:
+        return f" {seconds} 秒"
     for unit, size in (("天", 86400), ("小时", 3600), ("分钟", 60)):
         if seconds % size == 0:
             count = seconds // size

@@ -11,7 +11,8 @@ from web.charts import line_chart, sparkline
 from web.forms import TaskForm
 from web.i18n import translate_message
 from web.openapi import MAX_ID
-from web.presenters import describe_schedule, model_choices, next_run, preview_json, schedule_preview
+from web.presenters import (describe_schedule, model_choices, next_run, preview_json, schedule_preview,
+                            schedule_problem)
 from web.rendering import markdown_to_html
 from web.security import admin_required, audit, safe_next
 
@@ -222,5 +223,5 @@ def register_filters(app):
     """Template helpers for times, schedules, charts and Markdown."""
     app.jinja_env.filters["describe"] = describe_schedule
     app.jinja_env.filters["markdown"] = markdown_to_html
-    app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline)
+    app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline, schedule_problem=schedule_problem)
     app.jinja_env.filters["when"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
