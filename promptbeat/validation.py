@@ -7,7 +7,7 @@ from croniter import croniter
 
 from promptbeat import prompts, webhooks
 from promptbeat.extensions import db
-from promptbeat.models import SCHEDULE_TYPES, Connection, OverlapPolicy, ScheduleType, WebhookFormat
+from promptbeat.models import Connection, OverlapPolicy, ScheduleType, WebhookFormat
 
 FIELDS = (
     "name", "prompt", "system_prompt", "model", "temperature", "max_tokens", "schedule_type",
@@ -20,6 +20,10 @@ SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "tim
                    "run_at", "start_at", "end_at", "max_runs", "catchup_seconds")
 MAX_ATTEMPTS = 10
 HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# Control characters have no place in text a person types; line breaks and tabs only in multi-line text.
+# A line break in a name would also forge lines wherever the name is logged.
+CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_TEMPERATURE = 2.0
 MAX_TOKENS = 1_000_000
 
@@ -65,18 +69,17 @@ def validate_task(data, settings, base=None):
 
     clean = {}
     clean["name"] = _text(merged, "name", errors, required=True, limit=200)
-    clean["prompt"] = _text(merged, "prompt", errors, required=True, limit=settings.max_prompt_chars)
-    clean["system_prompt"] = _text(merged, "system_prompt", errors, limit=settings.max_prompt_chars) or None
+    clean["prompt"] = _text(merged, "prompt", errors, required=True, limit=settings.max_prompt_chars, multiline=True)
+    clean["system_prompt"] = _text(merged, "system_prompt", errors, limit=settings.max_prompt_chars,
+                                   multiline=True) or None
     clean["model"] = _text(merged, "model", errors, limit=200) or settings.default_model
     clean["temperature"] = _number(merged, "temperature", errors, float, 0.0, MAX_TEMPERATURE, default=0.7)
     clean["max_tokens"] = _number(merged, "max_tokens", errors, int, 1, MAX_TOKENS, default=None)
     clean["enabled"] = _boolean(merged, "enabled", errors, default=True)
-    clean["pause_note"] = _text(merged, "pause_note", errors, limit=1000) or None
+    clean["pause_note"] = _text(merged, "pause_note", errors, limit=1000, multiline=True) or None
     clean["auto_pause_after"] = _number(merged, "auto_pause_after", errors, int, 1, 1000, default=None)
-    policy = merged.get("overlap_policy") or OverlapPolicy.SKIP
-    if policy not in set(OverlapPolicy):
-        errors["overlap_policy"] = "Must be one of: skip, allow."
-    clean["overlap_policy"] = policy
+    clean["overlap_policy"] = _choice(merged, "overlap_policy", errors, OverlapPolicy, OverlapPolicy.SKIP,
+                                      "Must be one of: skip, allow.")
     clean.update(schedule_values(merged, settings, errors))
     clean.update(_execution_options(merged, settings, errors))
     for field in ("prompt", "system_prompt"):
@@ -132,7 +135,8 @@ def _moment(data, field, errors, zone, required=False):
     return moment.astimezone(timezone.utc)
 
 
-def _text(data, field, errors, required=False, limit=None):
+def _text(data, field, errors, required=False, limit=None, multiline=False):
+    """Text less surrounding blanks; one line unless multiline."""
     value = data.get(field)
     if value is None:
         value = ""
@@ -143,6 +147,10 @@ def _text(data, field, errors, required=False, limit=None):
     if "\x00" in value:
         # PostgreSQL cannot store NUL in text; say so instead of failing at commit.
         errors[field] = "Must not contain NUL characters."
+    elif multiline and CONTROL_IN_TEXT.search(value):
+        errors[field] = "Must not contain control characters other than line breaks and tabs."
+    elif not multiline and CONTROL_IN_LINE.search(value):
+        errors[field] = "Must be one line, without control characters."
     elif required and not value:
         errors[field] = "This field is required."
     elif limit and len(value) > limit:
@@ -173,6 +181,18 @@ def _number(data, field, errors, kind, low, high, default):
 def _plain(number):
     # "2" rather than "2.0", and "1000000" rather than "1e+06".
     return f"{number:g}" if isinstance(number, float) else str(number)
+
+
+def _choice(data, field, errors, choices, default, message):
+    """One of an enum's values; absent or empty means the default, and a value of any other type is refused."""
+    value = data.get(field)
+    if value is None or value == "":
+        return default
+    # Checked as text first: a list or an object cannot be looked up in a set, and [] must not read as "not set".
+    if not isinstance(value, str) or value not in set(choices):
+        errors[field] = message
+        return default
+    return value
 
 
 def _boolean(data, field, errors, default):
@@ -210,9 +230,9 @@ def _zones():
 
 
 def _schedule(data, settings, errors, zone):
-    kind = data.get("schedule_type") or ScheduleType.INTERVAL
-    if not isinstance(kind, str) or kind not in SCHEDULE_TYPES:
-        errors["schedule_type"] = "Must be one of: interval, fixed_time, crontab, once."
+    kind = _choice(data, "schedule_type", errors, ScheduleType, ScheduleType.INTERVAL,
+                   "Must be one of: interval, fixed_time, crontab, once.")
+    if "schedule_type" in errors:
         return {}
     schedule = {"schedule_type": kind, "interval_seconds": None, "fixed_time": None, "cron": None, "run_at": None}
     if kind == ScheduleType.ONCE:
@@ -261,13 +281,12 @@ def _execution_options(data, settings, errors):
         # Bounded by the setting, which itself stays under the broker's visibility timeout.
         "max_run_seconds": _number(data, "max_run_seconds", errors, int, 5, settings.max_run_seconds, default=None),
         "connection_id": _number(data, "connection_id", errors, int, 1, 2**31 - 1, default=None),
-        "webhook_format": data.get("webhook_format") or WebhookFormat.JSON,
+        "webhook_format": _choice(data, "webhook_format", errors, WebhookFormat, WebhookFormat.JSON,
+                                  "Must be json or slack."),
         "webhook_url": None,
     }
     if options["connection_id"] and db.session.get(Connection, options["connection_id"]) is None:
         errors["connection_id"] = f"No connection with id {options['connection_id']}."
-    if options["webhook_format"] not in set(WebhookFormat):
-        errors["webhook_format"] = "Must be json or slack."
     url = data.get("webhook_url")
     if url not in (None, ""):
         if not isinstance(url, str) or len(url) > 2000:
