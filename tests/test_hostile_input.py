@@ -1,9 +1,15 @@
 """A corpus of hostile values sent in every field of every API body and form: never a 5xx, never a half-saved change.
 
-Each answer is one of two, decided per kind of field and class of value (see `Kind` and `CORPUS`):
-- refused: a 4xx naming the field (the API's `fields[<field>]`, or the form shown again with a message at the field)
-  and the database exactly as before; or
+Each answer is one of two, decided per kind of field and class of value (see `Kind` and `Hostile`):
+- refused: a 4xx naming the field (the API's `fields[<field>]`, or the form shown again with a message at the
+  field) and the database exactly as before; a body over the size limit may instead be turned away whole (413);
 - accepted: the value stored exactly as sent (less surrounding blanks) and shown escaped on the pages.
+The rules: text of any script, markup and format strings are accepted by text fields and shown escaped; NUL,
+1 MB and, outside multi-line text, line breaks and other control characters are refused everywhere; a value of
+the wrong JSON type is refused, null included where the field is required (elsewhere null means "not set");
+calendar edges a datetime cannot hold, and schedules that would never fire, are refused.
+Fields come from the code (validation.FIELDS, connections.FIELDS, the rendered forms), so a new one cannot be
+forgotten: it fails here until it is given a kind.
 """
 import enum
 import math
@@ -55,18 +61,28 @@ MARKUP = "<script>alert(1)</script><b>bold</b>"
 
 @dataclass(frozen=True)
 class Hostile:
-    """One value of the corpus and the kinds of field that store it as sent (every other kind refuses it)."""
+    """One value of the corpus and the kinds of field that store it as sent (every other kind refuses it).
+
+    A value with `only_for` is one more of its class for the kinds it is aimed at (numbers for a number field,
+    calendar edges for a moment); every field still gets the first value of each class.
+    """
 
     label: str
     value: object
     accepted_by: frozenset = frozenset()
+    only_for: frozenset = frozenset()
 
     @property
     def oversized(self):
         # A body this large may be turned away as a whole (413) before any field is read.
         return isinstance(self.value, str) and len(self.value) > 500_000
 
+    def applies_to(self, kind):
+        return not self.only_for or kind in self.only_for
 
+
+NUMBERS = frozenset({Kind.NUMBER})
+MOMENTS = frozenset({Kind.START, Kind.END})
 TEXTS = [
     Hostile("nul", "before\x00after"),
     Hostile("crlf", "line one\r\nline two", frozenset({Kind.TEXT, Kind.TEMPLATE})),
@@ -75,14 +91,16 @@ TEXTS = [
     Hostile("markup", MARKUP, PRINTABLE),
     Hostile("printf", "%d %s %(name)s {0} %%", PRINTABLE),
     Hostile("bad-template", "{{ }} {% endfor %}", frozenset({Kind.LINE, Kind.TEXT, Kind.SECRET})),
+    # Calendar edges: past the last moment a datetime holds in UTC, before the first, a day that does not
+    # exist, and a moment so far ahead that a schedule starting then never fires within any horizon.
     Hostile("past-9999", "9999-12-31T23:59:59-05:00", PRINTABLE),
-    Hostile("before-0001", "0001-01-01T00:00+01:00", PRINTABLE),
-    Hostile("feb-30", "2025-02-30T09:00", PRINTABLE),
-    Hostile("year-9999", "9999-12-30T00:00+00:00", PRINTABLE | {Kind.END}),
-    Hostile("word", "twelve", PRINTABLE),
+    Hostile("before-0001", "0001-01-01T00:00+01:00", PRINTABLE, only_for=MOMENTS),
+    Hostile("feb-30", "2025-02-30T09:00", PRINTABLE, only_for=MOMENTS),
+    Hostile("year-9999", "9999-12-30T00:00+00:00", PRINTABLE | {Kind.END}, only_for=MOMENTS),
+    # Text where a number is expected.
     Hostile("nan-text", "NaN", PRINTABLE),
-    Hostile("1e308-text", "1e308", PRINTABLE),
-    Hostile("99-digits", "9" * 99, PRINTABLE),
+    Hostile("1e308-text", "1e308", PRINTABLE, only_for=NUMBERS),
+    Hostile("99-digits", "9" * 99, PRINTABLE, only_for=NUMBERS),
 ]
 # Values whose display can go wrong: an accepted one is looked for on the pages.
 SHOWN = {"crlf", "rtl-emoji", "markup", "printf", "bad-template"}
@@ -92,11 +110,11 @@ JSON_ONLY = [
     Hostile("empty-list", []),
     Hostile("object", {"a": 1}),
     Hostile("empty-object", {}, frozenset({Kind.HEADERS})),
-    Hostile("negative", -1),
     Hostile("true", True, frozenset({Kind.FLAG})),
-    Hostile("big-int", 10**30),
-    Hostile("nan", math.nan),
-    Hostile("infinity", math.inf),
+    Hostile("negative", -1),
+    Hostile("big-int", 10**30, only_for=NUMBERS),
+    Hostile("nan", math.nan, only_for=NUMBERS),
+    Hostile("infinity", math.inf, only_for=NUMBERS),
 ]
 # Null means "not set": a required field refuses it, an optional one may take its default or refuse it.
 NULL = Hostile("null", None)
@@ -104,12 +122,13 @@ CORPUS = TEXTS + JSON_ONLY + [NULL]
 
 
 def json_values(kind):
+    values = [h for h in CORPUS if h.applies_to(kind)]
     if kind is not Kind.HEADERS:
-        return CORPUS
+        return values
     # Header values carry the text corpus inside the object a header field expects.
-    return CORPUS + [Hostile(f"header-{h.label}", {"X-Test": h.value},
+    return values + [Hostile(f"header-{h.label}", {"X-Test": h.value},
                              frozenset({Kind.HEADERS}) if Kind.SECRET in h.accepted_by else frozenset())
-                     for h in TEXTS]
+                     for h in TEXTS if h.applies_to(Kind.SECRET)]
 
 
 class Verdict(enum.Enum):
@@ -545,7 +564,7 @@ def run_form(app, client, subtests, form, path, base, refused_well, accepted_wel
     token = csrf_token(page)
     for field in sorted(names):
         kind = kinds[field]
-        for hostile in TEXTS:
+        for hostile in (h for h in TEXTS if h.applies_to(kind)):
             with subtests.test(case_id(field, hostile)):
                 case = Case(app, field, kind, hostile, required=field in required)
                 data = {**defaults, **base(field), field: hostile.value, "csrf_token": token}
