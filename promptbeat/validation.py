@@ -291,6 +291,9 @@ def _execution_options(data, settings, errors):
     if url not in (None, ""):
         if not isinstance(url, str) or len(url) > 2000:
             errors["webhook_url"] = "Must be a URL of at most 2000 characters."
+        elif CONTROL_IN_LINE.search(url.strip()):
+            # A line break in the URL would be stored and reach the request line it is sent in.
+            errors["webhook_url"] = "Must be one line, without control characters."
         else:
             try:
                 webhooks.check_target(url.strip(), settings.webhook_allow_private)

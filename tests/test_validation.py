@@ -169,6 +169,8 @@ WRONG_TYPES = [
     ({"max_tokens": 10.5}, "max_tokens", "Must be a whole number."),
     ({"name": 123}, "name", "Must be text."),
     ({"enabled": "maybe"}, "enabled", "Must be true or false."),
+    ({"webhook_url": "https://hooks.example.com/a\r\nX-Forged: 1"}, "webhook_url",
+     "Must be one line, without control characters."),
     # A list or an object is no choice, and an empty one does not mean "not set".
     *[({field: value}, field, message)
       for field, message in (("schedule_type", "Must be one of: interval, fixed_time, crontab, once."),
