@@ -87,6 +87,7 @@ TEXTS = [
     Hostile("nul", "before\x00after"),
     Hostile("crlf", "line one\r\nline two", frozenset({Kind.TEXT, Kind.TEMPLATE})),
     Hostile("1mb", "x" * 2**20),
+    Hostile("crlf-in-url", "https://hooks.example.com/a\r\nX-Forged: 1", only_for=frozenset({Kind.URL})),
     Hostile("rtl-emoji", "Report \u202egnp.exe\u202c 🚀 👩‍👩‍👧", UNICODE),
     Hostile("markup", MARKUP, PRINTABLE),
     Hostile("printf", "%d %s %(name)s {0} %%", PRINTABLE),
