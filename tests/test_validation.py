@@ -54,7 +54,8 @@ INVALID = {
         "Must be one line, without control characters.",
     ),
     "tab in the model": (
-        {"model": "fake\tmodel"}, {"model": "fake\tmodel"}, "model", "model", "Must be one line, without control characters.",
+        {"model": "fake\tmodel"}, {"model": "fake\tmodel"}, "model", "model",
+        "Must be one line, without control characters.",
     ),
     "terminal escape in the prompt": (
         {"prompt": "Summarise \x1b[2J"}, {"prompt": "Summarise \x1b[2J"}, "prompt", "prompt",
