@@ -1,10 +1,11 @@
 """Validation of task input, shared by the form and the API so both accept the same things."""
+import re
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from promptbeat import prompts, schedules, webhooks
 from promptbeat.extensions import db
-from promptbeat.models import SCHEDULE_TYPES, Connection, OverlapPolicy, ScheduleType, Task, WebhookFormat
+from promptbeat.models import Connection, OverlapPolicy, ScheduleType, Task, WebhookFormat
 from promptbeat.schedules import HHMM
 
 FIELDS = (
@@ -20,6 +21,10 @@ SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "tim
 SCHEDULE_FIELDS = ("schedule_type", "interval_seconds", "fixed_time", "cron", "timezone", "run_at", "start_at",
                    "end_at")
 MAX_ATTEMPTS = 10
+# Control characters have no place in text a person types; line breaks and tabs only in multi-line text.
+# A line break in a name would also forge lines wherever the name is logged.
+CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_TEMPERATURE = 2.0
 MAX_TOKENS = 1_000_000
 
@@ -65,18 +70,17 @@ def validate_task(data, settings, base=None):
 
     clean = {}
     clean["name"] = _text(merged, "name", errors, required=True, limit=200)
-    clean["prompt"] = _text(merged, "prompt", errors, required=True, limit=settings.max_prompt_chars)
-    clean["system_prompt"] = _text(merged, "system_prompt", errors, limit=settings.max_prompt_chars) or None
+    clean["prompt"] = _text(merged, "prompt", errors, required=True, limit=settings.max_prompt_chars, multiline=True)
+    clean["system_prompt"] = _text(merged, "system_prompt", errors, limit=settings.max_prompt_chars,
+                                   multiline=True) or None
     clean["model"] = _text(merged, "model", errors, limit=200) or settings.default_model
     clean["temperature"] = _number(merged, "temperature", errors, float, 0.0, MAX_TEMPERATURE, default=0.7)
     clean["max_tokens"] = _number(merged, "max_tokens", errors, int, 1, MAX_TOKENS, default=None)
     clean["enabled"] = _boolean(merged, "enabled", errors, default=True)
-    clean["pause_note"] = _text(merged, "pause_note", errors, limit=1000) or None
+    clean["pause_note"] = _text(merged, "pause_note", errors, limit=1000, multiline=True) or None
     clean["auto_pause_after"] = _number(merged, "auto_pause_after", errors, int, 1, 1000, default=None)
-    policy = merged.get("overlap_policy") or OverlapPolicy.SKIP
-    if policy not in set(OverlapPolicy):
-        errors["overlap_policy"] = "Must be one of: skip, allow."
-    clean["overlap_policy"] = policy
+    clean["overlap_policy"] = _choice(merged, "overlap_policy", errors, OverlapPolicy, OverlapPolicy.SKIP,
+                                      "Must be one of: skip, allow.")
     clean.update(schedule_values(merged, settings, errors, base))
     clean.update(_execution_options(merged, settings, errors))
     for field in ("prompt", "system_prompt"):
@@ -168,7 +172,8 @@ def _moment(data, field, errors, zone, required=False):
         return None
 
 
-def _text(data, field, errors, required=False, limit=None):
+def _text(data, field, errors, required=False, limit=None, multiline=False):
+    """Text less surrounding blanks; one line unless multiline."""
     value = data.get(field)
     if value is None:
         value = ""
@@ -179,6 +184,10 @@ def _text(data, field, errors, required=False, limit=None):
     if "\x00" in value:
         # PostgreSQL cannot store NUL in text; say so instead of failing at commit.
         errors[field] = "Must not contain NUL characters."
+    elif multiline and CONTROL_IN_TEXT.search(value):
+        errors[field] = "Must not contain control characters other than line breaks and tabs."
+    elif not multiline and CONTROL_IN_LINE.search(value):
+        errors[field] = "Must be one line, without control characters."
     elif required and not value:
         errors[field] = "This field is required."
     elif limit and len(value) > limit:
@@ -211,6 +220,18 @@ def _plain(number):
     return f"{number:g}" if isinstance(number, float) else str(number)
 
 
+def _choice(data, field, errors, choices, default, message):
+    """One of an enum's values; absent or empty means the default, and a value of any other type is refused."""
+    value = data.get(field)
+    if value is None or value == "":
+        return default
+    # Checked as text first: a list or an object cannot be looked up in a set, and [] must not read as "not set".
+    if not isinstance(value, str) or value not in set(choices):
+        errors[field] = message
+        return default
+    return value
+
+
 def _boolean(data, field, errors, default):
     value = data.get(field, default)
     if isinstance(value, bool):
@@ -224,8 +245,10 @@ def _boolean(data, field, errors, default):
 
 
 def _zone(data, errors):
-    name = data.get("timezone") or "UTC"
-    if not schedules.known_zone(name):
+    name = data.get("timezone")
+    if name in (None, ""):
+        name = "UTC"
+    if not isinstance(name, str) or not schedules.known_zone(name):
         # Never echoes the input: the message reaches pages.
         errors["timezone"] = "Unknown time zone; use an IANA name such as Europe/Berlin."
         return "UTC"
@@ -233,9 +256,9 @@ def _zone(data, errors):
 
 
 def _schedule(data, settings, errors, zone):
-    kind = data.get("schedule_type") or ScheduleType.INTERVAL
-    if not isinstance(kind, str) or kind not in SCHEDULE_TYPES:
-        errors["schedule_type"] = "Must be one of: interval, fixed_time, crontab, once."
+    kind = _choice(data, "schedule_type", errors, ScheduleType, ScheduleType.INTERVAL,
+                   "Must be one of: interval, fixed_time, crontab, once.")
+    if "schedule_type" in errors:
         return {}
     schedule = {"schedule_type": kind, "interval_seconds": None, "fixed_time": None, "cron": None, "run_at": None}
     if kind == ScheduleType.ONCE:
@@ -284,17 +307,19 @@ def _execution_options(data, settings, errors):
         # Bounded by the setting, which itself stays under the broker's visibility timeout.
         "max_run_seconds": _number(data, "max_run_seconds", errors, int, 5, settings.max_run_seconds, default=None),
         "connection_id": _number(data, "connection_id", errors, int, 1, 2**31 - 1, default=None),
-        "webhook_format": data.get("webhook_format") or WebhookFormat.JSON,
+        "webhook_format": _choice(data, "webhook_format", errors, WebhookFormat, WebhookFormat.JSON,
+                                  "Must be json or slack."),
         "webhook_url": None,
     }
     if options["connection_id"] and db.session.get(Connection, options["connection_id"]) is None:
         errors["connection_id"] = f"No connection with id {options['connection_id']}."
-    if options["webhook_format"] not in set(WebhookFormat):
-        errors["webhook_format"] = "Must be json or slack."
     url = data.get("webhook_url")
     if url not in (None, ""):
         if not isinstance(url, str) or len(url) > 2000:
             errors["webhook_url"] = "Must be a URL of at most 2000 characters."
+        elif CONTROL_IN_LINE.search(url.strip()):
+            # A line break in the URL would be stored and reach the request line it is sent in.
+            errors["webhook_url"] = "Must be one line, without control characters."
         else:
             try:
                 webhooks.check_target(url.strip(), settings.webhook_allow_private)

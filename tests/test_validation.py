@@ -49,6 +49,26 @@ INVALID = {
     "max tokens 0": (
         {"max_tokens": 0}, {"max_tokens": "0"}, "max_tokens", "max_tokens", "Must be between 1 and 1000000.",
     ),
+    "line break in the name": (
+        {"name": "Daily\r\nForged log line"}, {"name": "Daily\r\nForged log line"}, "name", "name",
+        "Must be one line, without control characters.",
+    ),
+    "tab in the model": (
+        {"model": "fake\tmodel"}, {"model": "fake\tmodel"}, "model", "model",
+        "Must be one line, without control characters.",
+    ),
+    "terminal escape in the prompt": (
+        {"prompt": "Summarise \x1b[2J"}, {"prompt": "Summarise \x1b[2J"}, "prompt", "prompt",
+        "Must not contain control characters other than line breaks and tabs.",
+    ),
+    "NaN interval": (
+        {"interval_seconds": "NaN"}, {"interval_minutes": "NaN"}, "interval_seconds", "interval_minutes",
+        "Must be a whole number.",
+    ),
+    "infinite interval": (
+        {"interval_seconds": "inf"}, {"interval_minutes": "inf"}, "interval_seconds", "interval_minutes",
+        "Must be a whole number.",
+    ),
     "prompt over the limit": (
         {"prompt": LONG_PROMPT}, {"prompt": LONG_PROMPT}, "prompt", "prompt",
         "Must be at most 20000 characters (got 20001).",
@@ -150,6 +170,14 @@ WRONG_TYPES = [
     ({"max_tokens": 10.5}, "max_tokens", "Must be a whole number."),
     ({"name": 123}, "name", "Must be text."),
     ({"enabled": "maybe"}, "enabled", "Must be true or false."),
+    ({"webhook_url": "https://hooks.example.com/a\r\nX-Forged: 1"}, "webhook_url",
+     "Must be one line, without control characters."),
+    # A list or an object is no choice, and an empty one does not mean "not set".
+    *[({field: value}, field, message)
+      for field, message in (("schedule_type", "Must be one of: interval, fixed_time, crontab, once."),
+                             ("overlap_policy", "Must be one of: skip, allow."),
+                             ("webhook_format", "Must be json or slack."))
+      for value in (["skip"], [], {"json": 1}, {}, 1, True)],
 ]
 
 
@@ -160,6 +188,14 @@ def test_api_rejects_unknown_fields_and_wrong_types(app, api, redis_client, subt
             assert response.status_code == 422
             assert response.get_json()["fields"] == {field: message}
             assert_nothing_saved(app, redis_client)
+
+
+def test_multi_line_text_keeps_its_line_breaks_and_tabs(api):
+    text = "Summarise:\r\n\t- the news\n\t- the weather"
+    response = api.post("/tasks", json={**VALID, "prompt": text, "system_prompt": text, "enabled": False})
+    assert response.status_code == 201, response.get_json()
+    task = api.get(f"/tasks/{response.get_json()['id']}").get_json()
+    assert (task["prompt"], task["system_prompt"]) == (text, text)
 
 
 def test_api_malformed_json_is_400(app, api, redis_client, subtests):

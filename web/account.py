@@ -5,6 +5,7 @@ from flask_login import current_user
 
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken
+from promptbeat.validation import CONTROL_IN_LINE
 from web.i18n import LANGUAGES
 from web.security import admin_required, audit, safe_next
 
@@ -40,7 +41,8 @@ def language():
 @admin_required
 def create_token():
     name = request.form.get("name", "").strip()
-    if not name or len(name) > MAX_TOKEN_NAME:
+    # A browser sends no control character from this one-line input; PostgreSQL cannot store NUL.
+    if not name or len(name) > MAX_TOKEN_NAME or CONTROL_IN_LINE.search(name):
         flash(_("Give the token a name of at most %(count)d characters.", count=MAX_TOKEN_NAME), "error")
         return _page(status=422)
     token, plaintext = ApiToken.issue(current_user, name=name)

@@ -75,7 +75,8 @@ def login():
             return render_template("login.html", form=form), 429
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
-        user = db.session.execute(db.select(User).filter_by(email=email)).scalar()
+        # No address holds a control character, and PostgreSQL refuses to compare text holding NUL.
+        user = db.session.execute(db.select(User).filter_by(email=email)).scalar() if email.isprintable() else None
         if user and user.check_password(form.password.data):
             target = safe_next(request.args.get("next")) or url_for("tasks.index")
             # A new session on sign-in: nothing set before it (by whoever handed over the cookie) carries on.

@@ -1,4 +1,5 @@
 """The task form: WTForms for rendering and CSRF, the shared validator for the rules."""
+import math
 from zoneinfo import ZoneInfo
 
 from flask_babel import gettext
@@ -73,8 +74,9 @@ class TaskForm(FlaskForm):
                 minutes = float(self.interval_minutes.data)
             except (TypeError, ValueError):
                 minutes = None
-            # An interval set through the API in seconds shows as a fraction of a minute.
-            if minutes is not None and not minutes.is_integer():
+            # An interval set through the API in seconds shows as a fraction of a minute. "NaN" and "inf"
+            # are no fraction: they go to the validator as typed, which refuses them.
+            if minutes is not None and math.isfinite(minutes) and not minutes.is_integer():
                 data["interval_seconds"] = round(minutes * 60)
                 del data["interval_minutes"]
         return data
