@@ -66,6 +66,9 @@ def save_connection(data, connection=None):
             errors["name"] = "A connection with this name exists."
     if "api_key" in data:
         key = _text(data.get("api_key"), "api_key", errors, MAX_KEY_CHARS)
+        if key and "api_key" not in errors and not HEADER_VALUE.match(key):
+            # The key travels in a header: anything but printable ASCII would fail every call.
+            errors["api_key"] = "Must be printable ASCII, without line breaks or control characters."
         values["api_key_encrypted"] = (_encrypted(settings, key, "api_key", errors)
                                        if key and "api_key" not in errors else None)
     if connection is not None and "base_url" in values and not errors.get("base_url"):

@@ -291,7 +291,9 @@ def _interval(data, settings, errors):
         seconds = minutes * 60 if minutes is not None else None
         field = "interval_minutes"
     else:
-        errors["interval_minutes"] = "Give the interval: interval_minutes (or interval_seconds)."
+        # The message goes to the field the input named, so a client sees which one it left empty.
+        field = "interval_seconds" if "interval_seconds" in data and "interval_minutes" not in data else "interval_minutes"
+        errors[field] = "Give the interval: interval_minutes (or interval_seconds)."
         return None
     if seconds is not None and seconds < minimum:
         errors[field] = f"The interval must be at least {minimum} seconds."

@@ -433,6 +433,11 @@ def check_connection(app, signed_in, case, connection_id):
     connection = row(app, Connection, connection_id)
     if case.field == "api_key":
         assert connection.has_api_key or case.verdict is Verdict.EITHER
+    elif case.field == "extra_headers":
+        # Header values are stored encrypted: what a call would send is what was given.
+        with app.app_context():
+            sent = dict(connections.endpoint_of(connection, app.config["PROMPTBEAT"]).headers)
+        case.stored(sent)
     else:
         case.stored(getattr(connection, case.field))
     if case.hostile.label not in SHOWN:
@@ -537,6 +542,8 @@ def field_error_at(page, field):
     """The message the task form shows at a field (inside its label), or None."""
     match = re.search(rf'<label class="field invalid" data-field="{field}">(.*?)</label>', page, re.S)
     message = match and re.search(r'<small class="field-error">(.+?)</small>', match.group(1), re.S)
+    # A group of choices (the schedule type) has its message after the group.
+    message = message or re.search(rf'<small class="field-error" data-for="{field}">(.+?)</small>', page, re.S)
     return message.group(1) if message else None
 
 

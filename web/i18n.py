@@ -85,6 +85,7 @@ CONNECTION_WORDS = (
     _l("A stored API key cannot be decrypted with PROMPTBEAT_FERNET_KEYS: was the key that "
        "encrypted it removed from the list?"),
     _l("Must not contain control characters (such as NUL or a line break)."),
+    _l("Must be printable ASCII, without line breaks or control characters."),
     _l("Put credentials in the API key or a header, not in the URL."),
     _l("The URL now points to another server: give its API key again, or remove the stored one."),
     _l("The URL now points to another server: give the header values again, or remove them."),
