@@ -101,6 +101,9 @@ def _binop_size(operator, left, right):
                 return weight(sequence) * max(times, 0)
     if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
         return max(left.bit_length(), 1) * right // 64
+    if operator in ("*", "//", "%") and isinstance(left, int) and isinstance(right, int):
+        # Multiplying and dividing big integers is superlinear in their length; small ones cost nothing.
+        return (left.bit_length() // 64) * (right.bit_length() // 64)
     if operator == "%" and isinstance(left, str):
         return _percent_size(left, right if isinstance(right, (tuple, dict)) else (right,))
     return 0
@@ -174,6 +177,8 @@ _FILTER_SIZES = {
     "format": lambda a: _percent_size(str(a["value"]), a["kwargs"] or a["args"]),
     "batch": lambda a: max(a["linecount"], 0) if a["fill_with"] is not None else 0,
     "slice": lambda a: max(a["slices"], 0) if isinstance(a["slices"], int) else 0,
+    # Rounding an integer to -n digits computes 10 ** n.
+    "round": lambda a: -a["precision"] // 19 if isinstance(a["precision"], int) and a["precision"] < 0 else 0,
     # Adding up lists copies every partial sum: quadratic.
     "sum": lambda a: len(a["iterable"]) * weight(a["iterable"])
     if isinstance(a["start"], (list, tuple)) and isinstance(a["iterable"], (list, tuple)) else 0,
@@ -254,7 +259,7 @@ def _text(_context, data):
 class MeteredEnvironment(ImmutableSandboxedEnvironment):
     """The immutable sandbox, with every call, operator, attribute read, loop and output counted."""
 
-    intercepted_binops = frozenset({"+", "*", "**", "%"})
+    intercepted_binops = frozenset({"+", "*", "**", "%", "//"})
 
     def __init__(self, **options):
         super().__init__(finalize=self._finalize, **options)
