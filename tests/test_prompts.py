@@ -67,6 +67,9 @@ ATTACKS = {
     "lipsum words": "{% for c in lipsum(100, max=100000) %}{% endfor %}",
     "loops into a set block": "{% set s %}{% for i in range(100000) %}{% for j in range(100000) %}"
                               "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}{% endfor %}{% endset %}{{ s|length }}",
+    # Within the steps of its loop, but 40 MB of literal text never sent.
+    "literal text into an unused set block": "{% set s %}{% for i in range(40000) %}" + "x" * 1000 + "{% endfor %}"
+                                             "{% endset %}done",
     "quadratic sum of lists": "{{ ([[1] * 1000] * 1000)|sum(start=[]) }}",
 }
 
