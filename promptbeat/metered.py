@@ -5,7 +5,7 @@ import inspect
 import re
 import string
 import time
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, MappingView, Sized
 
 from jinja2 import Environment, nodes, pass_context
 from jinja2.runtime import Context
@@ -71,7 +71,7 @@ def _weight(value, limit):
         return 1 + value.bit_length() // 64
     if isinstance(value, dict):
         items = (part for pair in value.items() for part in pair)
-    elif isinstance(value, (list, tuple, set, frozenset)):
+    elif isinstance(value, (list, tuple, set, frozenset, MappingView)):
         items = value
     else:
         return 1
@@ -139,12 +139,13 @@ def _method_size(method, args, kwargs):
     owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
     if not isinstance(owner, (str, bytes, int)):
         return 0
-    if name in _WIDTH_METHODS and args and isinstance(args[0], int):
-        return max(args[0], 0)
+    number = args[0] if args else kwargs.get("length", kwargs.get("tabsize"))  # to_bytes(length=), expandtabs(tabsize=)
+    if name in _WIDTH_METHODS and isinstance(number, int):
+        return max(number, 0)
     if not isinstance(owner, (str, bytes)):
         return 0
     if name == "expandtabs":
-        return len(owner) * max(args[0] if args and isinstance(args[0], int) else 8, 0)
+        return len(owner) * max(number if isinstance(number, int) else 8, 0)
     if name == "replace" and len(args) >= 2:
         return _replace_size(owner, *args[:2])
     if name == "join" and args and isinstance(args[0], Sized):
@@ -170,10 +171,10 @@ def _lines(text):
 _FILTER_SIZES = {
     "center": lambda a: max(a["width"], 0) if isinstance(a["width"], int) else 0,
     "indent": lambda a: _lines(a["s"]) * (a["width"] if isinstance(a["width"], int) else len(str(a["width"]))),
-    "wordwrap": lambda a: (2 * len(str(a["s"])) // max(a["width"], 1) + _lines(a["s"])) * len(a["wrapstring"] or "\n")
-    if isinstance(a["width"], int) else 0,
+    "wordwrap": lambda a: (2 * len(str(a["s"])) // max(a["width"], 1) + _lines(a["s"]))
+    * len(a["wrapstring"] or "\n") if isinstance(a["width"], int) else 0,
     "join": lambda a: len(str(a["d"])) * len(a["value"]) if isinstance(a["value"], Sized) else 0,
-    "replace": lambda a: _replace_size(str(a["s"]), a["old"], a["new"]),
+    "replace": lambda a: _replace_size(str(a["s"]), str(a["old"]), str(a["new"])),
     "format": lambda a: _percent_size(str(a["value"]), a["kwargs"] or a["args"]),
     "batch": lambda a: max(a["linecount"], 0) if a["fill_with"] is not None else 0,
     "slice": lambda a: max(a["slices"], 0) if isinstance(a["slices"], int) else 0,

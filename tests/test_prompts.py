@@ -66,10 +66,16 @@ ATTACKS = {
     "lipsum paragraphs": "{% for w in lipsum(1000000) %}{% endfor %}",
     "lipsum words": "{% for c in lipsum(100, max=100000) %}{% endfor %}",
     "loops into a set block": "{% set s %}{% for i in range(100000) %}{% for j in range(100000) %}"
-                              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}{% endfor %}{% endset %}{{ s|length }}",
+                              + "x" * 40 + "{% endfor %}{% endfor %}{% endset %}{{ s|length }}",
     # Within the steps of its loop, but 40 MB of literal text never sent.
     "literal text into an unused set block": "{% set s %}{% for i in range(40000) %}" + "x" * 1000 + "{% endfor %}"
                                              "{% endset %}done",
+    "nested references printed through a dict view": "{% set a = ['x' * 100] * 10 %}"
+        "{% set b = [a, a, a, a, a, a, a, a, a, a] %}{% set c = [b, b, b, b, b, b, b, b, b, b] %}"
+        "{% set d = [c, c, c, c, c, c, c, c, c, c] %}{{ {'k': d}.values() }}",
+    "to_bytes by keyword": '{{ (1).to_bytes(length=1000000000, byteorder="big") }}',
+    "expandtabs by keyword": '{{ ("\t" * 1000).expandtabs(tabsize=1000000) }}',
+    "replace filter with numbers": "{{ ('1' * 20000)|replace(1, 10 ** 4000) }}",
     "quadratic sum of lists": "{{ ([[1] * 1000] * 1000)|sum(start=[]) }}",
 }
 
