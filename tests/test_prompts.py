@@ -133,6 +133,11 @@ def test_normal_templates_render_well_within_the_default_budget():
     assert lines[52] == "previous answer previous answer... a, b 003.1      x    Morning brief     124750"
 
 
+def test_a_template_nested_past_the_parser_is_refused_with_a_message():
+    with pytest.raises(prompts.PromptTemplateError, match="nested too deeply"):
+        prompts.check("{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}", LIMITS)
+
+
 def test_a_plain_prompt_is_sent_as_written():
     text = "No variables here, only {braces} and 100% of the text."
     assert render(text) == text
