@@ -53,6 +53,10 @@ def _claim_statement(claimable, exclusive):
     return statement.where(NO_OTHER_RUN_RUNNING) if exclusive else statement
 
 
+# A templated prompt is rendered after its run is claimed, and recorded as sent once rendered.
+RECORD_PROMPT = (update(EXECUTIONS)
+                 .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == ExecutionStatus.RUNNING)
+                 .values(prompt=bindparam("v_prompt")))
 # By (redelivered, exclusive): a redelivered message may also take over a run left running; an
 # exclusive claim (overlap policy skip) also needs no other run of the task marked running.
 CLAIM = {(redelivered, exclusive): _claim_statement(
@@ -157,13 +161,15 @@ def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep, 
     # close(): close() would first build a Session for the many runs that never used one.
     db.session.remove()
     # One statement claims the run (only the delivery that moves it out of queued goes on; a redelivered
-    # message may also take over a run left running) and records what it will send.
+    # message may also take over a run left running) and records what it will send, if it has nothing to render.
     params = {"run_id": run_id, "v_model": task.model, "v_started_at": started, "v_worker": worker,
               "v_deadline_at": started + timedelta(seconds=max_run), "v_prompt": plan["prompt"]}
     if exclusive:
         params.update(guard_task_id=task_id, guard_horizon=overlap.horizon(settings, task, started))
     if not _write(CLAIM[bool(redelivered), exclusive], params):
         return _unclaimed(run_id, exclusive)
+    if _templated(task):
+        _render(plan, task, run_id, settings, started)
 
     result = _call_with_retries(plan, run_id, settings, max_run, sleep)
     result["cost_usd"] = estimate_cost(settings.prices, plan["model"], result)
@@ -255,17 +261,41 @@ def _plan(task, run_id, settings, started):
         plan["endpoint"] = endpoint_for(task, settings)
     except crypto.CryptoError as exc:
         plan["error"] = ("CryptoError", str(exc))
+    if not _templated(task):
+        try:
+            limits = prompts.Limits.from_settings(settings)
+            plan["prompt"] = prompts.render(task.prompt, limits, **_values(task, started))
+        except prompts.PromptTemplateError as exc:
+            plan["error"] = ("TemplateError", str(exc))
+    return plan
+
+
+def _templated(task):
+    return "{" in task.prompt or "{" in (task.system_prompt or "")
+
+
+def _values(task, started, run_count=0, last_output=None):
+    return {"task_name": task.name, "timezone": task.timezone, "moment": started, "run_count": run_count,
+            "last_output": last_output}
+
+
+def _render(plan, task, run_id, settings, started):
+    """Render the prompts of a claimed run, and record the prompt as sent; a failure is the run's error.
+
+    After the claim, not before: a template that runs out of its budget fails its own run, which
+    shows as running meanwhile, instead of holding its worker with nothing to show for it.
+    """
+    values = _values(task, started, _run_count(task.id, run_id), _last_output(task.id, run_id))
+    db.session.remove()
+    limits = prompts.Limits.from_settings(settings)
     try:
-        # The two queries are made only for prompts that can use them.
-        templated = "{" in task.prompt
-        plan["prompt"] = prompts.render(
-            task.prompt, task_name=task.name, timezone=task.timezone, moment=started,
-            run_count=_run_count(task.id, run_id) if templated else 0,
-            last_output=_last_output(task.id, run_id) if templated else None,
-        )
+        plan["prompt"] = prompts.render(task.prompt, limits, **values)
+        if task.system_prompt:
+            plan["system_prompt"] = prompts.render(task.system_prompt, limits, **values)
     except prompts.PromptTemplateError as exc:
         plan["error"] = ("TemplateError", str(exc))
-    return plan
+        return
+    _write(RECORD_PROMPT, {"run_id": run_id, "v_prompt": plan["prompt"]})
 
 
 def _run_count(task_id, run_id):

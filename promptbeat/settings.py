@@ -61,6 +61,9 @@ class Settings:
     # A scheduled run this much later than its slot is recorded as a catch-up.
     misfire_grace_seconds: int = 15
     max_prompt_chars: int = 20_000
+    # What rendering one prompt template may spend (promptbeat.metered): steps, and seconds.
+    template_max_steps: int = 1_000_000
+    template_max_seconds: float = 2.0
     llm_timeout_seconds: float = 120.0
     reconcile_seconds: int = 30
     beat_max_loop_interval: int = 5
@@ -125,6 +128,8 @@ class Settings:
             max_concurrent_llm_calls=_int(environ, "PROMPTBEAT_MAX_CONCURRENT_LLM_CALLS", cls.max_concurrent_llm_calls),
             misfire_grace_seconds=_int(environ, "PROMPTBEAT_MISFIRE_GRACE_SECONDS", cls.misfire_grace_seconds),
             max_prompt_chars=_int(environ, "PROMPTBEAT_MAX_PROMPT_CHARS", cls.max_prompt_chars),
+            template_max_steps=_int(environ, "PROMPTBEAT_TEMPLATE_MAX_STEPS", cls.template_max_steps),
+            template_max_seconds=_float(environ, "PROMPTBEAT_TEMPLATE_MAX_SECONDS", cls.template_max_seconds),
             llm_timeout_seconds=_float(environ, "PROMPTBEAT_LLM_TIMEOUT", cls.llm_timeout_seconds),
             reconcile_seconds=_int(environ, "PROMPTBEAT_RECONCILE_SECONDS", cls.reconcile_seconds),
             beat_max_loop_interval=_int(environ, "PROMPTBEAT_BEAT_MAX_LOOP_INTERVAL", cls.beat_max_loop_interval),

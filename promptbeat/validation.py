@@ -83,10 +83,13 @@ def validate_task(data, settings, base=None):
                                       "Must be one of: skip, allow.")
     clean.update(schedule_values(merged, settings, errors, base))
     clean.update(_execution_options(merged, settings, errors))
+    # Tried with sample values, so that a template past the render budget or the size limit is refused now
+    # rather than failing every run.
+    limits = prompts.Limits.from_settings(settings)
     for field in ("prompt", "system_prompt"):
         if clean.get(field) and field not in errors:
             try:
-                prompts.check(clean[field])
+                prompts.check(clean[field], limits, task_name=clean["name"] or "")
             except prompts.PromptTemplateError as exc:
                 errors[field] = str(exc)
     if errors:

@@ -250,6 +250,30 @@ def test_the_sandbox_keeps_prompts_away_from_python_internals(ctx, fake_llm):
     assert fake_llm.requests == []
 
 
+def test_a_stored_runaway_template_fails_its_claimed_run_without_a_call(ctx, fake_llm):
+    # Saved before templates were bounded, or straight into the database: validation never saw it.
+    execution = run(make_task("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"))
+    assert execution.status == "failed"
+    assert execution.error_class == "TemplateError"
+    assert execution.error == "The prompt template took too long to render (step budget of 1000000 exceeded)."
+    assert execution.started_at is not None and execution.finished_at is not None
+    assert fake_llm.requests == []
+
+
+def test_the_size_limit_applies_to_the_prompt_as_rendered(ctx, fake_llm):
+    execution = run(make_task("{% for i in range(300) %}{{ 'x' * 100 }}{% endfor %}"))
+    assert execution.status == "failed"
+    assert execution.error.startswith("The rendered prompt is at least 20")
+    assert execution.error.endswith("characters; the limit is 20000 (PROMPTBEAT_MAX_PROMPT_CHARS).")
+    assert fake_llm.requests == []
+
+
+def test_the_system_prompt_is_rendered_too(ctx, fake_llm):
+    execution = run(make_task("Plain {{ run_count }}", name="Terse", system_prompt="You are {{ task.name }}."))
+    assert execution.status == "success" and execution.prompt == "Plain 0"
+    assert fake_llm.requests[-1]["messages"][0] == {"role": "system", "content": "You are Terse."}
+
+
 def test_settings_refuse_a_backoff_past_the_visibility_timeout(app):
     from promptbeat.settings import ConfigError
 
