@@ -9,7 +9,7 @@ from promptbeat.validation import TaskInputError
 from web import dashboard
 from web.charts import line_chart, sparkline
 from web.forms import TaskForm
-from web.openapi import MAX_ID
+from web.api_models import MAX_ID
 from web.presenters import describe_schedule, model_choices, next_run, preview_json, schedule_preview
 from web.rendering import markdown_to_html
 from web.security import admin_required, audit
