@@ -10,14 +10,14 @@ from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution, Task, utcnow
 from promptbeat.validation import TaskInputError, task_values, validate_schedule, validate_task
 from web import api_models as models
-from web.api_spec import MAX_BODY_BYTES, ApiError, operation, spec
+from web.api_spec import MAX_BODY_BYTES, ApiError, document, operation
 from web.auth import token_required
 from web.presenters import execution_json, latest_executions, preview_json, schedule_preview, task_json
 from web.security import admin_required, audit
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-TASK = f"/tasks/<int(min=1, max={models.MAX_ID}):task_id>"
-CONNECTION = f"/connections/<int(min=1, max={models.MAX_ID}):connection_id>"
+TASK = "/tasks/<int:task_id>"
+CONNECTION = "/connections/<int:connection_id>"
 
 
 @bp.before_request
@@ -59,7 +59,8 @@ def _settings():
 
 
 def _task_or_404(task_id):
-    task = db.session.get(Task, task_id)
+    # Ids beyond the column's range cannot exist; asking the database would be an overflow error.
+    task = db.session.get(Task, task_id) if task_id <= models.MAX_ID else None
     if task is None:
         raise ApiError(404, "not_found", f"No task with id {task_id}.")
     return task
@@ -83,7 +84,7 @@ def _check_connection_input(data):
 @bp.get("/openapi.json")
 def openapi():
     """The API's contract, derived from web.api_models; public, like any API reference."""
-    return jsonify(spec.spec)
+    return jsonify(document())
 
 
 @bp.get("/tasks")
@@ -269,7 +270,7 @@ def task_usage(task_id, query: models.DaysQuery):
 
 
 def _connection_or_404(connection_id):
-    connection = db.session.get(Connection, connection_id)
+    connection = db.session.get(Connection, connection_id) if connection_id <= models.MAX_ID else None
     if connection is None:
         raise ApiError(404, "not_found", f"No connection with id {connection_id}.")
     return connection

@@ -93,11 +93,17 @@ class ConnectionInput(ApiInput):
     extra_headers: dict[str, Text] | None = None
 
 
-class PageQuery(BaseModel):
+class Query(BaseModel):
+    """Query parameters: whole numbers in range; unknown parameters are refused, as unknown body fields are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PageQuery(Query):
     limit: int = Field(50, ge=1, le=MAX_PAGE, description="How many runs, newest first.")
 
 
-class DaysQuery(BaseModel):
+class DaysQuery(Query):
     days: int = Field(30, ge=1, le=MAX_DAYS, description="How many days back from now.")
 
 

@@ -1,4 +1,5 @@
 """How an API operation is declared: spectree checks its body and query against web.api_models and documents it."""
+import copy
 import functools
 
 from flask import request
@@ -71,7 +72,10 @@ def field_messages(error: ValidationError):
 
 
 def _parameter_message(error: ValidationError, query):
-    field = str(error.errors()[0]["loc"][0])
+    first = error.errors()[0]
+    field = str(first["loc"][0])
+    if first["type"] == "extra_forbidden":
+        return f"Unknown query parameter: {field}."
     schema = query.model_json_schema()["properties"][field]
     return f"{field} must be a whole number from {schema['minimum']} to {schema['maximum']}."
 
@@ -152,3 +156,17 @@ def operation(operation_id, ok, *, body=None, optional_body=False, query=None, a
         return checked
 
     return decorate
+
+
+def document():
+    """The OpenAPI document, with links from each create (201) to every operation on the new item's path."""
+    doc = copy.deepcopy(spec.spec)
+    paths = doc["paths"]
+    for path, operations in paths.items():
+        for created in (op["responses"]["201"] for op in operations.values() if "201" in op["responses"]):
+            item = next(p for p in paths if p.startswith(path + "/{") and p.count("{") == 1)
+            name = item[len(path) + 2:item.index("}")]
+            created["links"] = {
+                op["operationId"]: {"operationId": op["operationId"], "parameters": {name: "$response.body#/id"}}
+                for linked, ops in paths.items() if linked.startswith(item) for op in ops.values()}
+    return doc
