@@ -17,8 +17,11 @@ Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
 ScheduleKind = Annotated[ScheduleType, Field(strict=False)]
 Overlap = Annotated[OverlapPolicy, Field(strict=False)]
 Format = Annotated[WebhookFormat, Field(strict=False)]
+# Documented as date-time so that generated clients and fuzzers send real moments; an ISO 8601 time
+# without an offset (read in the task's zone) is accepted too.
 Moment = Annotated[Text, Field(description="ISO 8601; without an offset it is read in the task's time zone.",
-                                examples=["2030-01-31T09:00", "2030-01-31T09:00+01:00"])]
+                                examples=["2030-01-31T09:00", "2030-01-31T09:00+01:00"],
+                                json_schema_extra={"format": "date-time"})]
 
 
 class ApiInput(BaseModel):
