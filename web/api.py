@@ -22,6 +22,7 @@ CONNECTION = "/connections/<int:connection_id>"
 
 @bp.before_request
 def limit_body_size():
+    """Bodies over the limit are refused (413) before they are read; the pages keep Flask's own limits."""
     request.max_content_length = MAX_BODY_BYTES
 
 
