@@ -110,7 +110,13 @@ class DaysQuery(Query):
     days: int = Field(30, ge=1, le=MAX_DAYS, description="How many days back from now.")
 
 
-class ErrorBody(BaseModel):
+class ApiOutput(BaseModel):
+    """A response body: every key it has is declared, so a key added to an answer must be added here too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(ApiOutput):
     """Every error: 400 malformed body or parameter, 401 no or bad token, 403 viewer, 404 unknown id,
     413 body too large, 422 invalid fields (a message per field)."""
 
@@ -119,7 +125,7 @@ class ErrorBody(BaseModel):
     fields: dict[str, str] | None = Field(None, description="For 422: a message per invalid field.")
 
 
-class ExecutionBrief(BaseModel):
+class ExecutionBrief(ApiOutput):
     """A run without its output, as shown in a task's last_run."""
 
     id: int
@@ -152,7 +158,7 @@ class Execution(ExecutionBrief):
     webhook_attempts: list[dict[str, Any]] = Field(description="One entry per webhook delivery attempt.")
 
 
-class Task(BaseModel):
+class Task(ApiOutput):
     """A task as stored, with its schedule in words and its next runs."""
 
     id: int
@@ -195,24 +201,24 @@ class Task(BaseModel):
     webhook_format: WebhookFormat | None
 
 
-class TaskList(BaseModel):
+class TaskList(ApiOutput):
     tasks: list[Task]
 
 
-class ExecutionList(BaseModel):
+class ExecutionList(ApiOutput):
     executions: list[Execution]
 
 
-class RunQueued(BaseModel):
+class RunQueued(ApiOutput):
     execution: Execution
 
 
-class SchedulePreview(BaseModel):
+class SchedulePreview(ApiOutput):
     description: str
     next_runs: list[datetime]
 
 
-class Usage(BaseModel):
+class Usage(ApiOutput):
     runs: int
     prompt_tokens: int
     completion_tokens: int
@@ -228,19 +234,19 @@ class TaskUsage(Usage):
     task_id: int
 
 
-class UsageReport(BaseModel):
+class UsageReport(ApiOutput):
     total: Usage
     per_day: list[DayUsage]
     per_task: list[TaskUsage]
 
 
-class TaskUsageReport(BaseModel):
+class TaskUsageReport(ApiOutput):
     task_id: int
     total: Usage
     per_day: list[DayUsage]
 
 
-class Connection(BaseModel):
+class Connection(ApiOutput):
     """A named OpenAI-compatible endpoint: whether it has a key, never the key."""
 
     id: int
@@ -251,11 +257,11 @@ class Connection(BaseModel):
     has_api_key: bool
 
 
-class ConnectionList(BaseModel):
+class ConnectionList(ApiOutput):
     connections: list[Connection]
 
 
-class ConnectionCheck(BaseModel):
+class ConnectionCheck(ApiOutput):
     """The outcome of listing the endpoint's models once."""
 
     ok: bool
