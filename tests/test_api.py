@@ -303,6 +303,24 @@ def test_wrong_types_in_the_small_bodies_are_422(api):
     assert api.get(f"/tasks/{task['id']}").get_json()["status"] == "active"
 
 
+@pytest.mark.parametrize("path", ["/tasks/{}", "/tasks/{}/executions", "/connections/{}"])
+def test_ids_beyond_the_column_range_are_404(api, path):
+    # SQLite cannot even bind such an id (an overflow error, a 500 before the range check).
+    response = api.get(path.format(10**20))
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "not_found"
+
+
+def test_nul_in_connection_fields_is_422_and_changes_nothing(api):
+    created = api.post("/connections", json={"name": "local", "base_url": "http://127.0.0.1:9/v1"}).get_json()
+    for field in ("name", "base_url", "api_key", "default_model"):
+        response = api.patch(f"/connections/{created['id']}", json={field: "a\x00b"})
+        assert (response.status_code, response.get_json()["fields"]) == (422, {field: "Must not contain NUL characters."})
+    headers = api.patch(f"/connections/{created['id']}", json={"extra_headers": {"X-Team": "a\x00"}})
+    assert headers.get_json()["fields"] == {"extra_headers": "Must not contain NUL characters."}
+    assert api.get(f"/connections/{created['id']}").get_json() == created
+
+
 @pytest.mark.parametrize("depth", [21, 100_000])
 def test_deeply_nested_json_is_400(api, depth):
     body = '{"name": ' + "[" * depth + "]" * depth + "}"
