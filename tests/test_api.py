@@ -231,12 +231,118 @@ def test_executions_newest_first(api):
     assert [e["id"] for e in limited] == run_ids[:0:-1]
 
 
-@pytest.mark.parametrize("limit", ["0", "501", "ten"])
+@pytest.mark.parametrize("limit", ["0", "501", "ten", "9" * 20, "-1", "1.5"])
 def test_executions_limit_out_of_range_is_400(api, limit):
     task = create(api, CRONTAB)
     response = api.get(f"/tasks/{task['id']}/executions?limit={limit}")
     assert response.status_code == 400
-    assert response.get_json()["error"] == "bad_parameter"
+    assert response.get_json() == {"error": "bad_parameter", "message": "limit must be a whole number from 1 to 500."}
+
+
+@pytest.mark.parametrize("path", ["/usage", "/tasks/{id}/usage"])
+@pytest.mark.parametrize("days", ["0", "367", "9" * 20, "week"])
+def test_usage_days_out_of_range_is_400(api, path, days):
+    task = create(api, CRONTAB)
+    response = api.get(path.format(id=task["id"]) + f"?days={days}")
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "bad_parameter", "message": "days must be a whole number from 1 to 366."}
+
+
+def test_unknown_query_parameters_are_400(api):
+    response = api.get("/usage?day=3")
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "bad_parameter", "message": "Unknown query parameter: day."}
+
+
+WRONG_TYPES = [
+    ("schedule_type", [], "Must be one of: interval, fixed_time, crontab, once."),
+    ("overlap_policy", ["skip"], "Must be one of: skip, allow."),
+    ("overlap_policy", {"a": 1}, "Must be one of: skip, allow."),
+    ("webhook_format", ["json"], "Must be one of: json, slack."),
+    ("webhook_format", {}, "Must be one of: json, slack."),
+    ("interval_seconds", "600", "Must be a whole number."),
+    ("max_runs", 2.5, "Must be a whole number."),
+    ("enabled", "true", "Must be true or false."),
+    ("temperature", [0.2], "Must be a number."),
+    ("cron", 5, "Must be text."),
+    ("timezone", {"name": "UTC"}, "Must be text."),
+    ("prompt", "a\x00b", "Must not contain NUL characters."),
+    ("connection_id", "1", "Must be a whole number."),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), WRONG_TYPES, ids=[f"{f}={v!r}" for f, v, _ in WRONG_TYPES])
+def test_wrong_json_types_are_422_and_save_nothing(api, redis_client, field, value, message):
+    response = api.post("/tasks", json={**INTERVAL, field: value})
+    assert response.status_code == 422
+    assert response.get_json() == {"error": "validation_failed", "message": "Some fields are invalid.",
+                                   "fields": {field: message}}
+    assert api.get("/tasks").get_json() == {"tasks": []}
+    assert redis_client.keys("promptbeat:task:*") == []
+
+
+def test_wrong_types_in_an_update_change_nothing(api):
+    task = create(api, CRONTAB)
+    response = api.patch(f"/tasks/{task['id']}", json={"name": "Renamed", "overlap_policy": ["allow"]})
+    assert response.status_code == 422
+    assert response.get_json()["fields"] == {"overlap_policy": "Must be one of: skip, allow."}
+    assert api.get(f"/tasks/{task['id']}").get_json() == task
+
+
+def test_wrong_types_in_the_small_bodies_are_422(api):
+    task = create(api, CRONTAB)
+    assert api.post(f"/tasks/{task['id']}/pause", json={"note": 5}).get_json()["fields"] == {"note": "Must be text."}
+    run = api.post(f"/tasks/{task['id']}/run", json={"allow_overlap": "yes"})
+    assert (run.status_code, run.get_json()["fields"]) == (422, {"allow_overlap": "Must be true or false."})
+    preview = api.post("/schedule/preview", json={"schedule_type": "crontab", "cron": ["0 9 * * *"]})
+    assert (preview.status_code, preview.get_json()["fields"]) == (422, {"cron": "Must be text."})
+    connection = api.post("/connections", json={"name": "c", "base_url": "http://127.0.0.1:9/v1",
+                                                "extra_headers": {"X-Team": ["a"]}})
+    assert (connection.status_code, connection.get_json()["fields"]) == (422, {"extra_headers": "Must be text."})
+    assert api.get("/connections").get_json() == {"connections": []}
+    assert api.get(f"/tasks/{task['id']}").get_json()["status"] == "active"
+
+
+@pytest.mark.parametrize("path", ["/tasks/{}", "/tasks/{}/executions", "/connections/{}"])
+def test_ids_beyond_the_column_range_are_404(api, path):
+    # SQLite cannot even bind such an id (an overflow error, a 500 before the range check).
+    response = api.get(path.format(10**20))
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "not_found"
+
+
+def test_nul_in_connection_fields_is_422_and_changes_nothing(api):
+    created = api.post("/connections", json={"name": "local", "base_url": "http://127.0.0.1:9/v1"}).get_json()
+    for field in ("name", "base_url", "api_key", "default_model"):
+        response = api.patch(f"/connections/{created['id']}", json={field: "a\x00b"})
+        assert (response.status_code, response.get_json()["fields"]) == (422, {field: "Must not contain NUL characters."})
+    headers = api.patch(f"/connections/{created['id']}", json={"extra_headers": {"X-Team": "a\x00"}})
+    assert headers.get_json()["fields"] == {"extra_headers": "Must not contain NUL characters."}
+    assert api.get(f"/connections/{created['id']}").get_json() == created
+
+
+@pytest.mark.parametrize("depth", [21, 100_000])
+def test_deeply_nested_json_is_400(api, depth):
+    body = '{"name": ' + "[" * depth + "]" * depth + "}"
+    response = api.post("/tasks", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "malformed_json",
+                                   "message": "The request body is nested more than 20 levels deep."}
+    assert api.get("/tasks").get_json() == {"tasks": []}
+
+
+def test_nesting_up_to_the_limit_is_read(api):
+    body = '{"name": ' + "[" * 19 + "]" * 19 + "}"
+    response = api.post("/tasks", data=body, content_type="application/json")
+    assert (response.status_code, response.get_json()["fields"]["name"]) == (422, "Must be text.")
+
+
+def test_a_body_over_one_mebibyte_is_413(api):
+    response = api.post("/tasks", json={**INTERVAL, "prompt": "x" * (1024 * 1024)})
+    assert response.status_code == 413
+    assert response.get_json() == {"error": "request_entity_too_large",
+                                   "message": "The request body is larger than 1048576 bytes."}
+    assert api.get("/tasks").get_json() == {"tasks": []}
 
 
 def test_last_run_is_the_newest_execution(api):

@@ -1,30 +1,29 @@
 """The JSON API under /api, authenticated with bearer tokens; it behaves as the forms do."""
-from flask import Blueprint, current_app, jsonify, request, url_for
-from werkzeug.exceptions import HTTPException
-
 from datetime import timedelta
 
+from flask import Blueprint, current_app, jsonify, request, url_for
 from sqlalchemy import func
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from promptbeat import connections, service
 from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution, Task, utcnow
-from promptbeat.validation import TaskInputError
+from promptbeat.validation import TaskInputError, task_values, validate_schedule, validate_task
+from web import api_models as models
+from web.api_spec import MAX_BODY_BYTES, ApiError, document, operation
 from web.auth import token_required
-from web.openapi import MAX_ID, openapi_document
 from web.presenters import execution_json, latest_executions, preview_json, schedule_preview, task_json
 from web.security import admin_required, audit
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-MAX_PAGE = 500
+TASK = "/tasks/<int:task_id>"
+CONNECTION = "/connections/<int:connection_id>"
 
 
-class ApiError(Exception):
-    """An error answered as JSON with a status code."""
-
-    def __init__(self, status, error, message, fields=None):
-        super().__init__(message)
-        self.status, self.error, self.message, self.fields = status, error, message, fields
+@bp.before_request
+def limit_body_size():
+    """Bodies over the limit are refused (413) before they are read; the pages keep Flask's own limits."""
+    request.max_content_length = MAX_BODY_BYTES
 
 
 @bp.errorhandler(ApiError)
@@ -45,23 +44,24 @@ def invalid_connection(exc):
     return jsonify(error="validation_failed", message="Some fields are invalid.", fields=exc.errors), 422
 
 
+@bp.errorhandler(RequestEntityTooLarge)
+def too_large(exc):
+    return jsonify(error="request_entity_too_large",
+                   message=f"The request body is larger than {MAX_BODY_BYTES} bytes."), 413
+
+
 @bp.errorhandler(HTTPException)
 def http_error(exc):
     return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), exc.code
 
 
-def _json_body():
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ApiError(400, "malformed_json", "The request body must be a JSON object (Content-Type: application/json).")
-    if not isinstance(data, dict):
-        raise ApiError(400, "malformed_json", "The request body must be a JSON object, not a list or a value.")
-    return data
+def _settings():
+    return current_app.config["PROMPTBEAT"]
 
 
 def _task_or_404(task_id):
     # Ids beyond the column's range cannot exist; asking the database would be an overflow error.
-    task = db.session.get(Task, task_id) if task_id <= MAX_ID else None
+    task = db.session.get(Task, task_id) if task_id <= models.MAX_ID else None
     if task is None:
         raise ApiError(404, "not_found", f"No task with id {task_id}.")
     return task
@@ -72,15 +72,27 @@ def _one(task, status=200):
     return jsonify(body), status
 
 
+def _check_task_input(data):
+    task_id = request.view_args.get("task_id")
+    validate_task(data, _settings(), base=task_values(_task_or_404(task_id)) if task_id else None)
+
+
+def _check_connection_input(data):
+    connection_id = request.view_args.get("connection_id")
+    connections.save_connection(data, _connection_or_404(connection_id) if connection_id else None)
+
+
 @bp.get("/openapi.json")
 def openapi():
-    """The API's contract; public, like any API reference."""
-    return jsonify(openapi_document())
+    """The API's contract, derived from web.api_models; public, like any API reference."""
+    return jsonify(document())
 
 
 @bp.get("/tasks")
 @token_required
+@operation("listTasks", {"HTTP_200": models.TaskList}, tags=["tasks"])
 def list_tasks():
+    """List tasks"""
     tasks = db.session.execute(db.select(Task).order_by(Task.id)).scalars().all()
     last = latest_executions([t.id for t in tasks])
     return jsonify(tasks=[task_json(t, last.get(t.id)) for t in tasks])
@@ -89,107 +101,129 @@ def list_tasks():
 @bp.post("/tasks")
 @token_required
 @admin_required
-def create_task():
-    task = service.create_task(_json_body())
+@operation("createTask", {"HTTP_201": models.Task}, body=models.TaskInput, admin=True,
+           also_check=_check_task_input, tags=["tasks"])
+def create_task(json: models.TaskInput):
+    """Create a task; an enabled interval task runs at once"""
+    task = service.create_task(json.model_dump(mode="json", exclude_unset=True))
     audit("task_created", task_id=task.id, name=task.name)
     response, status = _one(task, 201)
     response.headers["Location"] = url_for("api.get_task", task_id=task.id)
     return response, status
 
 
-@bp.get("/tasks/<int:task_id>")
+@bp.get(TASK)
 @token_required
+@operation("getTask", {"HTTP_200": models.Task}, item=True, tags=["tasks"])
 def get_task(task_id):
+    """Read a task"""
     return _one(_task_or_404(task_id))
 
 
-@bp.patch("/tasks/<int:task_id>")
+@bp.patch(TASK)
 @token_required
 @admin_required
-def update_task(task_id):
+@operation("updateTask", {"HTTP_200": models.Task}, body=models.TaskInput, admin=True, item=True,
+           also_check=_check_task_input, tags=["tasks"])
+def update_task(task_id, json: models.TaskInput):
+    """Update a task (partial); a rejected update changes nothing"""
     task = _task_or_404(task_id)
-    data = _json_body()
+    data = json.model_dump(mode="json", exclude_unset=True)
     service.update_task(task, data)
     audit("task_updated", task_id=task.id, fields=sorted(data))
     return _one(task)
 
 
-@bp.delete("/tasks/<int:task_id>")
+@bp.delete(TASK)
 @token_required
 @admin_required
+@operation("deleteTask", {"HTTP_204": None}, admin=True, item=True, tags=["tasks"])
 def delete_task(task_id):
+    """Delete a task and its runs"""
     service.delete_task(_task_or_404(task_id))
     audit("task_deleted", task_id=task_id)
     return "", 204
 
 
-@bp.post("/tasks/<int:task_id>/enable")
+@bp.post(f"{TASK}/enable")
 @token_required
 @admin_required
+@operation("enableTask", {"HTTP_200": models.Task}, admin=True, item=True, tags=["tasks"])
 def enable_task(task_id):
+    """Enable; an interval task runs at once"""
     task = service.set_enabled(_task_or_404(task_id), True)
     audit("task_enabled", task_id=task_id)
     return _one(task)
 
 
-@bp.post("/tasks/<int:task_id>/disable")
-@bp.post("/tasks/<int:task_id>/pause")
-@token_required
-@admin_required
-def disable_task(task_id):
-    note = _optional_body().get("note")
-    if note is not None and not isinstance(note, str):
-        raise ApiError(422, "validation_failed", "Some fields are invalid.", {"note": "Must be text."})
+def _pause(task_id, note, action):
     task = service.set_enabled(_task_or_404(task_id), False, note=note)
-    audit("task_paused" if request.path.endswith("/pause") else "task_disabled", task_id=task_id)
+    audit(action, task_id=task_id)
     return _one(task)
 
 
-@bp.post("/tasks/<int:task_id>/resume")
+@bp.post(f"{TASK}/disable")
 @token_required
 @admin_required
+@operation("disableTask", {"HTTP_200": models.Task}, body=models.PauseInput, optional_body=True, admin=True,
+           item=True, tags=["tasks"])
+def disable_task(task_id, json: models.PauseInput):
+    """Disable (pause), with an optional note; the body may be left out"""
+    return _pause(task_id, json.note, "task_disabled")
+
+
+@bp.post(f"{TASK}/pause")
+@token_required
+@admin_required
+@operation("pauseTask", {"HTTP_200": models.Task}, body=models.PauseInput, optional_body=True, admin=True,
+           item=True, tags=["tasks"])
+def pause_task(task_id, json: models.PauseInput):
+    """Pause, with an optional note shown on the task; the body may be left out"""
+    return _pause(task_id, json.note, "task_paused")
+
+
+@bp.post(f"{TASK}/resume")
+@token_required
+@admin_required
+@operation("resumeTask", {"HTTP_200": models.Task}, admin=True, item=True, tags=["tasks"])
 def resume_task(task_id):
+    """Resume; runs missed while paused are not fired"""
     task = service.set_enabled(_task_or_404(task_id), True)
     audit("task_resumed", task_id=task_id)
     return _one(task)
 
 
-@bp.post("/tasks/<int:task_id>/run")
+@bp.post(f"{TASK}/run")
 @token_required
 @admin_required
-def run_task(task_id):
-    allow_overlap = _optional_body().get("allow_overlap", False)
-    if not isinstance(allow_overlap, bool):
-        raise ApiError(422, "validation_failed", "Some fields are invalid.", {"allow_overlap": "Must be true or false."})
-    execution = service.run_now(_task_or_404(task_id), allow_overlap=allow_overlap)
-    audit("task_run_now", task_id=task_id, execution_id=execution.id, allow_overlap=allow_overlap)
+@operation("runTask", {"HTTP_202": models.RunQueued}, body=models.RunInput, optional_body=True, admin=True,
+           item=True, tags=["tasks"])
+def run_task(task_id, json: models.RunInput):
+    """Run now, even when paused; honours the overlap policy unless allow_overlap; the body may be left out"""
+    execution = service.run_now(_task_or_404(task_id), allow_overlap=json.allow_overlap)
+    audit("task_run_now", task_id=task_id, execution_id=execution.id, allow_overlap=json.allow_overlap)
     return jsonify(execution=execution_json(execution)), 202
-
-
-def _optional_body():
-    return _json_body() if request.get_data() else {}
 
 
 @bp.post("/schedule/preview")
 @token_required
-def preview_schedule():
-    """Read-only, so viewers may use it too."""
-    return jsonify(preview_json(schedule_preview(_json_body(), current_app.config["PROMPTBEAT"])))
+@operation("previewSchedule", {"HTTP_200": models.SchedulePreview}, body=models.ScheduleInput,
+           also_check=lambda data: validate_schedule(data, _settings()), tags=["tasks"])
+def preview_schedule(json: models.ScheduleInput):
+    """The next five runs and the words for an unsaved schedule (read-only; viewers may call it)"""
+    data = json.model_dump(mode="json", exclude_unset=True)
+    return jsonify(preview_json(schedule_preview(data, _settings())))
 
 
-@bp.get("/tasks/<int:task_id>/executions")
+@bp.get(f"{TASK}/executions")
 @token_required
-def list_executions(task_id):
+@operation("listExecutions", {"HTTP_200": models.ExecutionList}, query=models.PageQuery, item=True,
+           tags=["tasks"])
+def list_executions(task_id, query: models.PageQuery):
+    """Runs, newest first"""
     _task_or_404(task_id)
-    limit = request.args.get("limit", 50)
-    try:
-        limit = int(limit)
-        if not 1 <= limit <= MAX_PAGE:
-            raise ValueError
-    except ValueError:
-        raise ApiError(400, "bad_parameter", f"limit must be a whole number from 1 to {MAX_PAGE}.") from None
-    query = db.select(Execution).filter_by(task_id=task_id).order_by(Execution.id.desc()).limit(limit)
-    return jsonify(executions=[execution_json(e) for e in db.session.execute(query).scalars()])
+    rows = db.select(Execution).filter_by(task_id=task_id).order_by(Execution.id.desc()).limit(query.limit)
+    return jsonify(executions=[execution_json(e) for e in db.session.execute(rows).scalars()])
 
 
 def _usage_columns():
@@ -203,22 +237,12 @@ def _usage_json(row):
             "total_tokens": total or 0, "cost_usd": round(cost, 8) if cost is not None else 0.0}
 
 
-def _days():
-    try:
-        days = int(request.args.get("days", 30))
-        if not 1 <= days <= 366:
-            raise ValueError
-    except ValueError:
-        raise ApiError(400, "bad_parameter", "days must be a whole number from 1 to 366.") from None
-    return days
-
-
 @bp.get("/usage")
 @token_required
-def usage():
-    """Tokens and estimated cost per task and per UTC day over the last `days` days."""
-    since = utcnow() - timedelta(days=_days())
-    recent = Execution.created_at >= since
+@operation("usage", {"HTTP_200": models.UsageReport}, query=models.DaysQuery, tags=["usage"])
+def usage(query: models.DaysQuery):
+    """Tokens and estimated cost per task and per UTC day over the last `days` days"""
+    recent = Execution.created_at >= utcnow() - timedelta(days=query.days)
     day = func.date(Execution.created_at)
     per_day = db.session.execute(db.select(day, *_usage_columns()).where(recent).group_by(day).order_by(day)).all()
     per_task = db.session.execute(
@@ -232,13 +256,14 @@ def usage():
     )
 
 
-@bp.get("/tasks/<int:task_id>/usage")
+@bp.get(f"{TASK}/usage")
 @token_required
-def task_usage(task_id):
+@operation("taskUsage", {"HTTP_200": models.TaskUsageReport}, query=models.DaysQuery, item=True, tags=["usage"])
+def task_usage(task_id, query: models.DaysQuery):
+    """A task's tokens and estimated cost per UTC day"""
     _task_or_404(task_id)
-    since = utcnow() - timedelta(days=_days())
     day = func.date(Execution.created_at)
-    where = (Execution.task_id == task_id, Execution.created_at >= since)
+    where = (Execution.task_id == task_id, Execution.created_at >= utcnow() - timedelta(days=query.days))
     per_day = db.session.execute(db.select(day, *_usage_columns()).where(*where).group_by(day).order_by(day)).all()
     total = db.session.execute(db.select(*_usage_columns()).where(*where)).one()
     return jsonify(task_id=task_id, total=_usage_json(total),
@@ -246,7 +271,7 @@ def task_usage(task_id):
 
 
 def _connection_or_404(connection_id):
-    connection = db.session.get(Connection, connection_id) if connection_id <= MAX_ID else None
+    connection = db.session.get(Connection, connection_id) if connection_id <= models.MAX_ID else None
     if connection is None:
         raise ApiError(404, "not_found", f"No connection with id {connection_id}.")
     return connection
@@ -254,7 +279,9 @@ def _connection_or_404(connection_id):
 
 @bp.get("/connections")
 @token_required
+@operation("listConnections", {"HTTP_200": models.ConnectionList}, tags=["connections"])
 def list_connections():
+    """List connections (never their keys)"""
     rows = db.session.execute(db.select(Connection).order_by(Connection.name)).scalars()
     return jsonify(connections=[connections.connection_json(c) for c in rows])
 
@@ -262,24 +289,32 @@ def list_connections():
 @bp.post("/connections")
 @token_required
 @admin_required
-def create_connection():
-    connection = connections.save_connection(_json_body())
+@operation("createConnection", {"HTTP_201": models.Connection}, body=models.ConnectionInput, admin=True,
+           also_check=_check_connection_input, tags=["connections"])
+def create_connection(json: models.ConnectionInput):
+    """Add an OpenAI-compatible endpoint"""
+    connection = connections.save_connection(json.model_dump(mode="json", exclude_unset=True))
     audit("connection_created", connection_id=connection.id, name=connection.name)
     return jsonify(connections.connection_json(connection)), 201
 
 
-@bp.get("/connections/<int:connection_id>")
+@bp.get(CONNECTION)
 @token_required
+@operation("getConnection", {"HTTP_200": models.Connection}, item=True, tags=["connections"])
 def get_connection(connection_id):
+    """Read a connection"""
     return jsonify(connections.connection_json(_connection_or_404(connection_id)))
 
 
-@bp.patch("/connections/<int:connection_id>")
+@bp.patch(CONNECTION)
 @token_required
 @admin_required
-def update_connection(connection_id):
+@operation("updateConnection", {"HTTP_200": models.Connection}, body=models.ConnectionInput, admin=True,
+           item=True, also_check=_check_connection_input, tags=["connections"])
+def update_connection(connection_id, json: models.ConnectionInput):
+    """Update a connection (partial)"""
     connection = _connection_or_404(connection_id)
-    data = _json_body()
+    data = json.model_dump(mode="json", exclude_unset=True)
     try:
         saved = connections.save_connection(data, connection)
     except connections.ConnectionInputError:
@@ -289,18 +324,22 @@ def update_connection(connection_id):
     return jsonify(connections.connection_json(saved))
 
 
-@bp.delete("/connections/<int:connection_id>")
+@bp.delete(CONNECTION)
 @token_required
 @admin_required
+@operation("deleteConnection", {"HTTP_204": None}, admin=True, item=True, tags=["connections"])
 def delete_connection(connection_id):
+    """Delete; its tasks use the default endpoint"""
     db.session.delete(_connection_or_404(connection_id))
     db.session.commit()
     audit("connection_deleted", connection_id=connection_id)
     return "", 204
 
 
-@bp.post("/connections/<int:connection_id>/test")
+@bp.post(f"{CONNECTION}/test")
 @token_required
 @admin_required
+@operation("testConnection", {"HTTP_200": models.ConnectionCheck}, admin=True, item=True, tags=["connections"])
 def test_connection(connection_id):
+    """List the endpoint's models once, to check it answers"""
     return jsonify(connections.test_connection(_connection_or_404(connection_id)))

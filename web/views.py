@@ -9,8 +9,8 @@ from promptbeat.validation import TaskInputError
 from web import dashboard
 from web.charts import line_chart, sparkline
 from web.forms import TaskForm
+from web.api_models import MAX_ID
 from web.i18n import translate_message
-from web.openapi import MAX_ID
 from web.presenters import (describe_schedule, model_choices, next_run, preview_json, schedule_preview,
                             schedule_problem)
 from web.rendering import markdown_to_html

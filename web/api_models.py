@@ -1,0 +1,272 @@
+"""The JSON API's request and response bodies, declared once: validation and the OpenAPI document derive from them."""
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from promptbeat.models import ExecutionStatus, OverlapPolicy, ScheduleType, Trigger, WebhookFormat
+
+# Ids beyond the columns' range cannot exist; the routes refuse them before asking the database.
+MAX_ID = 2**31 - 1
+MAX_PAGE = 500
+MAX_DAYS = 366
+
+# PostgreSQL cannot store NUL in text, so no API text may carry one.
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+# JSON has no enum type: a member arrives as its string, which strict mode would refuse.
+ScheduleKind = Annotated[ScheduleType, Field(strict=False)]
+Overlap = Annotated[OverlapPolicy, Field(strict=False)]
+Format = Annotated[WebhookFormat, Field(strict=False)]
+# Documented as date-time so that generated clients and fuzzers send real moments; an ISO 8601 time
+# without an offset (read in the task's zone) is accepted too.
+Moment = Annotated[Text, Field(description="ISO 8601; without an offset it is read in the task's time zone.",
+                                examples=["2030-01-31T09:00", "2030-01-31T09:00+01:00"],
+                                json_schema_extra={"format": "date-time"})]
+
+
+class ApiInput(BaseModel):
+    """A request body: JSON types exactly (no "5" for 5), and no fields beyond the declared ones."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class ScheduleInput(ApiInput):
+    """The schedule fields of a task. interval_* is for interval, time for fixed_time, cron for crontab,
+    run_at for once."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schedule_type: ScheduleKind | None = None
+    interval_minutes: int | None = None
+    interval_seconds: int | None = None
+    time: Text | None = Field(None, description="HH:MM in 24-hour time.", examples=["09:30"])
+    cron: Text | None = Field(None, description="Five fields: minute hour day-of-month month day-of-week.",
+                              examples=["0 9 * * 1-5"])
+    timezone: Text | None = Field(None, description="An IANA name; UTC when left out.", examples=["Europe/Berlin"])
+    run_at: Moment | None = None
+    start_at: Moment | None = None
+    end_at: Moment | None = None
+    max_runs: int | None = None
+    catchup_seconds: int | None = None
+
+
+class TaskInput(ScheduleInput):
+    """A task to create, or the fields to change (partial update). Bounds, cron syntax, zones and the
+    schedule's horizon are checked after the types; a rejected body changes nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text | None = None
+    prompt: Text | None = None
+    system_prompt: Text | None = None
+    model: Text | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    enabled: bool = True
+    overlap_policy: Overlap | None = None
+    auto_pause_after: int | None = None
+    pause_note: Text | None = None
+    connection_id: int | None = None
+    max_attempts: int | None = None
+    request_timeout_seconds: float | None = None
+    max_run_seconds: int | None = None
+    webhook_url: Text | None = None
+    webhook_format: Format | None = None
+
+
+class PauseInput(ApiInput):
+    """An optional body for disable and pause."""
+
+    note: Text | None = Field(None, description="Shown on the task while it is paused.")
+
+
+class RunInput(ApiInput):
+    """An optional body for run-now."""
+
+    allow_overlap: bool = Field(False, description="Run even when a run is in progress and the policy is skip.")
+
+
+class ConnectionInput(ApiInput):
+    """A connection to create, or the fields to change. The key is write-only; an api_key of "" removes it."""
+
+    name: Text | None = None
+    base_url: Text | None = None
+    api_key: Text | None = None
+    default_model: Text | None = None
+    extra_headers: dict[str, Text] | None = None
+
+
+class Query(BaseModel):
+    """Query parameters: whole numbers in range; unknown parameters are refused, as unknown body fields are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PageQuery(Query):
+    limit: int = Field(50, ge=1, le=MAX_PAGE, description="How many runs, newest first.")
+
+
+class DaysQuery(Query):
+    days: int = Field(30, ge=1, le=MAX_DAYS, description="How many days back from now.")
+
+
+class ApiOutput(BaseModel):
+    """A response body: every key it has is declared, so a key added to an answer must be added here too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(ApiOutput):
+    """Every error: 400 malformed body or parameter, 401 no or bad token, 403 viewer, 404 unknown id,
+    413 body too large, 422 invalid fields (a message per field)."""
+
+    error: str = Field(examples=["validation_failed"])
+    message: str
+    fields: dict[str, str] | None = Field(None, description="For 422: a message per invalid field.")
+
+
+class ExecutionBrief(ApiOutput):
+    """A run without its output, as shown in a task's last_run."""
+
+    id: int
+    task_id: int
+    status: ExecutionStatus
+    trigger: Trigger
+    model: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    error: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    slot: datetime | None = Field(description="The scheduled fire time this run stands for; null when manual.")
+    catch_up: bool | None
+    cost_usd: float | None
+    error_class: str | None
+    attempt_count: int
+    webhook_status: str | None
+
+
+class Execution(ExecutionBrief):
+    """A run with its prompt, output and attempts."""
+
+    output: str | None
+    prompt: str | None = Field(description="The prompt as sent, after its variables were rendered.")
+    attempts: list[dict[str, Any]] = Field(description="One entry per model call.")
+    webhook_attempts: list[dict[str, Any]] = Field(description="One entry per webhook delivery attempt.")
+
+
+class Task(ApiOutput):
+    """A task as stored, with its schedule in words and its next runs."""
+
+    id: int
+    name: str
+    prompt: str
+    system_prompt: str | None
+    model: str
+    temperature: float
+    max_tokens: int | None
+    schedule_type: ScheduleType
+    interval_seconds: int | None
+    interval_minutes: float | None
+    time: str | None
+    cron: str | None
+    timezone: str
+    enabled: bool
+    schedule_description: str
+    next_run_at: datetime | None
+    next_runs: list[datetime] = Field(description="The next (up to five) fire times; empty while paused or completed.")
+    status: Literal["active", "paused", "completed"]
+    pause_note: str | None
+    run_at: datetime | None
+    start_at: datetime | None
+    end_at: datetime | None
+    max_runs: int | None
+    run_count: int
+    completed_at: datetime | None
+    overlap_policy: OverlapPolicy
+    catchup_seconds: int | None
+    auto_pause_after: int | None
+    consecutive_failures: int
+    created_at: datetime
+    updated_at: datetime = Field(description="When the task was last changed; its runs do not change it.")
+    last_run: ExecutionBrief | None = Field(description="The newest run; null before the first.")
+    connection_id: int | None
+    max_attempts: int | None
+    request_timeout_seconds: float | None
+    max_run_seconds: int | None
+    webhook_url: str | None
+    webhook_format: WebhookFormat | None
+
+
+class TaskList(ApiOutput):
+    tasks: list[Task]
+
+
+class ExecutionList(ApiOutput):
+    executions: list[Execution]
+
+
+class RunQueued(ApiOutput):
+    execution: Execution
+
+
+class SchedulePreview(ApiOutput):
+    description: str
+    next_runs: list[datetime]
+
+
+class Usage(ApiOutput):
+    runs: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float = Field(description="Estimated, from PROMPTBEAT_MODEL_PRICES.")
+
+
+class DayUsage(Usage):
+    day: date = Field(description="A UTC day.")
+
+
+class TaskUsage(Usage):
+    task_id: int
+
+
+class UsageReport(ApiOutput):
+    total: Usage
+    per_day: list[DayUsage]
+    per_task: list[TaskUsage]
+
+
+class TaskUsageReport(ApiOutput):
+    task_id: int
+    total: Usage
+    per_day: list[DayUsage]
+
+
+class Connection(ApiOutput):
+    """A named OpenAI-compatible endpoint: whether it has a key, never the key."""
+
+    id: int
+    name: str
+    base_url: str | None
+    default_model: str | None
+    extra_headers: dict[str, str]
+    has_api_key: bool
+
+
+class ConnectionList(ApiOutput):
+    connections: list[Connection]
+
+
+class ConnectionCheck(ApiOutput):
+    """The outcome of listing the endpoint's models once."""
+
+    ok: bool
+    message: str
+    error_class: str | None = None
+    models: list[str] | None = Field(None, description="At most 50.")
+    model_count: int | None = None
+    missing_model: str | None = Field(None, description="The default model, when the endpoint does not list it.")
