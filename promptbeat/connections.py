@@ -44,9 +44,24 @@ def _settings():
 def save_connection(data, connection=None):
     """Create or (partially) update a connection; an api_key of "" removes the stored key.
 
-    Nothing is changed unless every field is valid. Secrets (the key, header values) are stored
-    encrypted, and never follow a change of the URL's origin: a key entered for one server must be
-    entered again, or removed, to move the connection to another (see origin_change_errors).
+    Nothing is changed unless every field is valid (see connection_values).
+    """
+    values = connection_values(data, connection)
+    connection = connection or Connection()
+    for name, value in values.items():
+        setattr(connection, name, value)
+    db.session.add(connection)
+    db.session.commit()
+    logger.info("saved connection %s (%s)", connection.id, connection.name)
+    return connection
+
+
+def connection_values(data, connection=None):
+    """The columns a (partial) input would set, or ConnectionInputError with a message per field.
+
+    Secrets (the key, header values) come back encrypted, and never follow a change of the URL's
+    origin: a key entered for one server must be entered again, or removed, to move the connection
+    to another (see origin_change_errors).
     """
     settings = _settings()
     errors = {f: "Unknown field." for f in sorted(set(data) - set(FIELDS))}
@@ -75,13 +90,7 @@ def save_connection(data, connection=None):
         errors.update(origin_change_errors(connection, values["base_url"], data))
     if errors:
         raise ConnectionInputError(errors)
-    connection = connection or Connection()
-    for name, value in values.items():
-        setattr(connection, name, value)
-    db.session.add(connection)
-    db.session.commit()
-    logger.info("saved connection %s (%s)", connection.id, connection.name)
-    return connection
+    return values
 
 
 def origin_change_errors(connection, base_url, data):

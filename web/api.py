@@ -79,7 +79,7 @@ def _check_task_input(data):
 
 def _check_connection_input(data):
     connection_id = request.view_args.get("connection_id")
-    connections.save_connection(data, _connection_or_404(connection_id) if connection_id else None)
+    connections.connection_values(data, _connection_or_404(connection_id) if connection_id else None)
 
 
 @bp.get("/openapi.json")

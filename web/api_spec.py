@@ -19,7 +19,6 @@ NOT_JSON = "The request body must be a JSON object (Content-Type: application/js
 NOT_OBJECT = "The request body must be a JSON object, not a list or a value."
 TOO_DEEP = f"The request body is nested more than {MAX_DEPTH} levels deep."
 INVALID = "Some fields are invalid."
-NOT_A_FIELD = "\x00"
 
 spec = SpecTree(
     "flask", mode="strict", title="promptbeat API", version="1",
@@ -89,12 +88,12 @@ def _refuse(query, also_check, req, resp, error, instance, model_adapter):
         raise ApiError(400, "bad_parameter", _parameter_message(error, query))
     fields = field_messages(error)
     if also_check is not None:
-        # Report every invalid field at once: the domain rules run too, with each mistyped field set to true
-        # (which skips the rules built on it) and a field no rule knows, so the check refuses and never saves.
+        # Report every invalid field at once: the domain rules (which only check, never save) run too, with
+        # each mistyped field set to true, which they refuse without running the rules built on it.
         try:
-            also_check({**request.get_json(), **dict.fromkeys(fields, True), NOT_A_FIELD: True})
+            also_check({**request.get_json(), **dict.fromkeys(fields, True)})
         except (TaskInputError, ConnectionInputError) as exc:
-            fields = {**{k: v for k, v in exc.errors.items() if k != NOT_A_FIELD}, **fields}
+            fields = {**exc.errors, **fields}
     raise ApiError(422, "validation_failed", INVALID, fields)
 
 
