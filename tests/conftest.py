@@ -1,4 +1,5 @@
 """Fixtures: a real database (SQLite, and PostgreSQL when given), real Redis, the app, and live roles."""
+import dataclasses
 import os
 import re
 import secrets
@@ -39,6 +40,18 @@ def redis_url(tmp_path_factory):
     private = services.PrivateRedis(tmp_path_factory.mktemp("redis"))
     yield private.url
     private.stop()
+
+
+@pytest.fixture
+def swap_settings(app):
+    """Replace some settings for one test, then put the originals back."""
+    original = app.config["PROMPTBEAT"]
+
+    def swap(**changes):
+        app.config["PROMPTBEAT"] = dataclasses.replace(original, **changes)
+
+    yield swap
+    app.config["PROMPTBEAT"] = original
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 """Connections under attack: secrets never follow a URL, the address policy, header secrets, hostile input."""
-import dataclasses
 import json
 import logging
 import secrets
@@ -61,18 +60,6 @@ def catcher():
     yield make
     for one in made:
         one.stop()
-
-
-@pytest.fixture
-def swap_settings(app):
-    """Replace some settings for one test, then put the originals back."""
-    original = app.config["PROMPTBEAT"]
-
-    def swap(**changes):
-        app.config["PROMPTBEAT"] = dataclasses.replace(original, **changes)
-
-    yield swap
-    app.config["PROMPTBEAT"] = original
 
 
 def stored_rows(app):

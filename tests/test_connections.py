@@ -1,5 +1,4 @@
 """Connections: keys encrypted at rest and never shown, rotation, the test action, tasks that use them."""
-import dataclasses
 import logging
 import secrets
 
@@ -11,18 +10,6 @@ from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution
 from tests.conftest import csrf_token
 from tests.services import wait_for
-
-
-@pytest.fixture
-def swap_settings(app):
-    """Replace some settings for one test, then put the originals back."""
-    original = app.config["PROMPTBEAT"]
-
-    def swap(**changes):
-        app.config["PROMPTBEAT"] = dataclasses.replace(original, **changes)
-
-    yield swap
-    app.config["PROMPTBEAT"] = original
 
 
 def test_api_key_is_encrypted_at_rest_and_never_returned(app, api, fake_llm):
