@@ -11,7 +11,7 @@ class Channel(kombu_redis.Channel):
 
     Stock kombu builds a new client for each of them (each ack, each record of an unacked message,
     each batch of task events), and redis-py 8 fills a table of about 200 response callbacks per
-    client: at a hundred runs a second that was a tenth of a worker's CPU (BENCHMARKS.md). A
+    client: at a hundred runs a second that was a tenth of a worker's CPU (docs/performance.md). A
     client over a connection pool is thread-safe: each command takes a connection from the pool.
     """
 
@@ -48,7 +48,7 @@ class MultiChannelPoller(kombu_redis.MultiChannelPoller):
     Consumers without an event loop (Celery's gevent, eventlet and solo pools) wait for the next
     message with a timeout of seconds. With every prefetched message unacknowledged, kombu spends
     that wait sleeping or polling a socket no ack will wake, so under -P gevent -c 100 each wave of
-    runs was followed by about a second with nothing in flight (BENCHMARKS.md). The event loop of
+    runs was followed by about a second with nothing in flight (docs/performance.md). The event loop of
     the threads and prefork pools never calls get() and is unaffected.
     """
 

@@ -21,7 +21,7 @@ from promptbeat.sync import sync_task
 logger = logging.getLogger(__name__)
 # The hot path reads and writes through the tables, not the mapped classes, with statements built once:
 # loading a mapped Task, the ORM's bulk-update machinery and the Session's bookkeeping around each
-# write cost more CPU than the statements themselves (BENCHMARKS.md).
+# write cost more CPU than the statements themselves (docs/performance.md).
 EXECUTIONS = Execution.__table__
 TASKS = Task.__table__
 # The run's task as a plain row (its attributes are the Task's columns); nothing in a run changes it.

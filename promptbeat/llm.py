@@ -58,7 +58,7 @@ class Completion:
 POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
 # Calls take an endpoint's clients in turn, up to this many (each made on first use). httpcore's
 # pool walks every one of its connections on each request and each response, so one pool holding
-# hundreds of calls in flight spent a tenth of a worker's CPU walking it (BENCHMARKS.md).
+# hundreds of calls in flight spent a tenth of a worker's CPU walking it (docs/performance.md).
 CLIENTS_PER_ENDPOINT = 16
 _clients = {}
 _clients_lock = threading.Lock()
@@ -199,7 +199,7 @@ def _post_chat_completion(client):
     """POST /chat/completions through the SDK's generic request method; returns the decoded JSON.
 
     The same request, client and errors as chat.completions.create(), without two costs that
-    matter at hundreds of runs a second (BENCHMARKS.md): create()'s typed signature first walks
+    matter at hundreds of runs a second (docs/performance.md): create()'s typed signature first walks
     all fifty of its parameters against their type declarations, and its ChatCompletion answer
     is built field by field into nested models, of which a run keeps four values. Our parameters
     are plain JSON already, so nothing needs transforming.

@@ -95,7 +95,7 @@ class Settings:
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
         # No backoff may outlive the broker's visibility timeout, or a waiting run's message would
-        # be handed to a second worker. (Keep PROMPTBEAT_MAX_RUN_SECONDS under it too: see README.)
+        # be handed to a second worker. (Keep PROMPTBEAT_MAX_RUN_SECONDS under it too: see docs/operations.md.)
         if self.retry_max_seconds >= self.visibility_timeout:
             raise ConfigError(
                 "PROMPTBEAT_RETRY_MAX_SECONDS must stay below "

@@ -8,7 +8,7 @@ from promptbeat.extensions import db
 from promptbeat.models import Execution, ExecutionStatus, Task, utcnow
 
 logger = logging.getLogger(__name__)
-# Plain statements, not the ORM: a worker claims a slot for every scheduled run (BENCHMARKS.md).
+# Plain statements, not the ORM: a worker claims a slot for every scheduled run (docs/performance.md).
 EXECUTIONS = Execution.__table__
 TASKS = Task.__table__
 # Named binds, none a column name of tasks: keys of the parameters that match a column of an UPDATE's

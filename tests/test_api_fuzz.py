@@ -35,7 +35,7 @@ COMMON = {"deadline": None, "derandomize": True, "database": None, "phases": [Ph
 
 
 def report(kind, statuses, started):
-    """The figures BENCHMARKS.md quotes (shown with pytest -s)."""
+    """The figures docs/performance.md quotes (shown with pytest -s)."""
     answered = {status: statuses.count(status) for status in sorted(set(statuses))}
     print(f"\nfuzz {kind}: {len(statuses)} cases in {time.monotonic() - started:.0f} s, "
           f"{sum(1 for status in statuses if status >= 500)} 5xx; answers {answered}")

@@ -65,7 +65,7 @@ def calls(fake_llm, marker):
     return len([r for r in fake_llm.requests if marker in r["messages"][-1]["content"]])
 
 
-# prefork is the default; threads and gevent are the pools for many calls in flight (README).
+# prefork is the default; threads and gevent are the pools for many calls in flight (docs/operations.md).
 POOLS = ["prefork", "threads", "gevent"]
 
 

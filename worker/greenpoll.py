@@ -11,7 +11,7 @@ def install():
     redis-py checks a pooled connection for unread data, and httpcore an idle connection for
     a server close, with select.poll() and a zero timeout: about ten checks per run. gevent's poll
     starts and stops watchers on its loop for each (17.6 us against 1.7 us per check), 7% of a
-    gevent worker's time with 300 calls in flight (BENCHMARKS.md). A zero-timeout poll never
+    gevent worker's time with 300 calls in flight (docs/performance.md). A zero-timeout poll never
     blocks, so the operating system's is safe under gevent; any poll that may wait still goes
     through gevent. Returns whether it was installed (only in a process gevent has patched).
     """

@@ -40,7 +40,7 @@ def make_psycopg2_cooperative():
         """Drive the connection, waiting on its socket in gevent's loop.
 
         psycopg2.extras.wait_select does the same through the patched select(), which builds a watcher
-        set and a result object for every wait: 36-44 against 24-25 us of CPU per query (BENCHMARKS.md).
+        set and a result object for every wait: 36-44 against 24-25 us of CPU per query (docs/performance.md).
         """
         while True:
             state = connection.poll()
