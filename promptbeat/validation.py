@@ -313,7 +313,7 @@ def _execution_options(data, settings, errors):
         "max_run_seconds": _number(data, "max_run_seconds", errors, int, 5, settings.max_run_seconds, default=None),
         "connection_id": _number(data, "connection_id", errors, int, 1, 2**31 - 1, default=None),
         "webhook_format": _choice(data, "webhook_format", errors, WebhookFormat, WebhookFormat.JSON,
-                                  "Must be json or slack."),
+                                  "Must be one of: json, slack."),
         "webhook_url": None,
     }
     if options["connection_id"] and db.session.get(Connection, options["connection_id"]) is None:

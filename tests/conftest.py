@@ -215,6 +215,9 @@ def api(client, api_token):
         headers = {"Authorization": f"Bearer {api_token}"}
 
         def __getattr__(self, method):
+            if method not in {"get", "post", "put", "patch", "delete", "head", "options"}:
+                raise AttributeError(method)  # e.g. a pretty-printer probing for _repr_pretty_
+
             def call(path, **kwargs):
                 return getattr(client, method)("/api" + path, headers=self.headers, **kwargs)
             return call

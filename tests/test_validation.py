@@ -176,7 +176,7 @@ WRONG_TYPES = [
     *[({field: value}, field, message)
       for field, message in (("schedule_type", "Must be one of: interval, fixed_time, crontab, once."),
                              ("overlap_policy", "Must be one of: skip, allow."),
-                             ("webhook_format", "Must be json or slack."))
+                             ("webhook_format", "Must be one of: json, slack."))
       for value in (["skip"], [], {"json": 1}, {}, 1, True)],
 ]
 
