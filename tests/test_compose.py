@@ -94,6 +94,8 @@ def test_every_variable_is_documented_and_every_setting_is_passed():
     passed = set(compose.load()["services"]["worker"]["environment"])
     assert read_by_settings and read_by_settings <= passed
     assert read_by_settings - {"DATABASE_URL", "REDIS_URL"} <= documented
+    table = (ROOT / "docs" / "configuration.md").read_text()
+    assert {name for name in read_by_settings if f"`{name}`" not in table} == set()
 
 
 def test_no_secret_is_baked_into_the_image():

@@ -24,9 +24,8 @@ def terminate_app_connections(postgres_url):
     return killed
 
 
+@pytest.mark.only_on("postgresql")  # connections are killed in PostgreSQL
 def test_a_killed_database_connection_is_a_503_to_retry_then_pages_work_again(app, signed_in, postgres_url):
-    if app.config["PROMPTBEAT"].database_url.startswith("sqlite"):
-        pytest.skip("connections are killed in PostgreSQL")
     with app.app_context():
         db.engine.dispose()  # one pooled connection from here on, the one the next request leaves behind
     assert signed_in.get("/account").status_code == 200
@@ -40,9 +39,8 @@ def test_a_killed_database_connection_is_a_503_to_retry_then_pages_work_again(ap
     assert signed_in.get("/account").status_code == 200  # the pool reconnected
 
 
+@pytest.mark.only_on("postgresql")
 def test_a_killed_connection_under_the_api_is_a_json_503(app, api, postgres_url):
-    if app.config["PROMPTBEAT"].database_url.startswith("sqlite"):
-        pytest.skip("connections are killed in PostgreSQL")
     with app.app_context():
         db.engine.dispose()
     assert api.get("/tasks").status_code == 200
@@ -57,8 +55,6 @@ def test_a_killed_connection_under_the_api_is_a_json_503(app, api, postgres_url)
 def stopped_database_app(app, role_environ):
     """The same site with its database server down (same secret key, so the session's cookies still apply)."""
     url = app.config["PROMPTBEAT"].database_url
-    if url.startswith("sqlite"):
-        pytest.skip("a database server that is down is a PostgreSQL case")
     scheme, _, rest = url.partition("://")
     credentials, _, path = rest.partition("@")
     down = create_app(Settings.from_environ({**role_environ, "DATABASE_URL": f"{scheme}://{credentials}@{STOPPED}/"
@@ -68,6 +64,7 @@ def stopped_database_app(app, role_environ):
         db.engine.dispose()
 
 
+@pytest.mark.only_on("postgresql")  # a server that is down is a PostgreSQL case
 def test_a_database_server_that_is_down_gives_503_pages_and_json(app, signed_in, api_token, stopped_database_app):
     cookie = signed_in.get_cookie("session").value
     browser = stopped_database_app.test_client()

@@ -156,12 +156,6 @@ def enable_task(task_id):
     return _one(task)
 
 
-def _pause(task_id, note, action):
-    task = service.set_enabled(_task_or_404(task_id), False, note=note)
-    audit(action, task_id=task_id)
-    return _one(task)
-
-
 @bp.post(f"{TASK}/disable")
 @token_required
 @admin_required
@@ -169,7 +163,9 @@ def _pause(task_id, note, action):
            item=True, tags=["tasks"])
 def disable_task(task_id, json: models.PauseInput):
     """Disable (pause), with an optional note; the body may be left out"""
-    return _pause(task_id, json.note, "task_disabled")
+    task = service.set_enabled(_task_or_404(task_id), False, note=json.note)
+    audit("task_disabled", task_id=task_id)
+    return _one(task)
 
 
 @bp.post(f"{TASK}/pause")
@@ -179,7 +175,9 @@ def disable_task(task_id, json: models.PauseInput):
            item=True, tags=["tasks"])
 def pause_task(task_id, json: models.PauseInput):
     """Pause, with an optional note shown on the task; the body may be left out"""
-    return _pause(task_id, json.note, "task_paused")
+    task = service.set_enabled(_task_or_404(task_id), False, note=json.note)
+    audit("task_paused", task_id=task_id)
+    return _one(task)
 
 
 @bp.post(f"{TASK}/resume")
