@@ -273,6 +273,20 @@ def _(actor):
     return ADMIN, {"connection_id": connection_id}
 
 
+@scenario("api", "connection_tested")
+def _(actor):
+    connection_id = actor.connection()
+    actor.api("POST", f"/connections/{connection_id}/test")
+    return ADMIN, {"connection_id": connection_id, "base_url": "http://127.0.0.1:9/v1", "ok": False}
+
+
+@scenario("web", "connection_tested")
+def _(actor):
+    connection_id = actor.connection()
+    actor.form(f"/connections/{connection_id}/test")
+    return ADMIN, {"connection_id": connection_id, "base_url": "http://127.0.0.1:9/v1", "ok": False}
+
+
 def test_every_audited_action_in_the_code_has_a_scenario():
     in_code = audited_actions_in_source()
     assert in_code - set(SCENARIOS) == set(), "audited in web/ but not tested here"

@@ -340,4 +340,8 @@ def delete_connection(connection_id):
 @operation("testConnection", {"HTTP_200": models.ConnectionCheck}, admin=True, item=True, tags=["connections"])
 def test_connection(connection_id):
     """List the endpoint's models once, to check it answers"""
-    return jsonify(connections.test_connection(_connection_or_404(connection_id)))
+    connection = _connection_or_404(connection_id)
+    result = connections.test_connection(connection)
+    # Audited: the test sends the stored key to the connection's URL.
+    audit("connection_tested", connection_id=connection_id, base_url=connection.base_url, ok=result["ok"])
+    return jsonify(result)

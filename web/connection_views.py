@@ -80,6 +80,8 @@ def update(connection_id):
 def test(connection_id):
     connection = _connection_or_404(connection_id)
     result = connections.test_connection(connection)
+    # Audited: the test sends the stored key to the connection's URL.
+    audit("connection_tested", connection_id=connection_id, base_url=connection.base_url, ok=result["ok"])
     if not result["ok"]:
         # The endpoint's own words cannot be translated; known ones (a key that cannot be decrypted) can.
         flash(_("Connection test failed: %(error)s", error=_(result["message"])), "error")
