@@ -7,7 +7,7 @@ from promptbeat.extensions import db
 from promptbeat.models import Execution, ExecutionStatus, ScheduleType, Task, Trigger, utcnow
 from promptbeat.sync import remove_entry, sync_task
 from promptbeat.tasks import execute_task
-from promptbeat.validation import TaskInputError, task_values, validate_task
+from promptbeat.validation import TaskInputError, task_values, validate_pause_note, validate_task
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +64,21 @@ def set_enabled(task, enabled, note=None):
     Resuming never fires the runs missed while paused: the schedule restarts from now
     (an interval task runs once at once, as on creation).
     """
-    data = {"enabled": enabled}
-    if not enabled:
-        data["pause_note"] = note
-    return update_task(task, data)
+    if enabled:
+        return update_task(task, {"enabled": True})
+    return _pause(task, note)
+
+
+def _pause(task, note):
+    # Only the note is checked: pausing must work for a task whose stored schedule no rule accepts
+    # any more, which is when a person most needs to stop it.
+    task.pause_note = validate_pause_note(note)
+    task.enabled = False
+    if task.schedule_type == ScheduleType.INTERVAL:
+        task.anchor_at = utcnow()
+    db.session.commit()
+    _after_save(task, schedule_restarted=False)
+    return task
 
 
 def _check_enabled_cap():

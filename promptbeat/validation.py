@@ -97,6 +97,15 @@ def validate_task(data, settings, base=None):
     return clean
 
 
+def validate_pause_note(note):
+    """A pause note as stored (None when empty); raises TaskInputError. Pausing checks nothing else."""
+    errors = {}
+    value = _text({"pause_note": note}, "pause_note", errors, limit=1000, multiline=True) or None
+    if errors:
+        raise TaskInputError(errors)
+    return value
+
+
 def validate_schedule(data, settings):
     """Check only the schedule fields (for the live preview); returns model attributes or raises."""
     errors = {}

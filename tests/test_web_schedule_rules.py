@@ -217,3 +217,24 @@ def test_a_bad_row_breaks_no_dashboard_view_and_is_flagged_on_its_page(signed_in
     flagged = signed_in.get(f"/tasks/{bad['never fires']}", headers=headers).get_data(as_text=True)
     assert {"en": "Schedule problem: This schedule never fires: no date matches it (for example 31 February).",
             "zh-CN": "计划有问题： 此计划永远不会触发：没有日期与之匹配（例如 2 月 31 日）。"}[language] in flagged
+
+
+def test_every_bad_row_can_be_paused_through_the_api_and_the_page(app, api, signed_in, bad_rows):
+    _, bad = bad_rows
+    for number, (case, task_id) in enumerate(bad.items()):
+        if number % 2:
+            page = signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+            response = signed_in.post(f"/tasks/{task_id}/disable", data={"csrf_token": csrf_token(page),
+                                                                         "note": "stop it"})
+            assert response.status_code in (200, 302), case
+        else:
+            response = api.post(f"/tasks/{task_id}/pause", json={"note": "stop it"})
+            assert response.status_code == 200, (case, response.get_json())
+        with app.app_context():
+            task = db.session.get(Task, task_id)
+            assert (task.enabled, task.pause_note) == (False, "stop it"), case
+    # A pause with a note that cannot be stored still changes nothing.
+    task_id = next(iter(bad.values()))
+    assert api.post(f"/tasks/{task_id}/pause", json={"note": "a\x00b"}).status_code == 422
+    with app.app_context():
+        assert db.session.get(Task, task_id).pause_note == "stop it"
