@@ -3,9 +3,7 @@ import dataclasses
 import json
 import socket
 import ssl
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx2 as httpx
 import pytest
@@ -18,37 +16,24 @@ from promptbeat import webhooks
 from promptbeat.execution import run_execution
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
+from tests.receivers import Answer, Receiver
 
 
-class Receiver:
-    """An HTTP receiver that answers `failures` times with failure_status first, then 200, and keeps every body."""
+class HookReceiver(Receiver):
+    """A receiver at /hook that answers `failures` times with failure_status first, then 200."""
 
     def __init__(self, failures=0, failure_status=500, headers=()):
-        self.bodies, self.hosts, self.failures = [], [], failures
-        receiver = self
+        super().__init__(lambda received: (Answer(failure_status, headers=headers)
+                                           if len(self.requests) <= failures else Answer()))
+        self.url += "/hook"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                receiver.hosts.append(self.headers["Host"])
-                failing = len(receiver.bodies) <= receiver.failures
-                self.send_response(failure_status if failing else 200)
-                for name, value in headers if failing else ():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    @property
+    def bodies(self):
+        return [json.loads(request.body) for request in self.requests]
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def hosts(self):
+        return [request.headers["host"] for request in self.requests]
 
 
 @pytest.fixture
@@ -56,7 +41,7 @@ def receiver():
     made = []
 
     def make(failures=0, failure_status=500, headers=()):
-        made.append(Receiver(failures, failure_status, headers))
+        made.append(HookReceiver(failures, failure_status, headers))
         return made[-1]
 
     yield make
