@@ -16,10 +16,10 @@ from redbeat.schedulers import get_redis
 from redis.exceptions import LockError
 
 from beat.publisher import BulkPublisher
-from promptbeat.entries import TaskEntry
+from promptbeat.scheduling.entries import TaskEntry
 from promptbeat.extensions import db
 from promptbeat.models import Task
-from promptbeat.sync import reconcile
+from promptbeat.scheduling.sync import reconcile
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from redbeat.schedulers import get_redis  # noqa: E402
 
 from beat.scheduler import PromptbeatScheduler  # noqa: E402
 from promptbeat.app import create_app  # noqa: E402
-from promptbeat.entries import TaskEntryEncoder  # noqa: E402
-from promptbeat.schedules import TaskSchedule  # noqa: E402
+from promptbeat.scheduling.entries import TaskEntryEncoder  # noqa: E402
+from promptbeat.scheduling.schedules import TaskSchedule  # noqa: E402
 from promptbeat.settings import Settings  # noqa: E402
 from tests.services import PrivateRedis  # noqa: E402
 

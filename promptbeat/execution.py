@@ -9,14 +9,16 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from promptbeat import crypto, lifecycle, llm, overlap, prompts, retry, webhooks
-from promptbeat.connections import endpoint_for
+from promptbeat import lifecycle, overlap, prompts, retry, webhooks
+from promptbeat.llm import crypto
+from promptbeat.llm import client as llm
+from promptbeat.llm.connections import endpoint_for
 from promptbeat.extensions import db
 from promptbeat.limits import llm_call_slot
 from promptbeat.models import Execution, ExecutionStatus, OverlapPolicy, Task, Trigger, utcnow
 from promptbeat.overlap import HELD_BY_THIS_RUN, NO_OTHER_RUN_RUNNING, release_for_run, run_guard
 from promptbeat.slots import advance_anchor, claim_slot
-from promptbeat.sync import sync_task
+from promptbeat.scheduling.sync import sync_task
 
 logger = logging.getLogger(__name__)
 # The hot path reads and writes through the tables, not the mapped classes, with statements built once:

@@ -148,7 +148,7 @@ class WebhookFormat(enum.StrEnum):
 
 
 class Connection(db.Model):
-    """A named OpenAI-compatible endpoint; its API key is stored only encrypted (promptbeat.crypto)."""
+    """A named OpenAI-compatible endpoint; its API key is stored only encrypted (promptbeat.llm.crypto)."""
 
     __tablename__ = "connections"
 

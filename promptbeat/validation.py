@@ -3,10 +3,11 @@ import re
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from promptbeat import prompts, schedules, webhooks
+from promptbeat import prompts, webhooks
+from promptbeat.scheduling import schedules
 from promptbeat.extensions import db
 from promptbeat.models import Connection, OverlapPolicy, ScheduleType, Task, WebhookFormat
-from promptbeat.schedules import HHMM
+from promptbeat.scheduling.schedules import HHMM
 
 FIELDS = (
     "name", "prompt", "system_prompt", "model", "temperature", "max_tokens", "schedule_type",

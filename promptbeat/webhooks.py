@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 import httpx2 as httpx
 
-from promptbeat import netguard
+from promptbeat.llm import netguard
 from promptbeat.models import WebhookFormat, utcnow
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ SETTING = "PROMPTBEAT_WEBHOOK_ALLOW_PRIVATE"
 
 def check_target(url, allow_private):
     """Refuse URLs that are not http(s) and, unless private targets are allowed, hosts that resolve to
-    any non-public address (promptbeat.netguard).
+    any non-public address (promptbeat.llm.netguard).
 
     The host is resolved here, so a public-looking name that points inside the network is refused too.
     """

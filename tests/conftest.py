@@ -7,7 +7,7 @@ import secrets
 import pytest
 import redis as redis_lib
 
-from promptbeat import llm
+from promptbeat.llm import client as llm
 from promptbeat.extensions import db
 from promptbeat.fakellm import FakeLLMServer
 from promptbeat.models import ApiToken, User

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from promptbeat.entries import TaskEntry
-from promptbeat.schedules import TaskSchedule
+from promptbeat.scheduling.entries import TaskEntry
+from promptbeat.scheduling.schedules import TaskSchedule
 
 TASK_FIELDS = {
     "name", "prompt", "system_prompt", "model", "temperature", "max_tokens", "schedule_type",

@@ -9,8 +9,8 @@ import redis as redis_lib
 from beat.publisher import BulkPublisher
 from beat.scheduler import LockLost, PromptbeatScheduler
 from promptbeat.app import create_app
-from promptbeat.entries import EXECUTE_TASK, TaskEntry, entry_name
-from promptbeat.schedules import TaskSchedule
+from promptbeat.scheduling.entries import EXECUTE_TASK, TaskEntry, entry_name
+from promptbeat.scheduling.schedules import TaskSchedule
 from promptbeat.settings import Settings
 from tests import services
 

@@ -4,10 +4,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from beat.scheduler import LockLost, PromptbeatScheduler
-from promptbeat.entries import TaskEntry, build_entry, entry_key
+from promptbeat.scheduling.entries import TaskEntry, build_entry, entry_key
 from promptbeat.extensions import db
 from promptbeat.models import ScheduleType, Task
-from promptbeat.sync import reconcile
+from promptbeat.scheduling.sync import reconcile
 
 
 def now():

@@ -8,7 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from promptbeat import connections, crypto, netguard
+from promptbeat.llm import connections
+from promptbeat.llm import crypto
+from promptbeat.llm import netguard
 from promptbeat.execution import run_execution
 from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution, Task

@@ -5,7 +5,8 @@ import secrets
 import pytest
 from cryptography.fernet import Fernet
 
-from promptbeat import connections, crypto
+from promptbeat.llm import connections
+from promptbeat.llm import crypto
 from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution
 from tests.conftest import csrf_token

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from promptbeat.entries import TaskEntry
+from promptbeat.scheduling.entries import TaskEntry
 from promptbeat.extensions import db
 from promptbeat.models import Execution
 from tests.conftest import TEST_API_KEY, csrf_token

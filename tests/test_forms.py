@@ -2,10 +2,10 @@
 import re
 from html import unescape
 
-from promptbeat.entries import TaskEntry
+from promptbeat.scheduling.entries import TaskEntry
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
-from promptbeat.schedules import TaskSchedule
+from promptbeat.scheduling.schedules import TaskSchedule
 from tests.conftest import csrf_token
 
 

@@ -23,7 +23,8 @@ import redis as redis_lib
 from markupsafe import escape
 from werkzeug.security import generate_password_hash
 
-from promptbeat import connections, validation
+from promptbeat import validation
+from promptbeat.llm import connections
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Connection, Role, Task, User
 from tests.conftest import csrf_token

@@ -1,7 +1,7 @@
 """SDK clients: each endpoint's calls are spread over a few clients, each built once and reused."""
 import pytest
 
-from promptbeat import llm
+from promptbeat.llm import client as llm
 
 
 def test_calls_to_one_endpoint_take_a_few_clients_in_turn():

@@ -3,7 +3,7 @@ import socket
 
 import pytest
 
-from promptbeat import netguard
+from promptbeat.llm import netguard
 
 # Which property names them differs between Python versions (240/4 is "private" in some, "reserved" in
 # others), so only the refusal is asserted for these.

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import update
 
-from promptbeat.entries import entry_key
+from promptbeat.scheduling.entries import entry_key
 from promptbeat.execution import run_execution
 from promptbeat.extensions import db
 from promptbeat.limits import llm_call_slot

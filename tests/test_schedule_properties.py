@@ -11,12 +11,12 @@ from flask_babel import force_locale
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from promptbeat import schedules
-from promptbeat.entries import entry_key
+from promptbeat.scheduling import schedules
+from promptbeat.scheduling.entries import entry_key
 from promptbeat.extensions import db
 from promptbeat.models import ScheduleType, Task
 from promptbeat.settings import Settings, celery_config
-from promptbeat.sync import reconcile
+from promptbeat.scheduling.sync import reconcile
 from promptbeat.validation import SCHEDULE_INPUTS, TaskInputError, validate_schedule
 from web import i18n
 from web.presenters import describe_schedule, schedule_preview, task_json

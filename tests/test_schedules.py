@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from promptbeat.models import Task
-from promptbeat.schedules import TaskSchedule, celery_schedule, cron_expression, describe, next_runs
+from promptbeat.scheduling.schedules import TaskSchedule, celery_schedule, cron_expression, describe, next_runs
 
 UTC = timezone.utc
 

@@ -12,12 +12,12 @@ from celery import Celery
 from redbeat.schedulers import get_redis
 
 from beat.scheduler import PromptbeatScheduler
-from promptbeat.entries import EXECUTE_TASK, TaskEntry, build_entry, entry_key
+from promptbeat.scheduling.entries import EXECUTE_TASK, TaskEntry, build_entry, entry_key
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
-from promptbeat.schedules import TaskSchedule
+from promptbeat.scheduling.schedules import TaskSchedule
 from promptbeat.settings import Settings, celery_config
-from promptbeat.sync import ReconcileResult, reconcile, remove_entry, sync_task, write_entry
+from promptbeat.scheduling.sync import ReconcileResult, reconcile, remove_entry, sync_task, write_entry
 from tests.services import free_port
 
 SCHEDULE_KEY = "promptbeat::schedule"
@@ -280,7 +280,7 @@ def test_a_failed_redis_write_never_fails_the_save(app, api_token, caplog):
         assert execution.status == "failed"
         assert "broker is unreachable" in execution.error
 
-    sync_errors = [r for r in caplog.records if r.name == "promptbeat.sync" and r.levelno == logging.ERROR]
+    sync_errors = [r for r in caplog.records if r.name == "promptbeat.scheduling.sync" and r.levelno == logging.ERROR]
     assert len(sync_errors) == 1
     assert f"schedule sync failed for task {task_id}" in sync_errors[0].getMessage()
     assert sync_errors[0].exc_info is not None
@@ -308,7 +308,7 @@ def test_reconcile_skips_a_bad_schedule_and_still_restores_the_others(beat_app, 
     # An entry written while the task's schedule was still good: beat must not keep firing it.
     write_entry(beat_app, make_task(10), reset_phase=True)
     redis.delete(entry_key(beat_app, 1))  # deleted by hand
-    caplog.set_level(logging.WARNING, logger="promptbeat.sync")
+    caplog.set_level(logging.WARNING, logger="promptbeat.scheduling.sync")
 
     result = reconcile(beat_app, [*bad_tasks(10), good])
 

@@ -5,7 +5,8 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from sqlalchemy import func
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from promptbeat import connections, service
+from promptbeat import service
+from promptbeat.llm import connections
 from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution, Task, utcnow
 from promptbeat.validation import TaskInputError, task_values, validate_schedule, validate_task

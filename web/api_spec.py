@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
 from werkzeug.exceptions import BadRequest
 
-from promptbeat.connections import ConnectionInputError
+from promptbeat.llm.connections import ConnectionInputError
 from promptbeat.validation import TaskInputError
 from web.api_models import ErrorBody
 

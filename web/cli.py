@@ -4,10 +4,10 @@ import secrets
 import click
 from flask import current_app
 
-from promptbeat import connections
+from promptbeat.llm import connections
 from promptbeat.extensions import db
 from promptbeat.models import Role, Task, User
-from promptbeat.sync import reconcile
+from promptbeat.scheduling.sync import reconcile
 from web.auth import MIN_PASSWORD_LENGTH, create_user
 
 

@@ -3,7 +3,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_babel import gettext as _
 from flask_login import login_required
 
-from promptbeat import connections
+from promptbeat.llm import connections
 from promptbeat.extensions import db
 from promptbeat.models import Connection
 from web.security import admin_required, audit

@@ -75,7 +75,7 @@ DATA_WORDS = (
     _l("Must be one of: skip, allow."), _l("active"), _l("paused"), _l("completed"),
     _l("The search cannot contain NUL characters."),
 )
-# Connection messages from promptbeat.connections and promptbeat.crypto that the connections page shows.
+# Connection messages from promptbeat.llm.connections and promptbeat.llm.crypto that the connections page shows.
 CONNECTION_WORDS = (
     _l("A connection with this name exists."), _l("Use an http(s) URL such as https://api.openai.com/v1."),
     _l("PROMPTBEAT_FERNET_KEYS is not set, so API keys cannot be stored encrypted. Set it to one or "

@@ -8,7 +8,7 @@ from flask_babel import get_locale, gettext
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func
 
-from promptbeat import schedules
+from promptbeat.scheduling import schedules
 from promptbeat.extensions import db
 from promptbeat.models import SCHEDULE_TYPES, Execution, ScheduleType, Task
 from promptbeat.validation import validate_schedule
@@ -48,7 +48,7 @@ def next_run(task):
     return runs[0] if runs else None
 
 
-# Schedule messages from promptbeat.schedules and promptbeat.validation; listed so extraction finds them.
+# Schedule messages from promptbeat.scheduling.schedules and promptbeat.validation; listed so extraction finds them.
 SCHEDULE_WORDS = (
     _l("This schedule never fires: no date matches it (for example 31 February)."),
     _l("The first run would be more than 10 years away."), _l("This time has passed; choose a time in the future."),

@@ -2,7 +2,8 @@
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from promptbeat import schedules, service
+from promptbeat import service
+from promptbeat.scheduling import schedules
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ExecutionStatus, Task
 from promptbeat.validation import TaskInputError

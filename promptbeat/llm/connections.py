@@ -5,7 +5,9 @@ import unicodedata
 
 from flask import current_app
 
-from promptbeat import crypto, llm, netguard
+from promptbeat.llm import crypto
+from promptbeat.llm import client as llm
+from promptbeat.llm import netguard
 from promptbeat.extensions import db
 from promptbeat.models import Connection
 

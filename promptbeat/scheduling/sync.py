@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 from redbeat.schedulers import ensure_conf, get_redis
 
-from promptbeat.entries import ENTRY_PREFIX, TaskEntry, build_entry, entry_key
-from promptbeat.schedules import problem
+from promptbeat.scheduling.entries import ENTRY_PREFIX, TaskEntry, build_entry, entry_key
+from promptbeat.scheduling.schedules import problem
 
 logger = logging.getLogger(__name__)
 

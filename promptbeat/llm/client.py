@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import httpx2 as httpx
 import openai
 
-from promptbeat import netguard
+from promptbeat.llm import netguard
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ class Endpoint:
     """Where to send a completion: an OpenAI-compatible base URL, its key and extra headers.
 
     Header values are secrets like the key. Without allow_private, calls connect only to public
-    addresses of the URL's host, checked as each request is sent (promptbeat.netguard).
+    addresses of the URL's host, checked as each request is sent (promptbeat.llm.netguard).
     """
 
     base_url: str | None

@@ -6,7 +6,7 @@ from datetime import timedelta
 from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
 from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf, get_redis
 
-from promptbeat.schedules import TaskSchedule, task_schedule
+from promptbeat.scheduling.schedules import TaskSchedule, task_schedule
 
 EXECUTE_TASK = "promptbeat.execute_task"
 ENTRY_PREFIX = "task:"

@@ -1,0 +1,1 @@
+"""Talking to models: the client, saved connections, key encryption and the address guard."""

@@ -1,0 +1,1 @@
+"""Scheduling: schedule maths, beat entries and keeping them in step with the database."""
