@@ -4,8 +4,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from promptbeat.models import ScheduleType, Task
-from promptbeat.scheduling.schedules import (BAD_CRON, IDLE_SECONDS, NEVER_FIRES, TOO_FAR, ScheduleError, TaskSchedule, describe,
-                                  first_run, next_runs, problem, task_schedule, valid_cron)
+from promptbeat.scheduling.descriptions import describe
+from promptbeat.scheduling.schedules import (BAD_CRON, IDLE_SECONDS, NEVER_FIRES, TOO_FAR, ScheduleError, TaskSchedule,
+                                             first_run, next_runs, problem, task_schedule, valid_cron)
 
 UTC = timezone.utc
 

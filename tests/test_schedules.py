@@ -5,7 +5,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from promptbeat.models import Task
-from promptbeat.scheduling.schedules import TaskSchedule, celery_schedule, cron_expression, describe, next_runs
+from promptbeat.scheduling.descriptions import describe
+from promptbeat.scheduling.schedules import TaskSchedule, celery_schedule, cron_expression, next_runs
 
 UTC = timezone.utc
 

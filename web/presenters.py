@@ -1,19 +1,15 @@
 """How tasks and executions are shown: the shapes shared by pages and the API."""
 import functools
-import logging
 
-from cron_descriptor import Options, get_description
 from flask import current_app
 from flask_babel import get_locale, gettext
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func
 
-from promptbeat.scheduling import schedules
+from promptbeat.scheduling import descriptions, schedules
 from promptbeat.extensions import db
 from promptbeat.models import SCHEDULE_TYPES, Execution, ScheduleType, Task
 from promptbeat.validation import validate_schedule
-
-logger = logging.getLogger(__name__)
 
 
 def iso(moment):
@@ -92,7 +88,7 @@ def task_json(task, last_execution=None):
         "cron": task.cron,
         "timezone": task.timezone,
         "enabled": task.enabled,
-        "schedule_description": schedules.describe(task),
+        "schedule_description": descriptions.describe(task),
         "next_run_at": iso(next_run(task)),
         "next_runs": [iso(moment) for moment in next_runs(task)],
         "status": status(task),
@@ -153,7 +149,7 @@ def execution_json(execution, brief=False):
     return data
 
 
-def schedule_preview(data, settings, describe=schedules.describe):
+def schedule_preview(data, settings, describe=descriptions.describe):
     """An unsaved schedule in words and its next runs, by beat's rules; raises TaskInputError on bad input.
 
     The one preview behind the API, the JSON endpoint for the session and the form's live fragment.
@@ -181,68 +177,14 @@ DESCRIBED = ("schedule_type", "interval_seconds", "fixed_time", "cron", "timezon
 
 
 def describe_schedule(task):
-    """The schedule in words in the page's language; English comes from the shared core."""
+    """The schedule in words in the page's language."""
     if task.schedule_type not in SCHEDULE_TYPES:
-        return schedules.describe(task)
+        return descriptions.describe(task)
     key = tuple(getattr(task, name) for name in DESCRIBED)
-    return _describe_cached(key, str(get_locale()))
+    return _describe_cached(key, descriptions.language_of(get_locale()))
 
 
 @functools.lru_cache(maxsize=4096)
-def _describe_cached(key, locale):
+def _describe_cached(key, language):
     # Describing a cron expression takes about a millisecond; a dashboard shows many alike.
-    task = Task(**dict(zip(DESCRIBED, key)))
-    if not locale.startswith("zh"):
-        return schedules.describe(task)
-    zone = task.timezone or "UTC"
-    words = None
-    if task.schedule_type == ScheduleType.INTERVAL:
-        words = "每" + _chinese_duration(task.interval_seconds)
-    elif task.schedule_type == ScheduleType.ONCE:
-        local, zone = schedules.local_time(task.run_at, zone)
-        words = f"仅一次，于 {local:%Y-%m-%d %H:%M}（{zone}）" if local else "仅一次"
-    elif task.schedule_type == ScheduleType.FIXED_TIME:
-        words = f"每天 {task.fixed_time}（{zone}）"
-    elif task.schedule_type == ScheduleType.CRONTAB:
-        try:
-            options = Options()
-            options.use_24hour_time_format = True
-            options.locale_code = "zh_CN"
-            words = get_description(task.cron, options)
-            for english, chinese in CHINESE_NAMES.items():  # cron-descriptor's zh_CN leaves names in English
-                words = words.replace(english, chinese)
-            words = f"{words}（{zone}）"
-        except Exception:  # cron-descriptor raises several types; the English words are a fine fallback
-            logger.debug("could not describe cron %r in Chinese", task.cron, exc_info=True)
-    if words is None:
-        return schedules.describe(task)
-    return words + _chinese_bounds(task)
-
-
-def _chinese_bounds(task):
-    parts = []
-    if task.start_at:
-        parts.append(f"自 {task.start_at:%Y-%m-%d %H:%M} UTC 起")
-    if task.end_at:
-        parts.append(f"至 {task.end_at:%Y-%m-%d %H:%M} UTC 止")
-    if task.max_runs:
-        parts.append(f"最多运行 {task.max_runs} 次")
-    return ("，" + "，".join(parts)) if parts else ""
-
-
-CHINESE_NAMES = {
-    **dict(zip(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
-               ["星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"])),
-    **dict(zip(["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-                "November", "December"], [f"{n}月" for n in range(1, 13)])),
-}
-
-
-def _chinese_duration(seconds):
-    if not isinstance(seconds, int) or seconds <= 0:
-        return f" {seconds} 秒"
-    for unit, size in (("天", 86400), ("小时", 3600), ("分钟", 60)):
-        if seconds % size == 0:
-            count = seconds // size
-            return f" {count} {unit}" if count != 1 else unit
-    return f" {seconds} 秒"
+    return descriptions.describe(Task(**dict(zip(DESCRIBED, key))), language)

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, available_timezones
 
 from celery.schedules import BaseSchedule, schedstate
-from cron_descriptor import Options, get_description
 from croniter import croniter
 
 from promptbeat.models import SCHEDULE_TYPES, ScheduleType
@@ -439,27 +438,6 @@ def problem(task, now=None):
     return None
 
 
-def describe(task):
-    """The schedule in plain words, for lists and pages; never fails, whatever the row holds."""
-    zone = task.timezone or "UTC"
-    if task.schedule_type == ScheduleType.INTERVAL:
-        words = "Every " + _duration_words(task.interval_seconds)
-    elif task.schedule_type == ScheduleType.ONCE:
-        local, zone = local_time(task.run_at, zone)
-        words = f"Once, at {local:%Y-%m-%d %H:%M} ({zone})" if local else "Once"
-    elif task.schedule_type == ScheduleType.FIXED_TIME:
-        words = f"Every day at {task.fixed_time} ({zone})"
-    else:
-        try:
-            options = Options()
-            options.use_24hour_time_format = True
-            words = f"{get_description(task.cron, options)} ({zone})"
-        except Exception:  # cron-descriptor raises several types; the raw expression is a fine fallback
-            logger.debug("could not describe cron %r", task.cron, exc_info=True)
-            words = f"cron {task.cron} ({zone})"
-    return words + _bounds_words(task)
-
-
 def local_time(moment, zone):
     """moment in the named zone, with the zone's name; in UTC where the zone is unknown or the calendar ends."""
     if not isinstance(moment, datetime):
@@ -470,24 +448,3 @@ def local_time(moment, zone):
         except OverflowError:
             pass
     return _utc(moment), "UTC"
-
-
-def _bounds_words(task):
-    parts = []
-    if task.start_at:
-        parts.append(f"from {task.start_at:%Y-%m-%d %H:%M} UTC")
-    if task.end_at:
-        parts.append(f"until {task.end_at:%Y-%m-%d %H:%M} UTC")
-    if task.max_runs:
-        parts.append(f"at most {task.max_runs} run{'s' if task.max_runs != 1 else ''}")
-    return (", " + ", ".join(parts)) if parts else ""
-
-
-def _duration_words(seconds):
-    if not isinstance(seconds, int) or seconds <= 0:
-        return f"{seconds} seconds"
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds % size == 0:
-            count = seconds // size
-            return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
-    return f"{seconds} seconds"
