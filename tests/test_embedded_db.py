@@ -8,6 +8,7 @@ import psycopg2
 import pytest
 
 from promptbeat import embedded_db
+from promptbeat.settings import ConfigError, Settings
 
 
 def servers_on(data_dir):
@@ -64,3 +65,7 @@ def test_a_server_left_running_by_a_killed_start_is_replaced(data_dir):
     fresh.stop()
     assert servers_on(data_dir) == []
 
+
+def test_a_database_url_other_than_postgresql_is_refused():
+    with pytest.raises(ConfigError, match="DATABASE_URL must be a PostgreSQL URL"):
+        Settings.from_environ({"SECRET_KEY": "x", "DATABASE_URL": "sqlite:///promptbeat.db"})
