@@ -4,7 +4,6 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from sqlalchemy import update
 
 from promptbeat.entries import entry_key
