@@ -100,11 +100,12 @@ def start(data_dir, database="promptbeat"):
     port = _free_port()
     # TCP only (no Unix socket), so the URL is an ordinary host:port one that every role and tool reads.
     options = f"-h 127.0.0.1 -p {port} -k ''"
-    started = _pg("pg_ctl", data_dir, "-w", "-t", str(START_TIMEOUT), "-o", options,
-                  "-l", str(data_dir / "server.log"), "start", check=False)
+    log = data_dir / "server.log"
+    started = _pg("pg_ctl", data_dir, "-w", "-t", str(START_TIMEOUT), "-o", options, "-l", str(log), "start",
+                  check=False)
     if started.returncode != 0:
-        log = (data_dir / "server.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"embedded PostgreSQL did not start: {started.stderr.strip()}\n{log}")
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise RuntimeError(f"embedded PostgreSQL did not start: {started.stderr.strip()}\n{tail}")
     server = f"postgresql://postgres@127.0.0.1:{port}"
     try:
         _create_database(server, database)
