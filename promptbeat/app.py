@@ -27,10 +27,7 @@ def create_app(settings=None, import_name="promptbeat", **overrides):
 
     db.init_app(app)
     with app.app_context():
-        if db.engine.dialect.name != "sqlite":
-            ping_when_idle(db.engine)
-    migrate.init_app(
-        app, db, directory=str(MIGRATIONS), render_as_batch=True, render_item=render_migration_type
-    )
+        ping_when_idle(db.engine)
+    migrate.init_app(app, db, directory=str(MIGRATIONS), render_item=render_migration_type)
     celery_init_app(app)
     return app

@@ -1,14 +1,12 @@
 """Extension objects shared by every role, created unconfigured and bound by the factory."""
-import sqlite3
 import time
 
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event, exc
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
-# Named constraints keep migrations portable between SQLite and PostgreSQL.
+# Named constraints give migrations stable names to refer to.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -24,16 +22,6 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-
-
-@event.listens_for(Engine, "connect")
-def _sqlite_pragmas(dbapi_connection, connection_record):
-    # WAL lets the web process read while a worker writes; foreign keys make deletes cascade.
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
 
 
 # A pooled connection handed back longer ago than this is checked before it is handed out again.

@@ -17,7 +17,7 @@ def utcnow():
 
 
 class UTCDateTime(TypeDecorator):
-    """Stores naive UTC and returns aware UTC, so SQLite and PostgreSQL behave the same."""
+    """Stores naive UTC and returns aware UTC, so every value the code sees is timezone-aware."""
 
     impl = DateTime
     cache_ok = True
@@ -166,22 +166,12 @@ class Connection(db.Model):
         return bool(self.api_key_encrypted)
 
 
-def include_in_schema_of(dialect_name):
-    """An Alembic include_object hook: leave out what the models declare only for another database."""
-    def include(obj, name, type_, reflected, compare_to):
-        only_on = getattr(obj, "info", {}).get("only_on")
-        return only_on is None or only_on == dialect_name
-    return include
-
-
 class Task(db.Model):
     __tablename__ = "tasks"
     __table_args__ = (
         Index("ix_tasks_name_id", "name", "id"),
-        # The dashboard's search is a substring match (ILIKE '%words%'): a trigram index serves it on
-        # PostgreSQL; SQLite has no such index and scans.
-        Index("ix_tasks_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"},
-              info={"only_on": "postgresql"}).ddl_if(dialect="postgresql"),
+        # The dashboard's search is a substring match (ILIKE '%words%'): a trigram index serves it.
+        Index("ix_tasks_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"}),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

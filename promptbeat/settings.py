@@ -49,7 +49,7 @@ class Settings:
     """Every knob promptbeat reads from the environment, in one place."""
 
     secret_key: str
-    database_url: str = "sqlite:///promptbeat.db"
+    database_url: str = "postgresql://127.0.0.1:5432/promptbeat"
     redis_url: str = "redis://127.0.0.1:6379/0"
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
@@ -94,6 +94,8 @@ class Settings:
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
+        if not self.database_url.startswith("postgresql"):
+            raise ConfigError("DATABASE_URL must be a PostgreSQL URL, like postgresql://user@host:5432/promptbeat.")
         # No backoff may outlive the broker's visibility timeout, or a waiting run's message would
         # be handed to a second worker. (Keep PROMPTBEAT_MAX_RUN_SECONDS under it too: see docs/operations.md.)
         if self.retry_max_seconds >= self.visibility_timeout:
@@ -208,15 +210,12 @@ def _prices(environ):
 
 
 def engine_options(database_url, pool_size=20, autocommit=False):
-    """Engine options that suit the backend: a busy timeout for SQLite, a sized pool elsewhere.
+    """Engine options: a sized pool, and optionally autocommit.
 
     autocommit makes every statement its own transaction: for the worker, whose writes each stand
     alone (claim a run, record its result, count it), it spares each write a BEGIN and a COMMIT.
     """
     options = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
-    if database_url.startswith("sqlite"):
-        # Web, worker and beat write the same file; wait for the lock instead of failing.
-        return {"connect_args": {"timeout": 30}, **options}
     # A run holds a connection only while it writes, never during the model call, so a
     # small pool serves hundreds of calls in flight; waiters queue for pool_timeout. Connections
     # are checked before reuse only after sitting idle (promptbeat.extensions.ping_when_idle).

@@ -1,12 +1,16 @@
-"""Fixtures: a real database (SQLite, and PostgreSQL when given), real Redis, the app, and live roles."""
+"""Fixtures: a real PostgreSQL and Redis (private ones unless given), the app, and live roles."""
 import dataclasses
 import os
 import re
 import secrets
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import redis as redis_lib
 
+from promptbeat import embedded_db
 from promptbeat.llm import client as llm
 from promptbeat.extensions import db
 from promptbeat.fakellm import FakeLLMServer
@@ -14,6 +18,7 @@ from promptbeat.models import ApiToken, User
 from promptbeat.settings import Settings, normalize_database_url
 from tests import services
 
+# Set in CI: the configured PostgreSQL and Redis must be used, never private ones started here.
 REQUIRE_SERVICES = os.environ.get("PROMPTBEAT_REQUIRE_SERVICES") == "1"
 TEST_API_KEY = "sk-test-" + secrets.token_hex(8)
 TEST_FERNET_KEY = "3Ue-Xs0X0u4MQ7nHzfUuXbnHGiHNtVOy1kLLKM2Gvd0="
@@ -23,6 +28,13 @@ def _missing(what):
     if REQUIRE_SERVICES:
         pytest.fail(f"{what} is required here (PROMPTBEAT_REQUIRE_SERVICES=1) but not configured")
     pytest.skip(f"{what} not configured")
+
+
+def pytest_report_header(config):
+    database = os.environ.get("PROMPTBEAT_TEST_DATABASE_URL") and "PROMPTBEAT_TEST_DATABASE_URL"
+    redis = os.environ.get("PROMPTBEAT_TEST_REDIS_URL") and "PROMPTBEAT_TEST_REDIS_URL"
+    return [f"database: {database or 'a private embedded PostgreSQL'}",
+            f"redis: {redis or 'a private redis-server'}"]
 
 
 @pytest.fixture(scope="session")
@@ -70,35 +82,30 @@ def fake_llm():
         llm.close_clients()
 
 
-DATABASES = ("sqlite", "postgresql")
-
-
-def pytest_generate_tests(metafunc):
-    """Run each test on both databases, or only on the one its `only_on` marker names."""
-    if "database_url" not in metafunc.fixturenames:
-        return
-    marker = metafunc.definition.get_closest_marker("only_on")
-    names = marker.args if marker else DATABASES
-    metafunc.parametrize("database_url", names, indirect=True, scope="session")
-
-
 @pytest.fixture(scope="session")
-def database_url(request, tmp_path_factory):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'promptbeat.db'}"
+def database_url():
+    """PROMPTBEAT_TEST_DATABASE_URL (its tables are dropped), else a private embedded PostgreSQL."""
     url = os.environ.get("PROMPTBEAT_TEST_DATABASE_URL")
-    if not url:
-        _missing("PostgreSQL (PROMPTBEAT_TEST_DATABASE_URL)")
-    return url
+    if url:
+        yield url
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail("PROMPTBEAT_TEST_DATABASE_URL is required here (PROMPTBEAT_REQUIRE_SERVICES=1)")
+    # Outside pytest's base temporary directory, which a pytest session starting meanwhile makes
+    # private to its owner again: as root, the server runs as another user that must reach it.
+    data_dir = Path(tempfile.mkdtemp(prefix="promptbeat-test-postgres-"))
+    try:
+        server = embedded_db.start(data_dir)
+        yield server.url
+        server.stop()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture
-def postgres_url():
-    """PROMPTBEAT_TEST_DATABASE_URL in SQLAlchemy's form, for tests of PostgreSQL itself."""
-    url = os.environ.get("PROMPTBEAT_TEST_DATABASE_URL")
-    if not url:
-        _missing("PostgreSQL (PROMPTBEAT_TEST_DATABASE_URL)")
-    return normalize_database_url(url)
+def postgres_url(database_url):
+    """The test database's URL in SQLAlchemy's form, for tests of PostgreSQL itself."""
+    return normalize_database_url(database_url)
 
 
 @pytest.fixture(scope="session")
@@ -172,9 +179,9 @@ def _clear_redis(flask_app):
     client = redis_lib.Redis.from_url(settings.redis_url)
     try:
         prefix = settings.redbeat_key_prefix
-        # Overlap locks are keyed by task id, and ids start again after the tables are emptied (SQLite)
-        # or re-created (the compose test migrates from scratch): a lock left by a worker stopped
-        # mid-run would make a later test's run skip as "still running".
+        # Overlap locks are keyed by task id, and ids start again after the tables are re-created (the
+        # compose test migrates from scratch): a lock left by a worker stopped mid-run would make a
+        # later test's run skip as "still running".
         for pattern in (f"{prefix}task:*", f"{prefix}signin:*", f"{prefix}running:*"):
             for key in client.scan_iter(match=pattern):
                 client.delete(key)

@@ -23,7 +23,6 @@ from schemathesis.specs.openapi.checks import (
 from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution, Task
 
-pytestmark = pytest.mark.only_on("postgresql")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Examples per operation and mode, and stateful scenarios: under a minute in all on two cores when quiet,
 # about two and a half minutes when other suites share them.

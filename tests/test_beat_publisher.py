@@ -19,10 +19,10 @@ PER_MESSAGE = {"id", "root_id", "correlation_id", "delivery_tag"}
 
 
 @pytest.fixture
-def beat_app(tmp_path):
+def beat_app(tmp_path, database_url):
     """A Celery app on a private Redis, so no worker or beat of the session takes its messages."""
     private = services.PrivateRedis(tmp_path)
-    settings = Settings(secret_key="test", database_url=f"sqlite:///{tmp_path}/beat.db", redis_url=private.url)
+    settings = Settings(secret_key="test", database_url=database_url, redis_url=private.url)
     flask_app = create_app(settings)
     celery_app = flask_app.extensions["celery"]
     client = redis_lib.Redis.from_url(private.url)

@@ -38,7 +38,6 @@ def burst_cluster(app, database_url, role_environ, fake_llm, tmp_path):
 
 
 # Hundreds of concurrent runs need PostgreSQL, as in docker compose.
-@pytest.mark.only_on("postgresql")
 def test_500_interval_tasks_created_at_once_all_run_with_calls_capped(burst_cluster, fake_llm):
     web_app = burst_cluster
     client = web_app.test_client()

@@ -196,7 +196,6 @@ class ComposeRunner:
 
 
 @pytest.mark.slow
-@pytest.mark.only_on("postgresql")  # as compose runs it
 def test_compose_services_run_and_come_up_healthy(app, database_url, redis_url, fake_llm, tmp_path, document):
     flower_auth = ("admin", secrets.token_urlsafe(8))
     shell_env = {

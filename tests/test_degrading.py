@@ -24,7 +24,6 @@ def terminate_app_connections(postgres_url):
     return killed
 
 
-@pytest.mark.only_on("postgresql")  # connections are killed in PostgreSQL
 def test_a_killed_database_connection_is_a_503_to_retry_then_pages_work_again(app, signed_in, postgres_url):
     with app.app_context():
         db.engine.dispose()  # one pooled connection from here on, the one the next request leaves behind
@@ -39,7 +38,6 @@ def test_a_killed_database_connection_is_a_503_to_retry_then_pages_work_again(ap
     assert signed_in.get("/account").status_code == 200  # the pool reconnected
 
 
-@pytest.mark.only_on("postgresql")
 def test_a_killed_connection_under_the_api_is_a_json_503(app, api, postgres_url):
     with app.app_context():
         db.engine.dispose()
@@ -64,7 +62,6 @@ def stopped_database_app(app, role_environ):
         db.engine.dispose()
 
 
-@pytest.mark.only_on("postgresql")  # a server that is down is a PostgreSQL case
 def test_a_database_server_that_is_down_gives_503_pages_and_json(app, signed_in, api_token, stopped_database_app):
     cookie = signed_in.get_cookie("session").value
     browser = stopped_database_app.test_client()

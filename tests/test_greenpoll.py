@@ -1,10 +1,8 @@
 """Under gevent, a worker's readiness checks ask the operating system; polls and queries that wait still yield."""
-import os
 import subprocess
 import sys
 import textwrap
 
-from tests.conftest import _missing
 from tests.services import ROOT, role_env
 
 # Each script runs in a process of its own, patched as `celery -P gevent` patches before it imports the app.
@@ -63,7 +61,7 @@ PSYCOPG2_SCRIPT = PRELUDE + textwrap.dedent("""
 
 
 def run_script(script, tmp_path, *args):
-    env = role_env({"SECRET_KEY": "x", "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+    env = role_env({"SECRET_KEY": "x", "DATABASE_URL": "postgresql://127.0.0.1:1/unused",
                     "REDIS_URL": "redis://127.0.0.1:1/0"})
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, env=env, capture_output=True,
@@ -76,8 +74,5 @@ def test_a_gevent_worker_checks_readiness_directly_and_still_waits_cooperatively
     run_script(POLL_SCRIPT, tmp_path)
 
 
-def test_a_gevent_worker_runs_other_greenlets_while_a_query_waits(tmp_path):
-    url = os.environ.get("PROMPTBEAT_TEST_DATABASE_URL")
-    if not url:
-        _missing("PostgreSQL (PROMPTBEAT_TEST_DATABASE_URL)")
-    run_script(PSYCOPG2_SCRIPT, tmp_path, url)
+def test_a_gevent_worker_runs_other_greenlets_while_a_query_waits(tmp_path, database_url):
+    run_script(PSYCOPG2_SCRIPT, tmp_path, database_url)

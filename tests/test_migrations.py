@@ -12,18 +12,14 @@ from sqlalchemy.engine import make_url
 
 from promptbeat.app import create_app
 from promptbeat.extensions import db
-from promptbeat.models import include_in_schema_of
 from promptbeat.settings import Settings
 
 TABLES = {"alembic_version", "api_tokens", "connections", "executions", "tasks", "users"}
 
 
 @pytest.fixture
-def fresh_database_url(database_url, tmp_path):
-    """An empty database on the same backend as the session's: a new SQLite file, or a new PostgreSQL database."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
+def fresh_database_url(database_url):
+    """A new, empty database on the session's PostgreSQL server."""
     server = make_url(Settings(secret_key="test", database_url=database_url).database_url)
     name = f"promptbeat_migrations_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
@@ -53,8 +49,7 @@ def app_context_on(database_url):
 
 def schema_differences():
     with db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={
-            "compare_type": True, "include_object": include_in_schema_of(connection.dialect.name)})
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
         return compare_metadata(context, db.metadata)
 
 

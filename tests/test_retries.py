@@ -155,7 +155,6 @@ def test_a_message_for_a_run_already_running_elsewhere_leaves_it_alone(ctx, fake
     assert calls_for(fake_llm, "Elsewhere") == []
 
 
-@pytest.mark.only_on("postgresql")  # SQLite serialises writers: no race to lose
 def test_concurrent_deliveries_of_one_run_make_one_call(ctx, fake_llm):
     task = make_task("Race [[sleep:0.5]]")
     run_id = queued_run(task)

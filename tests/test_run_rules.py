@@ -4,7 +4,6 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from sqlalchemy import update
 
 from promptbeat.scheduling.entries import entry_key
@@ -197,19 +196,6 @@ def test_runs_of_one_task_that_finish_together_each_count(app, fake_llm):
         assert db.session.get(Task, task_id).run_count == 4
 
 
-# On PostgreSQL the count is part of the statement that writes the result.
-@pytest.mark.only_on("sqlite")
-def test_runs_are_counted_where_the_database_cannot_return_from_an_update(app, fake_llm, monkeypatch):
-    # SQLite before 3.35 has no RETURNING: the counters are read back by a SELECT instead.
-    task_id = make_task(app, max_runs=2)
-    with app.app_context():
-        monkeypatch.setattr(db.engine.dialect, "update_returning", False)
-    assert [fire(app, task_id, SLOT + timedelta(minutes=i))[1] for i in range(3)] == ["success", "success", "skipped"]
-    with app.app_context():
-        task = db.session.get(Task, task_id)
-        assert (task.run_count, task.enabled, task.completed_at is not None) == (2, False, True)
-
-
 def test_slot_after_end_is_skipped(app, fake_llm):
     task_id = make_task(app, end_at=SLOT - timedelta(seconds=1))
     _, status, error = fire(app, task_id)
@@ -298,7 +284,6 @@ def test_run_now_works_on_a_paused_fixed_time_task_with_an_explicit_override(app
     assert api.post(f"/tasks/{task_id}/run", json={"allow_overlap": "yes"}).status_code == 422
 
 
-@pytest.mark.only_on("postgresql")  # pool sizing applies to PostgreSQL
 def test_a_run_needs_one_database_connection_at_a_time(app, role_environ, fake_llm):
     # Hundreds of runs in flight share a worker's small pool: a run that kept one connection while
     # it waited for another could wait forever, and so could every other run holding one.

@@ -17,7 +17,7 @@ from tests.services import wait_for
 from web import create_app
 
 # Scale-out runs on PostgreSQL, as in docker compose.
-pytestmark = [pytest.mark.slow, pytest.mark.only_on("postgresql")]
+pytestmark = pytest.mark.slow
 RUNS = 300
 # Enough runs that all three workers are busy when two of them go down, few enough to stay quick.
 FAULT_RUNS = 120

@@ -3,11 +3,11 @@ import zlib
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from sqlalchemy import func, text
+from sqlalchemy import text
 from sqlalchemy.orm import defer
 
 from promptbeat.extensions import db
-from promptbeat.models import SCHEDULE_TYPES, Execution, ExecutionStatus, Task, UTCDateTime
+from promptbeat.models import SCHEDULE_TYPES, Task, UTCDateTime
 
 PER_PAGE = 25
 # Far beyond any real list, and small enough that its row offset fits every database's integers.
@@ -20,9 +20,6 @@ SORTS = {
 }
 # "failing": the task's last scheduled run failed (its run of consecutive failures is not zero).
 STATUSES = ("enabled", "disabled", "failing")
-RUN_COLUMNS = (Execution.id, Execution.task_id, Execution.status, Execution.created_at, Execution.finished_at,
-               Execution.duration_ms, Execution.total_tokens)
-FINISHED = (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED)
 
 
 class LastRun(NamedTuple):
@@ -44,19 +41,6 @@ class TaskStats:
     # Oldest first, over recent successful runs: the sparklines.
     durations: list = field(default_factory=list)
     tokens: list = field(default_factory=list)
-
-    @classmethod
-    def from_runs(cls, runs):
-        """From recent runs, newest first."""
-        newest = runs[0] if runs else None
-        successes = [r for r in reversed(runs) if r.status == ExecutionStatus.SUCCESS]
-        return cls(
-            last=LastRun(newest.id, newest.status, newest.created_at, newest.finished_at) if newest else None,
-            finished=sum(r.status in FINISHED for r in runs),
-            succeeded=len(successes),
-            durations=[r.duration_ms for r in successes if r.duration_ms is not None],
-            tokens=[r.total_tokens for r in successes if r.total_tokens is not None],
-        )
 
     @property
     def success_rate(self):
@@ -137,22 +121,14 @@ def recent_runs(task_ids, limit=RECENT_RUNS):
     """Each task's stats over its newest `limit` runs, {task_id: TaskStats}, reading only those rows by index."""
     if not task_ids:
         return {}
-    if db.engine.dialect.name == "postgresql":
-        # PostgreSQL sums each task's runs itself: one row per task instead of `limit`.
-        rows = db.session.execute(RECENT_STATS, {"ids": list(task_ids), "limit": limit})
-        # An aggregate without GROUP BY always gives one row: a task without runs gets NULLs and zero counts.
-        return {row.task_id: TaskStats(
-            last=LastRun(row.last_id, row.last_status, row.last_created_at, row.last_finished_at)
-            if row.last_id else None,
-            finished=row.finished, succeeded=row.succeeded, durations=row.durations or [], tokens=row.tokens or [],
-        ) for row in rows}
-    rank = func.row_number().over(partition_by=Execution.task_id, order_by=Execution.id.desc()).label("rank")
-    ranked = db.select(*RUN_COLUMNS, rank).where(Execution.task_id.in_(task_ids)).subquery()
-    runs = {task_id: [] for task_id in task_ids}
-    for row in db.session.execute(db.select(*(c for c in ranked.c if c.name != "rank")).where(ranked.c.rank <= limit)):
-        runs[row.task_id].append(row)
-    return {task_id: TaskStats.from_runs(sorted(items, key=lambda r: r.id, reverse=True))
-            for task_id, items in runs.items()}
+    # PostgreSQL sums each task's runs itself: one row per task instead of `limit`.
+    rows = db.session.execute(RECENT_STATS, {"ids": list(task_ids), "limit": limit})
+    # An aggregate without GROUP BY always gives one row: a task without runs gets NULLs and zero counts.
+    return {row.task_id: TaskStats(
+        last=LastRun(row.last_id, row.last_status, row.last_created_at, row.last_finished_at)
+        if row.last_id else None,
+        finished=row.finished, succeeded=row.succeeded, durations=row.durations or [], tokens=row.tokens or [],
+    ) for row in rows}
 
 
 # The LATERAL subquery walks ix_executions_task_id_id backwards, `limit` rows per task; the page's

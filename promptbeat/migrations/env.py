@@ -5,8 +5,6 @@ from flask import current_app
 
 from alembic import context
 
-from promptbeat.models import include_in_schema_of
-
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -88,8 +86,6 @@ def run_migrations_online():
         conf_args["process_revision_directives"] = process_revision_directives
 
     connectable = get_engine()
-    if conf_args.get("include_object") is None:
-        conf_args["include_object"] = include_in_schema_of(connectable.dialect.name)
 
     with connectable.connect() as connection:
         context.configure(

@@ -1,4 +1,4 @@
-"""task name trigram index, for the dashboard's search on PostgreSQL
+"""task name trigram index, for the dashboard's search
 
 Revision ID: 3c6f1d2e8a41
 Revises: be2aa61a7af7
@@ -15,8 +15,6 @@ depends_on = None
 
 
 def upgrade():
-    if op.get_bind().dialect.name != "postgresql":
-        return
     # pg_trgm is a trusted extension: a role that may create objects in the database may add it.
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     op.create_index("ix_tasks_name_trgm", "tasks", ["name"], postgresql_using="gin",
@@ -24,6 +22,4 @@ def upgrade():
 
 
 def downgrade():
-    if op.get_bind().dialect.name != "postgresql":
-        return
     op.drop_index("ix_tasks_name_trgm", table_name="tasks", postgresql_using="gin")
