@@ -13,7 +13,7 @@ PRELUDE = textwrap.dedent("""
     from gevent import monkey
     monkey.patch_all()
     import gevent
-    import worker  # noqa: F401  (the worker role's hygiene runs on import)
+    import worker.celery  # noqa: F401  (the worker role's hygiene runs as its app is built)
 
     ticks = []
     def start_ticker():
