@@ -3,16 +3,23 @@ import redis
 from kombu import transport as kombu_transports
 from kombu.transport import redis as kombu_redis
 
+from promptbeat import versions
 from promptbeat.redis_client import WAIT_SECONDS
+
+# The subclasses below override kombu's private methods (_create_client, _get_pool, the poller's get() and
+# its _channels) and build redis-py's BlockingConnectionPool from a pool's attributes: the versions they
+# were written and measured against (tests/test_library_internals.py fails when the installed ones leave them).
+WRITTEN_FOR = (versions.WrittenFor("kombu", ">=5.7,<5.8"), versions.WrittenFor("redis", ">=8,<9"))
 
 
 class Channel(kombu_redis.Channel):
     """Sends the commands kombu issues outside its poll loop through one shared client.
 
     Stock kombu builds a new client for each of them (each ack, each record of an unacked message,
-    each batch of task events), and redis-py 8 fills a table of about 200 response callbacks per
-    client: at a hundred runs a second that was a tenth of a worker's CPU (docs/performance.md). A
-    client over a connection pool is thread-safe: each command takes a connection from the pool.
+    each batch of task events), and redis-py 8 fills a table of response callbacks for every client
+    it builds: at hundreds of runs a second, building clients was a large share of a worker's CPU
+    (docs/performance.md has the profile). A client over a connection pool is thread-safe: each
+    command takes a connection from the pool.
     """
 
     _shared_client = None
@@ -47,8 +54,8 @@ class MultiChannelPoller(kombu_redis.MultiChannelPoller):
 
     Consumers without an event loop (Celery's gevent, eventlet and solo pools) wait for the next
     message with a timeout of seconds. With every prefetched message unacknowledged, kombu spends
-    that wait sleeping or polling a socket no ack will wake, so under -P gevent -c 100 each wave of
-    runs was followed by about a second with nothing in flight (docs/performance.md). The event loop of
+    that wait sleeping or polling a socket no ack will wake, so under -P gevent each wave of runs was
+    followed by a wait with nothing in flight (docs/performance.md). The event loop of
     the threads and prefork pools never calls get() and is unaffected.
     """
 
@@ -74,10 +81,17 @@ class Transport(kombu_redis.Transport):
 
 
 def install():
-    """Serve redis:// broker URLs with this transport in this process.
+    """Serve redis:// broker URLs with this transport in this process; returns whether it was installed.
 
-    Registered under kombu's own "redis" alias rather than named in broker_transport, so the URL
-    keeps its scheme wherever it is shown or parsed again (Flower's broker view reads it).
-    Called when the Celery app is built, before any broker connection resolves the alias.
+    Not installed (kombu's own transport serves them, and a warning says so) when the installed kombu or
+    redis-py is outside WRITTEN_FOR. Registered under kombu's own "redis" alias rather than named in
+    broker_transport, so the URL keeps its scheme wherever it is shown or parsed again (Flower's broker
+    view reads it). The worker role calls it before its Celery app is built (worker/celery.py); web and
+    beat publish through kombu's own transport.
     """
+    if not versions.supported("promptbeat's broker transport (PROMPTBEAT_FAST_BROKER)", WRITTEN_FOR):
+        return False
     kombu_transports.TRANSPORT_ALIASES["redis"] = f"{__name__}:Transport"
+    # kombu keeps the class an alias resolved to; connections made from here on resolve it again.
+    kombu_transports._transport_cache.pop("redis", None)
+    return True

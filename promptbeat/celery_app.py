@@ -1,8 +1,6 @@
 """Celery bound to the Flask app, so every task runs inside an application context."""
 from celery import Celery, Task
 
-from promptbeat import broker
-
 
 def celery_init_app(flask_app):
     """Build the Celery app from flask_app.config["CELERY"] and store it in app.extensions."""
@@ -12,7 +10,6 @@ def celery_init_app(flask_app):
             with flask_app.app_context():
                 return self.run(*args, **kwargs)
 
-    broker.install()
     celery_app = Celery(flask_app.name, task_cls=FlaskTask)
     celery_app.config_from_object(flask_app.config["CELERY"])
     celery_app.set_default()

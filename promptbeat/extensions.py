@@ -31,8 +31,8 @@ PING_AFTER_IDLE_SECONDS = 1.0
 def ping_when_idle(engine, idle_seconds=PING_AFTER_IDLE_SECONDS):
     """Check a pooled connection before reuse only if it sat idle; one in steady use is not checked.
 
-    SQLAlchemy's pool_pre_ping pays a round trip on every checkout: three per run, at hundreds of
-    runs a second, were a twelfth of a worker's time (docs/performance.md). A connection killed by a
+    SQLAlchemy's pool_pre_ping pays a round trip on every checkout, three per run, where a
+    connection in steady use needs none (docs/performance.md). A connection killed by a
     database restart or an idle timeout has sat idle for longer than this by the time it is reused;
     one that fails while in use is invalidated by SQLAlchemy together with every older one.
     """

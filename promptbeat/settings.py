@@ -91,6 +91,10 @@ class Settings:
     proxy_hops: int = 0
     signin_attempts: int = 10
     signin_window_seconds: int = 300
+    # The worker role's replacements of library internals (docs/performance.md); each can be switched off.
+    fast_broker: bool = True
+    fast_gevent_poll: bool = True
+    fast_llm_calls: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
@@ -162,6 +166,9 @@ class Settings:
             proxy_hops=_int(environ, "PROMPTBEAT_PROXY_HOPS", cls.proxy_hops),
             signin_attempts=_int(environ, "PROMPTBEAT_SIGNIN_ATTEMPTS", cls.signin_attempts),
             signin_window_seconds=_int(environ, "PROMPTBEAT_SIGNIN_WINDOW_SECONDS", cls.signin_window_seconds),
+            fast_broker=_bool(environ, "PROMPTBEAT_FAST_BROKER", cls.fast_broker),
+            fast_gevent_poll=_bool(environ, "PROMPTBEAT_FAST_GEVENT_POLL", cls.fast_gevent_poll),
+            fast_llm_calls=_bool(environ, "PROMPTBEAT_FAST_LLM_CALLS", cls.fast_llm_calls),
         )
 
     def flask_config(self):

@@ -82,6 +82,12 @@ def fake_llm():
         llm.close_clients()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _worker_model_calls():
+    """Runs made in this process call the model as the worker does by default (PROMPTBEAT_FAST_LLM_CALLS)."""
+    llm.install()
+
+
 @pytest.fixture(scope="session")
 def database_url():
     """PROMPTBEAT_TEST_DATABASE_URL (its tables are dropped), else a private embedded PostgreSQL."""
@@ -254,14 +260,15 @@ def signed_in(client, api_token):
 
 
 @pytest.fixture(scope="module")
-def live_roles(role_environ, app, tmp_path_factory):
+def live_roles(request, role_environ, app, tmp_path_factory):
     """A real worker and a real beat subprocess against the session's database and Redis.
 
     Scoped to the module: tests elsewhere assert on runs left queued, which a worker still running
-    from an earlier module would take.
+    from an earlier module would take. Parametrized indirectly, the parameter is settings added to
+    the roles' environment.
     """
     logs = tmp_path_factory.mktemp("logs")
-    env = services.role_env(role_environ)
+    env = services.role_env({**role_environ, **getattr(request, "param", {})})
     worker = services.start_worker(env, logs / "worker.log")
     try:
         beat = services.start_beat(env, logs / "beat.log")

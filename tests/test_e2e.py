@@ -16,6 +16,25 @@ from tests.services import wait_for
 
 pytestmark = pytest.mark.slow
 
+# The worker's replacements of library internals switched off: its runs take the libraries' own paths.
+LIBRARY_PATHS = {"PROMPTBEAT_FAST_BROKER": "false", "PROMPTBEAT_FAST_GEVENT_POLL": "false",
+                 "PROMPTBEAT_FAST_LLM_CALLS": "false"}
+# Tests of the worker's run paths run twice: with the worker as deployed by default, and with LIBRARY_PATHS.
+both_paths = pytest.mark.library_paths
+
+
+def pytest_generate_tests(metafunc):
+    """Give every test the worker as deployed by default, and tests marked both_paths LIBRARY_PATHS as well.
+
+    Every test names its roles' settings, so the tests of one kind share one worker and beat.
+    """
+    if "live_roles" not in metafunc.fixturenames:
+        return
+    both = metafunc.definition.get_closest_marker("library_paths") is not None
+    metafunc.parametrize("live_roles", [{}, LIBRARY_PATHS] if both else [{}], indirect=True, scope="module",
+                         ids=["fast-paths", "library-paths"] if both else ["fast-paths"])
+
+
 INTERVAL_TASK = {"name": "Feed check", "prompt": "Summarise the feed", "schedule_type": "interval",
                  "interval_seconds": 600}
 
@@ -53,6 +72,7 @@ def form_data(client, path, **values):
 
 
 # AC 1, AC 5, AC 6: creating an enabled interval task runs it at once, through the API.
+@both_paths
 def test_api_created_interval_task_runs_within_two_seconds(app, api, live_roles):
     response = api.post("/tasks", json=INTERVAL_TASK)
     assert response.status_code == 201
@@ -66,6 +86,8 @@ def test_api_created_interval_task_runs_within_two_seconds(app, api, live_roles)
 
     executions = api.get(f"/tasks/{task_id}/executions").get_json()["executions"]
     assert [e["status"] for e in executions] == ["success"]
+    switches = "off" if live_roles["env"].get("PROMPTBEAT_FAST_LLM_CALLS") == "false" else "on"
+    assert f"fast broker transport: {switches}; fast LLM calls: {switches}" in live_roles["worker"].output()
 
 
 # AC 1 through the web form.
@@ -79,6 +101,7 @@ def test_form_created_interval_task_runs_at_once(app, signed_in, live_roles):
     assert "echo: Brief me" in page
 
 
+@both_paths
 def test_next_scheduled_run_comes_one_interval_after_the_immediate_run(app, api, live_roles):
     task_id = api.post("/tasks", json={**INTERVAL_TASK, "interval_seconds": 10}).get_json()["id"]
     (first,) = wait_for_runs(app, task_id, 1, timeout=2)
@@ -188,6 +211,7 @@ def test_llm_error_is_recorded_as_failed_with_its_message(app, api, live_roles):
     assert TEST_API_KEY not in run.error
 
 
+@both_paths
 def test_run_now_runs_a_disabled_fixed_time_task(app, api, live_roles):
     task_id = api.post("/tasks", json={"name": "Daily", "prompt": "Now please", "schedule_type": "fixed_time",
                                        "time": "06:00", "enabled": False}).get_json()["id"]

@@ -10,8 +10,8 @@ class BatchTaskEvents(bootsteps.StartStopStep):
 
     Under prefork and threads Celery's consumer runs an event loop and already sends each loop's
     task events as one message. Under gevent it has no loop and sends every event as a message of
-    its own: three Redis round trips per run, a tenth of a gevent worker's time with 300 calls in
-    flight (docs/performance.md). Flower reads batches as it reads the event loop's.
+    its own: three Redis round trips per run, where one message per batch of runs would do
+    (docs/performance.md). Flower reads batches as it reads the event loop's.
     """
 
     requires = ("celery.worker.consumer.events:Events",)

@@ -1,6 +1,13 @@
 """Under gevent, readiness checks (a poll with no wait) ask the operating system directly."""
 import select
 
+from promptbeat import versions
+
+# Poll stands in for the select.poll gevent's monkey-patching installs, and reaches the original through
+# gevent.monkey.get_original: the gevent versions it was written and measured against
+# (tests/test_library_internals.py fails when the installed one leaves them).
+WRITTEN_FOR = (versions.WrittenFor("gevent", ">=26,<27"),)
+
 # What select.poll().register() watches when given no mask, as in the standard library.
 DEFAULT_MASK = select.POLLIN | select.POLLPRI | select.POLLOUT
 
@@ -9,17 +16,19 @@ def install():
     """Replace gevent's select.poll with one that answers poll(0) without gevent's loop.
 
     redis-py checks a pooled connection for unread data, and httpcore an idle connection for
-    a server close, with select.poll() and a zero timeout: about ten checks per run. gevent's poll
-    starts and stops watchers on its loop for each (17.6 us against 1.7 us per check), 7% of a
-    gevent worker's time with 300 calls in flight (docs/performance.md). A zero-timeout poll never
-    blocks, so the operating system's is safe under gevent; any poll that may wait still goes
-    through gevent. Returns whether it was installed (only in a process gevent has patched).
+    a server close, with select.poll() and a zero timeout, several times a run. gevent's poll
+    starts and stops watchers on its loop for each, many times the cost of the system call
+    (docs/performance.md has the measurements). A zero-timeout poll never blocks, so the operating
+    system's is safe under gevent; any poll that may wait still goes through gevent. Returns whether
+    it was installed: only in a process gevent has patched, and only with gevent inside WRITTEN_FOR.
     """
     global _direct_poll, _green_poll
     from gevent import monkey
 
     direct_poll = monkey.get_original("select", "poll")
     if select.poll in (direct_poll, Poll):
+        return False
+    if not versions.supported("promptbeat's gevent poll (PROMPTBEAT_FAST_GEVENT_POLL)", WRITTEN_FOR):
         return False
     _direct_poll, _green_poll = direct_poll, select.poll
     select.poll = Poll

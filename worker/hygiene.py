@@ -14,10 +14,13 @@ logger = logging.getLogger(__name__)
 
 
 def connect(flask_app):
-    """Hook the signals for this app, and under gevent make psycopg2 and polls fit its loop."""
+    """Hook the signals for this app, and under gevent make psycopg2 and polls fit its loop.
+
+    Readiness checks go to the operating system only with PROMPTBEAT_FAST_GEVENT_POLL on (worker.greenpoll).
+    """
     if _gevent_patched():
         make_psycopg2_cooperative()
-        if greenpoll.install():
+        if flask_app.config["PROMPTBEAT"].fast_gevent_poll and greenpoll.install():
             logger.info("gevent pool: readiness checks poll the operating system directly")
 
     @worker_process_init.connect(weak=False)
@@ -40,7 +43,7 @@ def make_psycopg2_cooperative():
         """Drive the connection, waiting on its socket in gevent's loop.
 
         psycopg2.extras.wait_select does the same through the patched select(), which builds a watcher
-        set and a result object for every wait: 36-44 against 24-25 us of CPU per query (docs/performance.md).
+        set and a result object for every wait, a cost paid on every query (docs/performance.md).
         """
         while True:
             state = connection.poll()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import httpx2 as httpx
 import openai
 
+from promptbeat import versions
 from promptbeat.llm import netguard
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ class Completion:
 
 POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
 # Calls take an endpoint's clients in turn, up to this many (each made on first use). httpcore's
-# pool walks every one of its connections on each request and each response, so one pool holding
-# hundreds of calls in flight spent a tenth of a worker's CPU walking it (docs/performance.md).
+# pool walks every one of its connections on each request and each response, so with hundreds of
+# calls in flight through one pool that walk grows with every call added (docs/performance.md).
 CLIENTS_PER_ENDPOINT = 16
 _clients = {}
 _clients_lock = threading.Lock()
@@ -171,8 +172,36 @@ def models_from(body):
     return sorted(item["id"] for item in data if isinstance(item, dict) and isinstance(item.get("id"), str))
 
 
-def _create(client, params):
+def _create_through_sdk(client, params):
+    """chat.completions.create(), the SDK's own path: what a process uses unless install() was called."""
+    answer = _call(client.chat.completions.create, params)
+    # The SDK builds its ChatCompletion from what the server sent, unvalidated; read it back as that JSON.
+    return completion_from(answer.to_dict() if isinstance(answer, openai.BaseModel) else answer)
+
+
+def _create_by_post(client, params):
     return completion_from(_call(_post_chat_completion(client), params))
+
+
+_create = _create_through_sdk
+
+# _post_chat_completion calls the client's generic post() with cast_to=object and request options as a
+# dict, which are the SDK's internals rather than its documented API: the openai versions it was
+# written and measured against (tests/test_library_internals.py fails when the installed one leaves them).
+WRITTEN_FOR = (versions.WrittenFor("openai", ">=3.60,<4"),)
+
+
+def install():
+    """Post completions through the SDK's generic request method in this process; returns whether it did.
+
+    The worker role calls it (worker/celery.py) unless PROMPTBEAT_FAST_LLM_CALLS is off; with the openai
+    SDK outside WRITTEN_FOR it logs a warning and completions keep going through create().
+    """
+    global _create
+    if not versions.supported("promptbeat's direct completion calls (PROMPTBEAT_FAST_LLM_CALLS)", WRITTEN_FOR):
+        return False
+    _create = _create_by_post
+    return True
 
 
 def completion_from(body):
