@@ -1,5 +1,6 @@
 """Worker-side rules, run in-process against the fake LLM server: slots, overlap, bounds, pause, caps."""
 import dataclasses
+import logging
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -14,6 +15,7 @@ from promptbeat.limits import llm_call_slot
 from promptbeat.models import Execution, ScheduleType, Task, Trigger
 from promptbeat.settings import Settings, engine_options
 from tests.conftest import csrf_token
+from tests.services import wait_for
 
 SLOT = datetime(2030, 1, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -304,14 +306,16 @@ def test_enabling_past_the_maximum_enabled_tasks_is_refused_on_the_page_and_the_
     assert not redis_client.exists(entry_key(app.extensions["celery"], paused))
 
 
-def test_llm_call_cap_queues_calls_across_workers(app):
+def test_llm_call_cap_queues_calls_across_workers(app, caplog):
     settings = dataclasses.replace(app.config["PROMPTBEAT"], max_concurrent_llm_calls=1)
     entered = []
+    caplog.set_level(logging.INFO, logger="promptbeat.limits")
     with llm_call_slot(settings):
         waiter = threading.Thread(target=lambda: _enter(settings, entered))
         waiter.start()
-        time.sleep(0.6)
-        assert entered == []  # the second call waits while the first is in flight
+        # The second call has asked for a slot and been told to wait, while the first is in flight.
+        wait_for(lambda: "waiting for one to finish" in caplog.text, timeout=10, what="the second call to wait")
+        assert entered == []
     waiter.join(timeout=10)
     assert entered == ["in"]
 
