@@ -1,4 +1,4 @@
-"""Settings every role refuses at start: a broker visibility timeout that would hand a run in progress to a second worker."""
+"""Settings every role refuses at start: a visibility timeout that would hand a running run to a second worker."""
 import os
 import re
 import signal
