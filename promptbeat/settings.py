@@ -100,15 +100,19 @@ class Settings:
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
         if not self.database_url.startswith("postgresql"):
             raise ConfigError("DATABASE_URL must be a PostgreSQL URL, like postgresql://user@host:5432/promptbeat.")
-        # No backoff may outlive the broker's visibility timeout, or a waiting run's message would
-        # be handed to a second worker. (Keep PROMPTBEAT_MAX_RUN_SECONDS under it too: see docs/operations.md.)
-        if self.retry_max_seconds >= self.visibility_timeout:
-            raise ConfigError(
-                "PROMPTBEAT_RETRY_MAX_SECONDS must stay below "
-                f"PROMPTBEAT_VISIBILITY_TIMEOUT ({self.visibility_timeout} s)."
-            )
         if self.retry_max_seconds >= self.max_run_seconds:
             raise ConfigError("PROMPTBEAT_RETRY_MAX_SECONDS must be below PROMPTBEAT_MAX_RUN_SECONDS.")
+        # A run's message stays unacknowledged until the run ends, at the latest when the sweep marks it
+        # lost; a visibility timeout shorter than that hands a run still in progress to a second worker.
+        # (Backoffs stay below PROMPTBEAT_MAX_RUN_SECONDS, so they stay below the timeout too.)
+        run_bound = self.max_run_seconds + self.sweep_seconds + self.lost_grace_seconds
+        if self.visibility_timeout <= run_bound:
+            raise ConfigError(
+                f"PROMPTBEAT_VISIBILITY_TIMEOUT ({self.visibility_timeout} s) must be greater than "
+                "PROMPTBEAT_MAX_RUN_SECONDS + PROMPTBEAT_SWEEP_SECONDS + PROMPTBEAT_LOST_GRACE_SECONDS "
+                f"({self.max_run_seconds} + {self.sweep_seconds} + {self.lost_grace_seconds} = {run_bound} s), "
+                "or a run still in progress would be handed to a second worker."
+            )
         if self.max_attempts < 1:
             raise ConfigError("PROMPTBEAT_MAX_ATTEMPTS must be at least 1.")
 

@@ -1,4 +1,5 @@
 """Beat fires slots: the misfire rule, phase kept through a fire, no second fire of a slot, and the lock."""
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -64,6 +65,20 @@ def test_a_slot_fired_on_time_is_not_a_catch_up(app, celery_app, scheduler):
     with app.app_context():
         scheduler.fire_due()
     assert scheduler.sent == [(task.id, last + timedelta(seconds=60), False)]
+
+
+@pytest.mark.parametrize(("grace", "late", "catch_up"), [(60, 40, False), (5, 10, True)])
+def test_the_misfire_grace_setting_decides_what_is_a_catch_up(app, celery_app, scheduler, monkeypatch, grace, late,
+                                                              catch_up):
+    # PROMPTBEAT_MISFIRE_GRACE_SECONDS, not the default 15 s: 40 s late is on time under a minute's
+    # grace, 10 s late is a catch-up under 5 s.
+    monkeypatch.setitem(app.config, "PROMPTBEAT",
+                        dataclasses.replace(app.config["PROMPTBEAT"], misfire_grace_seconds=grace))
+    last = now() - timedelta(seconds=60 + late)
+    task = add_task(app, celery_app, last)
+    with app.app_context():
+        scheduler.fire_due()
+    assert scheduler.sent == [(task.id, last + timedelta(seconds=60), catch_up)]
 
 
 def test_missed_slot_beyond_the_catch_up_window_waits_for_the_next_slot(app, celery_app, scheduler):

@@ -62,6 +62,35 @@ def entry_key(task_id):
     return f"promptbeat:task:{task_id}"
 
 
+# Beat logs this at the end of every tick (the tests run it at DEBUG level).
+TICK_ENDED = "beat: Waking up in"
+
+
+def beat_ticked(live_roles):
+    """Wait until a whole beat tick ran after this call, so any entry due by then has been fired.
+
+    The first tick to end after the call may have begun before it; the second cannot have.
+    """
+    beat = live_roles["beat"]
+    seen = beat.output().count(TICK_ENDED)
+    wait_for(lambda: beat.output().count(TICK_ENDED) >= seen + 2, timeout=15, what="two beat ticks")
+
+
+def reconciled(api, redis_client, live_roles):
+    """Wait until beat has rewritten its entries from the database after this call, then ticked once more."""
+    marker = api.post("/tasks", json={"name": "Reconcile marker", "prompt": "p", "schedule_type": "crontab",
+                                      "cron": "0 9 * * *"}).get_json()["id"]
+    redis_client.delete(entry_key(marker))
+    redis_client.zrem("promptbeat::schedule", entry_key(marker))
+    wait_for(lambda: redis_client.exists(entry_key(marker)), timeout=15, what="reconcile to restore the marker")
+    beat_ticked(live_roles)
+
+
+def fired_by_beat(live_roles, task_id):
+    """Whether beat has sent a scheduled run of the task (its log names every slot it sends)."""
+    return f"Sending due task task:{task_id} slot " in live_roles["beat"].output()
+
+
 def form_data(client, path, **values):
     page = client.get(path).get_data(as_text=True)
     data = {"csrf_token": csrf_token(page), "name": "Daily briefing", "prompt": "Brief me", "model": "fake-model",
@@ -105,9 +134,8 @@ def test_form_created_interval_task_runs_at_once(app, signed_in, live_roles):
 def test_next_scheduled_run_comes_one_interval_after_the_immediate_run(app, api, live_roles):
     task_id = api.post("/tasks", json={**INTERVAL_TASK, "interval_seconds": 10}).get_json()["id"]
     (first,) = wait_for_runs(app, task_id, 1, timeout=2)
-    time.sleep(8)
-    assert len(runs(app, task_id)) == 1, "beat fired before a full interval had passed"
-    second = wait_for_runs(app, task_id, 2, timeout=6)[1]
+    # Beat's first fire is the second run, a full interval after the first: an early fire would be it.
+    second = wait_for_runs(app, task_id, 2, timeout=14)[1]
     assert second.trigger == "scheduled"
     gap = second.created_at - first.created_at
     assert timedelta(seconds=9.5) <= gap <= timedelta(seconds=13), gap
@@ -122,9 +150,10 @@ def test_fixed_time_and_crontab_tasks_do_not_run_at_save(app, api, signed_in, re
     response = signed_in.post("/tasks/new", data=form_data(signed_in, "/tasks/new", schedule_type="fixed_time",
                                                             interval_minutes="", time="07:30"))
     form_fixed = int(response.headers["Location"].split("/")[-1])
-    time.sleep(3)
+    beat_ticked(live_roles)
     for task_id in (fixed, cron, form_fixed):
         assert runs(app, task_id) == []
+        assert not fired_by_beat(live_roles, task_id)
         assert redis_client.exists(entry_key(task_id)), "the task is not registered with beat"
 
 
@@ -133,9 +162,10 @@ def test_disabled_interval_task_is_not_run(app, api, signed_in, redis_client, li
     task_id = api.post("/tasks", json={**INTERVAL_TASK, "enabled": False}).get_json()["id"]
     response = signed_in.post("/tasks/new", data=form_data(signed_in, "/tasks/new", enabled=None))
     form_id = int(response.headers["Location"].split("/")[-1])
-    time.sleep(3)
+    reconciled(api, redis_client, live_roles)
     for tid in (task_id, form_id):
         assert runs(app, tid) == []
+        assert not fired_by_beat(live_roles, tid)
         assert not redis_client.exists(entry_key(tid))
 
 
@@ -155,8 +185,8 @@ def test_enabling_an_interval_task_runs_it_at_once(app, api, signed_in, live_rol
 def test_updating_an_enabled_interval_task_runs_it_at_once(app, api, signed_in, live_roles):
     task_id = api.post("/tasks", json={"name": "Was cron", "prompt": "p", "schedule_type": "crontab",
                                        "cron": "0 9 * * *"}).get_json()["id"]
-    time.sleep(1)
-    assert runs(app, task_id) == []
+    beat_ticked(live_roles)
+    assert runs(app, task_id) == [] and not fired_by_beat(live_roles, task_id)
     response = api.patch(f"/tasks/{task_id}", json={"schedule_type": "interval", "interval_minutes": 30})
     assert response.status_code == 200
     (run,) = wait_for_runs(app, task_id, 1, timeout=2)
@@ -176,11 +206,13 @@ def test_updating_an_enabled_interval_task_runs_it_at_once(app, api, signed_in, 
 def test_update_restarts_the_interval_without_a_second_run_straight_away(app, api, live_roles):
     task_id = api.post("/tasks", json={**INTERVAL_TASK, "interval_seconds": 10}).get_json()["id"]
     wait_for_runs(app, task_id, 1, timeout=2)
-    time.sleep(6)
+    time.sleep(6)  # change the task six seconds into its interval: the old phase would fire 4 s later
     api.patch(f"/tasks/{task_id}", json={"prompt": "Changed"})
-    wait_for_runs(app, task_id, 2, timeout=2)
-    time.sleep(6)  # the old phase would have fired 10 s after the first run, 2 s ago
-    assert len(runs(app, task_id)) == 2
+    second = wait_for_runs(app, task_id, 2, timeout=2)[1]
+    # The next run is beat's first fire in the new phase, a full interval on: a fire in the old phase would be it.
+    third = wait_for_runs(app, task_id, 3, timeout=14)[2]
+    assert third.trigger == "scheduled"
+    assert third.created_at - second.created_at >= timedelta(seconds=9.5), third.created_at - second.created_at
 
 
 def test_deleting_a_task_removes_its_beat_entry(app, api, signed_in, redis_client, live_roles):
@@ -233,7 +265,8 @@ def test_entry_deleted_from_redis_comes_back_through_reconcile(app, api, redis_c
     assert score - time.time() > 500
     entry = TaskEntry.from_key(key, app=app.extensions["celery"])
     assert entry.args == [task_id]
-    time.sleep(2)
+    beat_ticked(live_roles)
+    assert not fired_by_beat(live_roles, task_id)
     assert len(runs(app, task_id)) == 1
 
 

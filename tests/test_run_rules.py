@@ -1,5 +1,6 @@
 """Worker-side rules, run in-process against the fake LLM server: slots, overlap, bounds, pause, caps."""
 import dataclasses
+import logging
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -13,6 +14,7 @@ from promptbeat.limits import llm_call_slot
 from promptbeat.models import Execution, ScheduleType, Task, Trigger
 from promptbeat.settings import Settings, engine_options
 from tests.conftest import csrf_token
+from tests.services import wait_for
 
 SLOT = datetime(2030, 1, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -259,14 +261,47 @@ def test_maximum_enabled_tasks(app, api, monkeypatch):
     assert api.post("/tasks", json={**body, "enabled": False}).status_code == 201
 
 
-def test_llm_call_cap_queues_calls_across_workers(app):
+def test_enabling_past_the_maximum_enabled_tasks_is_refused_on_the_page_and_the_api(app, api, signed_in,
+                                                                                  redis_client, monkeypatch):
+    monkeypatch.setitem(app.config, "PROMPTBEAT", dataclasses.replace(app.config["PROMPTBEAT"], max_enabled_tasks=1))
+    body = {"name": "n", "prompt": "p", "schedule_type": "crontab", "cron": "0 9 * * *"}
+    assert api.post("/tasks", json=body).status_code == 201
+    paused = api.post("/tasks", json={**body, "name": "Paused", "enabled": False}).get_json()["id"]
+    refusals = [api.post(f"/tasks/{paused}/enable"), api.post(f"/tasks/{paused}/resume"),
+                api.patch(f"/tasks/{paused}", json={"enabled": True})]
+    for refused in refusals:
+        assert refused.status_code == 422, refused.get_data(as_text=True)
+        assert "At most 1 tasks may be enabled" in refused.get_json()["fields"]["enabled"]
+
+    page = signed_in.get(f"/tasks/{paused}").get_data(as_text=True)
+    switched = signed_in.post(f"/tasks/{paused}/enable", data={"csrf_token": csrf_token(page)}, follow_redirects=True)
+    assert "At most 1 tasks may be enabled" in switched.get_data(as_text=True)
+    edit = f"/tasks/{paused}/edit"
+    form = {"csrf_token": csrf_token(signed_in.get(edit).get_data(as_text=True)), "name": "Paused", "prompt": "p",
+            "model": "fake-model", "temperature": "0.7", "max_tokens": "", "schedule_type": "crontab",
+            "interval_minutes": "", "time": "", "cron": "0 9 * * *", "timezone": "UTC", "enabled": "y"}
+    edited = signed_in.post(edit, data=form)
+    assert edited.status_code == 422 and "At most 1 tasks may be enabled" in edited.get_data(as_text=True)
+    form["csrf_token"] = csrf_token(signed_in.get("/tasks/new").get_data(as_text=True))
+    created = signed_in.post("/tasks/new", data={**form, "name": "One more"})
+    assert created.status_code == 422 and "At most 1 tasks may be enabled" in created.get_data(as_text=True)
+
+    shown = api.get(f"/tasks/{paused}").get_json()
+    assert (shown["enabled"], shown["status"]) == (False, "paused")
+    assert [t["name"] for t in api.get("/tasks").get_json()["tasks"]].count("One more") == 0
+    assert not redis_client.exists(entry_key(app.extensions["celery"], paused))
+
+
+def test_llm_call_cap_queues_calls_across_workers(app, caplog):
     settings = dataclasses.replace(app.config["PROMPTBEAT"], max_concurrent_llm_calls=1)
     entered = []
+    caplog.set_level(logging.INFO, logger="promptbeat.limits")
     with llm_call_slot(settings):
         waiter = threading.Thread(target=lambda: _enter(settings, entered))
         waiter.start()
-        time.sleep(0.6)
-        assert entered == []  # the second call waits while the first is in flight
+        # The second call has asked for a slot and been told to wait, while the first is in flight.
+        wait_for(lambda: "waiting for one to finish" in caplog.text, timeout=10, what="the second call to wait")
+        assert entered == []
     waiter.join(timeout=10)
     assert entered == ["in"]
 

@@ -92,9 +92,11 @@ def test_three_workers_share_300_runs_none_lost_none_twice(cluster, fake_llm):
 
 def test_runs_survive_a_sigtermed_and_a_sigkilled_worker(cluster, fake_llm):
     web_app, start_workers = cluster
-    # As in docker compose: SIGTERM starts the soft shutdown; a dead worker's runs come back after a short timeout.
+    # As in docker compose: SIGTERM starts the soft shutdown; a dead worker's runs come back after a short
+    # timeout, which must exceed the run bound (max run + sweep + grace: 4 + 1 + 1 s here).
     gentle, killed, survivor = start_workers(
-        3, REMAP_SIGTERM="SIGQUIT", PROMPTBEAT_VISIBILITY_TIMEOUT="5", PROMPTBEAT_WORKER_SOFT_SHUTDOWN_TIMEOUT="10")
+        3, REMAP_SIGTERM="SIGQUIT", PROMPTBEAT_VISIBILITY_TIMEOUT="7", PROMPTBEAT_MAX_RUN_SECONDS="4",
+        PROMPTBEAT_WORKER_SOFT_SHUTDOWN_TIMEOUT="10")
     fake_llm.reset()
     task_id = submit_runs(web_app, "Under fire [[sleep:0.1]]", FAULT_RUNS)
 

@@ -2,6 +2,7 @@
 import json
 import string
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import fakeredis
 import pytest
@@ -253,3 +254,66 @@ def test_no_stored_row_breaks_the_list_the_dashboard_or_its_page(app, api, signe
         with app.app_context():
             db.session.execute(db.delete(Task).where(Task.id == task_id))
             db.session.commit()
+
+
+
+def clock_changes(zone_name, year):
+    """The instants (UTC) in a year at which a zone's clocks change, to the quarter hour, with the change."""
+    zone, changes = ZoneInfo(zone_name), []
+    moment = datetime(year, 1, 1, tzinfo=UTC)
+    offset = moment.astimezone(zone).utcoffset()
+    while moment.year == year:
+        moment += timedelta(minutes=15)
+        if moment.astimezone(zone).utcoffset() != offset:
+            changes.append((zone_name, moment, moment.astimezone(zone).utcoffset() - offset))
+            offset = moment.astimezone(zone).utcoffset()
+    return changes
+
+
+CLOCK_CHANGES = [change for zone in ZONES for change in clock_changes(zone, 2026)]
+
+
+@st.composite
+def repeated_wall_times(draw):
+    """A moment in the wall-clock time a fall-back repeats, and a daily cron at or before it in that repeat."""
+    zone, instant, shift = draw(st.sampled_from([change for change in CLOCK_CHANGES if change[2] < timedelta(0)]))
+    minutes = draw(st.integers(0, -shift // timedelta(minutes=1) - 1))
+    fire = (instant + timedelta(minutes=draw(st.integers(0, minutes)))).astimezone(ZoneInfo(zone))
+    return zone, instant + timedelta(minutes=minutes), f"{fire.minute} {fire.hour} * * *"
+
+
+# A zone and a moment, within three hours of one of its clock changes or anywhere in two decades, and a cron:
+# daily times (the repeated and skipped ones among them), hourly ones, or any valid expression.
+ZONED_CRONS = st.one_of(
+    repeated_wall_times(),
+    st.tuples(
+        st.one_of(
+            st.tuples(st.sampled_from(CLOCK_CHANGES), st.integers(-180, 180)).map(
+                lambda t: (t[0][0], t[0][1] + timedelta(minutes=t[1]))),
+            st.tuples(st.sampled_from(ZONES), st.datetimes(min_value=datetime(2016, 1, 1),
+                                                           max_value=datetime(2036, 1, 1), timezones=st.just(UTC))),
+        ),
+        st.one_of(
+            st.tuples(st.sampled_from([0, 15, 30, 45]), st.integers(0, 23)).map(lambda t: f"{t[0]} {t[1]} * * *"),
+            st.sampled_from(["0 * * * *", "*/20 * * * *", "30 1-3 * * *", "0 2 * * 0"]),
+            cron_expressions(lax=False).filter(schedules.valid_cron),
+        ),
+    ).map(lambda t: (*t[0], t[1])),
+)
+
+
+@PROPERTY
+@given(case=ZONED_CRONS)
+def test_the_newest_fire_time_is_one_next_after_gives_and_no_later_one_is_due(case):
+    zone, moment, expr = case
+    cron = schedules.ZonedCron(expr, zone)
+    newest = cron.newest_at_or_before(moment)
+    if newest is None:
+        event("no fire time at or before")
+        return
+    assert newest <= moment
+    # A fire time by next_after's rules (a repeated wall-clock time it leaves out is none)...
+    assert cron.next_after(newest - timedelta(minutes=1)) == newest, (expr, zone, moment, newest)
+    # ...and the newest one: next_after's next fire time comes after the moment.
+    following = cron.next_after(newest)
+    assert following is None or following > moment, (expr, zone, moment, newest, following)

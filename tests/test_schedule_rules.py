@@ -39,6 +39,20 @@ def test_berlin_fall_back_repeated_time_runs_once():
     assert utc_hm(runs) == ["10-25 00:30", "10-26 01:30", "10-27 01:30"]
 
 
+def test_berlin_fall_back_repeated_time_is_not_a_slot_to_catch_up():
+    # Beat restarted at 02:45 CET on 2026-10-25 (01:45 UTC), down since the night before: the
+    # newest slot is 02:30 CEST (00:30 UTC), not its repeat at 02:30 CET (01:30 UTC).
+    schedule = task_schedule(daily("02:30", "Europe/Berlin"))
+    restart = at(2026, 10, 25, 1, 45)
+    assert schedule.cron.newest_at_or_before(restart) == at(2026, 10, 25, 0, 30)
+    slot = schedule.newest_slot(at(2026, 10, 24, 0, 30), restart)
+    assert slot == at(2026, 10, 25, 0, 30)
+    # 75 minutes late, past the one-hour window: beat waits for the next day instead of firing the repeat.
+    assert restart - slot > schedule.catchup_window(slot)
+    # Fired at 02:30 CEST already: nothing is due at 02:45 CET.
+    assert schedule.newest_slot(at(2026, 10, 25, 0, 30), restart) is None
+
+
 def test_new_york_changes_follow_the_same_rule():
     spring = next_runs(cron_task("30 2 * * *", "America/New_York"), 2, now=at(2026, 3, 7, 12))
     assert utc_hm(spring) == ["03-08 07:00", "03-09 06:30"]  # 03:00 EDT on the skipped night
