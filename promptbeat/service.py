@@ -6,7 +6,7 @@ from flask import current_app
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ExecutionStatus, ScheduleType, Task, Trigger, utcnow
 from promptbeat.sync import remove_entry, sync_task
-from promptbeat.tasks import execute_task
+from promptbeat.runs.tasks import execute_task
 from promptbeat.validation import TaskInputError, task_values, validate_pause_note, validate_task
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from promptbeat import connections, crypto, netguard
-from promptbeat.execution import run_execution
+from promptbeat.runs.execution import run_execution
 from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution, Task
 from tests.conftest import csrf_token, issue_api_token

@@ -86,7 +86,7 @@ def test_connections_page_adds_and_tests_a_connection(signed_in, fake_llm):
 
 
 def test_a_task_uses_its_connection_and_its_headers(app, api, fake_llm):
-    from promptbeat.execution import run_execution
+    from promptbeat.runs.execution import run_execution
 
     fake_llm.reset()
     connection = api.post("/connections", json={"name": "Team", "base_url": fake_llm.url, "api_key": "sk-team",

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import celery
 
-from promptbeat.execution import run_execution
+from promptbeat.runs.execution import run_execution
 from promptbeat.extensions import db
 from promptbeat.fakellm import error_body
 from promptbeat.models import Execution, Task, Trigger

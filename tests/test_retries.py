@@ -5,12 +5,12 @@ from datetime import timedelta
 
 import pytest
 
-from promptbeat import retry
-from promptbeat.execution import run_execution, sweep_lost_runs
+from promptbeat.runs import retry
+from promptbeat.runs.execution import run_execution, sweep_lost_runs
 from promptbeat.extensions import db
 from promptbeat.llm import LLMError
 from promptbeat.models import Connection, Execution, Task, Trigger, utcnow
-from promptbeat.overlap import lock_key
+from promptbeat.runs.overlap import lock_key
 from promptbeat.redis_client import get_client
 
 

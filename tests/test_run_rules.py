@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import update
 
 from promptbeat.entries import entry_key
-from promptbeat.execution import run_execution
+from promptbeat.runs.execution import run_execution
 from promptbeat.extensions import db
-from promptbeat.limits import llm_call_slot
+from promptbeat.runs.limits import llm_call_slot
 from promptbeat.models import Execution, ScheduleType, Task, Trigger
 from promptbeat.settings import Settings, engine_options
 from tests.conftest import csrf_token

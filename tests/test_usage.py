@@ -1,7 +1,7 @@
 """Usage and cost totals per task and per day, and prompt templates checked at save."""
 import pytest
 
-from promptbeat.execution import run_execution
+from promptbeat.runs.execution import run_execution
 from tests.conftest import csrf_token
 
 

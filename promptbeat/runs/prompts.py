@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import StrictUndefined, TemplateError
 
-from promptbeat.metered import Budget, BudgetExceeded, MeteredEnvironment
+from promptbeat.runs.metered import Budget, BudgetExceeded, MeteredEnvironment
 
 # Sandboxed and immutable: a prompt cannot reach Python internals or change what it is given.
 # StrictUndefined makes a misspelt variable an error instead of silently empty text.
@@ -25,7 +25,7 @@ class PromptLimitError(PromptTemplateError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one render may spend: steps (promptbeat.metered), seconds, and characters of output."""
+    """What one render may spend: steps (promptbeat.runs.metered), seconds, and characters of output."""
 
     max_steps: int
     max_seconds: float

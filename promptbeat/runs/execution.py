@@ -9,13 +9,14 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from promptbeat import crypto, lifecycle, llm, overlap, prompts, retry, webhooks
+from promptbeat import crypto, llm
+from promptbeat.runs import delivery as webhooks, lifecycle, overlap, prompts, retry
 from promptbeat.connections import endpoint_for
 from promptbeat.extensions import db
-from promptbeat.limits import llm_call_slot
+from promptbeat.runs.limits import llm_call_slot
 from promptbeat.models import Execution, ExecutionStatus, OverlapPolicy, Task, Trigger, utcnow
-from promptbeat.overlap import HELD_BY_THIS_RUN, NO_OTHER_RUN_RUNNING, release_for_run, run_guard
-from promptbeat.slots import advance_anchor, claim_slot
+from promptbeat.runs.overlap import HELD_BY_THIS_RUN, NO_OTHER_RUN_RUNNING, release_for_run, run_guard
+from promptbeat.runs.slots import advance_anchor, claim_slot
 from promptbeat.sync import sync_task
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ TASKS = Task.__table__
 READ_TASK = select(TASKS).where(TASKS.c.id == bindparam("task_id"))
 READ_STATUS = select(EXECUTIONS.c.status).where(EXECUTIONS.c.id == bindparam("run_id"))
 # Counting a run (by whether it failed), and the counters that decide whether its task stops
-# (promptbeat.lifecycle.stop_after_run), read back by RETURNING where the database has it.
+# (promptbeat.runs.lifecycle.stop_after_run), read back by RETURNING where the database has it.
 # A run is not a change to its task: updated_at ("Recently changed" on the dashboard) keeps its value
 # instead of taking its onupdate.
 COUNTED = {failed: {"run_count": TASKS.c.run_count + 1,
@@ -205,7 +206,7 @@ def _unclaimed(run_id, exclusive):
 def _record_result(task_id, run_id, counted, result):
     """Write the result of a run still running and count a counted run on its task; returns (written, counters).
 
-    counters (promptbeat.lifecycle.stop_after_run's input) is None for a run not counted, or when the
+    counters (promptbeat.runs.lifecycle.stop_after_run's input) is None for a run not counted, or when the
     task is gone. On PostgreSQL one statement does both. Elsewhere the count is a statement of its own,
     which the database adds to, so runs of one task that finish together each count.
     """
@@ -232,7 +233,7 @@ def _record_result(task_id, run_id, counted, result):
 
 
 def _stop_if_last(task_id, run_id, trigger, counters, error):
-    """Pause or complete the task if the run just counted was its last (promptbeat.lifecycle.stop_after_run)."""
+    """Pause or complete the task if the run just counted was its last (promptbeat.runs.lifecycle.stop_after_run)."""
     stop = lifecycle.stop_after_run(counters, trigger, error)
     if not stop:
         return

@@ -2,7 +2,7 @@
 from celery import shared_task
 from flask import current_app
 
-from promptbeat.execution import run_once, sweep_lost_runs
+from promptbeat.runs.execution import run_once, sweep_lost_runs
 
 
 @shared_task(name="promptbeat.execute_task", ignore_result=True, bind=True)
