@@ -8,12 +8,15 @@ import pytest
 from sqlalchemy import update
 
 from promptbeat.entries import entry_key
-from promptbeat.runs.execution import run_execution
 from promptbeat.extensions import db
 from promptbeat.runs.limits import llm_call_slot
 from promptbeat.models import Execution, ScheduleType, Task, Trigger
 from promptbeat.settings import Settings, engine_options
 from tests.conftest import csrf_token
+from tests.runner import run_and_reload
+
+# The run path writes with PostgreSQL statements (data-modifying WITH, RETURNING).
+pytestmark = pytest.mark.only_on("postgresql")
 
 SLOT = datetime(2030, 1, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -37,7 +40,7 @@ def executions(app, task_id):
 
 def fire(app, task_id, slot=SLOT, **kwargs):
     with app.app_context():
-        execution = run_execution(task_id, trigger=Trigger.SCHEDULED, slot=slot.isoformat(), **kwargs)
+        execution = run_and_reload(task_id, trigger=Trigger.SCHEDULED, slot=slot.isoformat(), **kwargs)
         return execution.id, execution.status, execution.error
 
 
@@ -134,9 +137,9 @@ def test_overlap_allow_and_manual_override_run_anyway(app, fake_llm, redis_clien
     try:
         assert fire(app, allowed)[1] == "success"
         with app.app_context():
-            manual = run_execution(skipping, trigger=Trigger.MANUAL, allow_overlap=True)
+            manual = run_and_reload(skipping, trigger=Trigger.MANUAL, allow_overlap=True)
             assert manual.status == "success"
-            honoured = run_execution(skipping, trigger=Trigger.MANUAL)
+            honoured = run_and_reload(skipping, trigger=Trigger.MANUAL)
             assert honoured.status == "skipped"
     finally:
         for task_id in (allowed, skipping):
@@ -195,19 +198,6 @@ def test_runs_of_one_task_that_finish_together_each_count(app, fake_llm):
     assert [run.status for run in executions(app, task_id)] == ["success"] * 4
     with app.app_context():
         assert db.session.get(Task, task_id).run_count == 4
-
-
-# On PostgreSQL the count is part of the statement that writes the result.
-@pytest.mark.only_on("sqlite")
-def test_runs_are_counted_where_the_database_cannot_return_from_an_update(app, fake_llm, monkeypatch):
-    # SQLite before 3.35 has no RETURNING: the counters are read back by a SELECT instead.
-    task_id = make_task(app, max_runs=2)
-    with app.app_context():
-        monkeypatch.setattr(db.engine.dialect, "update_returning", False)
-    assert [fire(app, task_id, SLOT + timedelta(minutes=i))[1] for i in range(3)] == ["success", "success", "skipped"]
-    with app.app_context():
-        task = db.session.get(Task, task_id)
-        assert (task.run_count, task.enabled, task.completed_at is not None) == (2, False, True)
 
 
 def test_slot_after_end_is_skipped(app, fake_llm):

@@ -4,11 +4,11 @@ import dataclasses
 import pytest
 
 from promptbeat.runs import delivery
-from promptbeat.runs.execution import run_execution
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
 from promptbeat.settings import Settings
 from tests.receivers import Answer, Receiver
+from tests.runner import run_and_reload
 
 SETTINGS = Settings(secret_key="webhook-rules", webhook_allow_private=True, webhook_attempts=3,
                     webhook_timeout_seconds=5)
@@ -46,7 +46,7 @@ def test_a_run_whose_webhook_redirects_records_a_failed_delivery(app, fake_llm, 
                     interval_seconds=600, webhook_url=hook.url + "/hook")
         db.session.add(task)
         db.session.commit()
-        run_id = run_execution(task.id, trigger="manual", sleep=lambda seconds: None).id
+        run_id = run_and_reload(task.id, trigger="manual", sleep=lambda seconds: None).id
         db.session.remove()
         execution = db.session.get(Execution, run_id)
         assert execution.status == "success" and execution.webhook_status == "failed"

@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from promptbeat.runs import delivery
-from promptbeat.runs.execution import run_execution
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
 from tests.receivers import Answer, Receiver
+from tests.runner import run_and_reload
 
 
 class HookReceiver(Receiver):
@@ -55,7 +55,7 @@ def run_with_webhook(app, prompt, url, kind="json"):
                     interval_seconds=600, webhook_url=url, webhook_format=kind)
         db.session.add(task)
         db.session.commit()
-        run_id = run_execution(task.id, trigger="manual", sleep=lambda s: None).id
+        run_id = run_and_reload(task.id, trigger="manual", sleep=lambda s: None).id
         db.session.remove()
         return db.session.get(Execution, run_id)
 
