@@ -52,7 +52,9 @@ def run(request, settings, sleep=time.sleep):
 
     if not task.enabled and request.trigger != Trigger.MANUAL:
         return _skip(run_id, "The task was disabled before this run started.")
-    if request.trigger == Trigger.SCHEDULED:
+    # Every run that counts towards max_runs keeps to the bounds: an immediate run too (saving an
+    # interval task with max_runs lowered below its count must not run it once more).
+    if lifecycle.counts(request.trigger):
         reason = lifecycle.out_of_bounds(task, request.slot)
         if reason:
             return _skip(run_id, reason)
