@@ -214,6 +214,27 @@ def test_sweep_marks_runs_past_their_deadline_lost_and_leaves_live_ones(ctx):
     assert execution.status == "lost"
 
 
+def test_the_sweep_frees_the_overlap_lock_of_a_lost_run_so_the_next_run_goes_ahead(ctx, fake_llm):
+    settings = ctx.config["PROMPTBEAT"]
+    dead_task, live_task = make_task("Freed lock"), make_task("Kept lock")
+    dead, live = queued_run(dead_task), queued_run(live_task)
+    now = utcnow()
+    for run_id, deadline in ((dead, now - timedelta(seconds=60)), (live, now + timedelta(seconds=60))):
+        db.session.get(Execution, run_id).status = "running"
+        db.session.get(Execution, run_id).started_at = now - timedelta(seconds=90)
+        db.session.get(Execution, run_id).deadline_at = deadline
+    db.session.commit()
+    # Each run took its task's lock as it started; the dead one's worker can no longer release it.
+    client = get_client(settings.redis_url)
+    client.set(lock_key(settings, dead_task), f"{dead}:dead-worker")
+    client.set(lock_key(settings, live_task), f"{live}:live-worker")
+    assert sweep_lost_runs(settings) == 1
+    assert client.get(lock_key(settings, dead_task)) is None
+    assert client.get(lock_key(settings, live_task)) == f"{live}:live-worker"
+    assert run(dead_task).status == "success"
+    assert run(live_task).status == "skipped"
+
+
 def test_a_task_deleted_during_the_run_ends_cleanly_with_no_record(ctx, fake_llm):
     task = make_task("Deleted midway [[fail:500x1]]")
     run_id = queued_run(task)
