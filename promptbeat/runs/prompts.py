@@ -10,7 +10,6 @@ from promptbeat.runs.metered import Budget, BudgetExceeded, MeteredEnvironment
 # Sandboxed and immutable: a prompt cannot reach Python internals or change what it is given.
 # StrictUndefined makes a misspelt variable an error instead of silently empty text.
 _environment = MeteredEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-VARIABLES = ("now", "today", "task", "run_count", "last_output")
 # What a template is tried with when it is saved.
 SAMPLE_OUTPUT = "A sample answer from the model."
 

@@ -57,6 +57,15 @@ COUNTED = {failed: {"run_count": TASKS.c.run_count + 1,
            for failed in (False, True)}
 LOST_MESSAGE = ("The worker running this call stopped (killed or crashed) and the run passed its deadline; "
                 "it was not retried to avoid a duplicate call.")
+# Every run still running past the cutoff, at once.
+MARK_LOST = (update(EXECUTIONS)
+             .where(or_(false(), *(EXECUTIONS.c.status == s for s in sources(RunStatus.LOST))),
+                    EXECUTIONS.c.deadline_at < bindparam("cutoff"))
+             .values(status=RunStatus.LOST, error=bindparam("v_error"), error_class=bindparam("v_error_class"),
+                     finished_at=bindparam("v_finished_at"))
+             .returning(EXECUTIONS.c.id, EXECUTIONS.c.task_id))
+# The columns a claim sets (promptbeat.runs.plan.Start.columns).
+START_COLUMNS = ("deadline_at", "model", "prompt", "started_at", "worker")
 
 
 @functools.cache
@@ -123,10 +132,6 @@ def claim(run_id, start, redelivered=False, guard=None):
     source = sources(RunStatus.RUNNING) if redelivered else (RunStatus.QUEUED,)
     statement = transition_statement(RunStatus.RUNNING, START_COLUMNS, source, exclusive=guard is not None)
     return bool(_write(statement, {**_params(run_id, start.columns()), **(guard or {})}))
-
-
-# The columns a claim sets (promptbeat.runs.plan.Start.columns).
-START_COLUMNS = ("deadline_at", "model", "prompt", "started_at", "worker")
 
 
 def record_prompt(run_id, prompt):
@@ -242,12 +247,3 @@ def _write(statement, params):
     """
     with db.engine.begin() as connection:
         return connection.execute(statement, params).rowcount
-
-
-# Every run still running past the cutoff, at once.
-MARK_LOST = (update(EXECUTIONS)
-             .where(or_(*(EXECUTIONS.c.status == s for s in sources(RunStatus.LOST))),
-                    EXECUTIONS.c.deadline_at < bindparam("cutoff"))
-             .values(status=RunStatus.LOST, error=bindparam("v_error"), error_class=bindparam("v_error_class"),
-                     finished_at=bindparam("v_finished_at"))
-             .returning(EXECUTIONS.c.id, EXECUTIONS.c.task_id))
