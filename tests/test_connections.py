@@ -105,6 +105,7 @@ def test_a_task_uses_its_connection_and_its_headers(app, api, fake_llm):
 
 
 @pytest.mark.slow
+@pytest.mark.only_on("postgresql")  # its worker's run path is PostgreSQL's
 def test_the_key_never_reaches_a_response_page_log_or_record(app, api, signed_in, fake_llm, live_roles, caplog):
     """A server that echoes the key and a header value in its error (some do) leaves no trace of them anywhere."""
     caplog.set_level(logging.DEBUG)

@@ -15,7 +15,8 @@ from promptbeat.runs.states import FINAL
 from tests.conftest import TEST_API_KEY, csrf_token
 from tests.services import wait_for
 
-pytestmark = pytest.mark.slow
+# The worker's run path writes with PostgreSQL statements (data-modifying WITH, RETURNING).
+pytestmark = [pytest.mark.slow, pytest.mark.only_on("postgresql")]
 
 INTERVAL_TASK = {"name": "Feed check", "prompt": "Summarise the feed", "schedule_type": "interval",
                  "interval_seconds": 600}
