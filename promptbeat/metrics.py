@@ -12,7 +12,8 @@ from sqlalchemy import case, func
 
 from promptbeat.extensions import db
 from promptbeat.health import redis_client
-from promptbeat.models import Execution, Task
+from promptbeat.models import Execution, Task, Trigger
+from promptbeat.runs.states import RunStatus
 
 logger = logging.getLogger(__name__)
 # Run durations in seconds: LLM calls take from a fraction of a second to minutes.
@@ -61,14 +62,19 @@ class PromptbeatCollector:
         cost = CounterMetricFamily("promptbeat_cost_usd", "Estimated cost of runs in USD, from the price table.",
                                    labels=["trigger"])
         prompt_by_trigger, completion_by_trigger, cost_by_trigger = {}, {}, {}
+        # Every status and trigger has its series, at 0 until a run has it, so a dashboard or an alert
+        # can name a status before it first happens.
+        counts = {(str(status), str(trigger)): 0 for status in RunStatus for trigger in Trigger}
         for status, trigger, count, timed, total_ms, prompt_tokens, completion_tokens, usd, *buckets in rows:
-            runs.add_metric([status, trigger], count)
+            counts[status, trigger] = count
             if timed:
                 cumulative = [(str(bound), int(n or 0)) for bound, n in zip(DURATION_BUCKETS, buckets)]
                 duration.add_metric([status, trigger], cumulative + [("+Inf", timed)], total_ms / 1000)
             prompt_by_trigger[trigger] = prompt_by_trigger.get(trigger, 0) + int(prompt_tokens)
             completion_by_trigger[trigger] = completion_by_trigger.get(trigger, 0) + int(completion_tokens)
             cost_by_trigger[trigger] = cost_by_trigger.get(trigger, 0.0) + float(usd)
+        for (status, trigger), count in counts.items():
+            runs.add_metric([status, trigger], count)
         for trigger, value in prompt_by_trigger.items():
             tokens.add_metric(["prompt", trigger], value)
         for trigger, value in completion_by_trigger.items():

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from promptbeat.extensions import db
+from promptbeat.runs.states import RunStatus
 
 
 def utcnow():
@@ -45,20 +46,6 @@ SCHEDULE_TYPES = frozenset(ScheduleType)
 class OverlapPolicy(enum.StrEnum):
     SKIP = "skip"
     ALLOW = "allow"
-
-
-class ExecutionStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    # The worker died mid-run (SIGKILL, OOM, lost host) and the run passed its deadline.
-    LOST = "lost"
-
-    @property
-    def is_final(self):
-        return self not in {ExecutionStatus.QUEUED, ExecutionStatus.RUNNING}
 
 
 class Role(enum.StrEnum):
@@ -233,7 +220,7 @@ class Execution(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), default=ExecutionStatus.QUEUED)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED)
     trigger: Mapped[str] = mapped_column(String(16))
     model: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -261,6 +248,9 @@ class Execution(db.Model):
     webhook_status: Mapped[str | None] = mapped_column(String(16))
     # One entry per delivery attempt: {"attempt", "at", "status" or "error"}.
     webhook_attempts: Mapped[list | None] = mapped_column(JSON)
+    # The run this one retries (promptbeat.runs.store.create_retry); None for every other run.
+    retry_of: Mapped[int | None] = mapped_column(
+        ForeignKey("executions.id", ondelete="SET NULL", name="fk_executions_retry_of_executions"))
 
     task: Mapped[Task] = relationship(back_populates="executions")
 

@@ -4,9 +4,10 @@ import logging
 from flask import current_app
 
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ExecutionStatus, ScheduleType, Task, Trigger, utcnow
+from promptbeat.models import Execution, ScheduleType, Task, Trigger, utcnow
+from promptbeat.runs import store
+from promptbeat.runs.tasks import execute_task
 from promptbeat.scheduling.sync import remove_entry, sync_task
-from promptbeat.tasks import execute_task
 from promptbeat.validation import TaskInputError, task_values, validate_pause_note, validate_task
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def delete_task(task):
     task_id = task.id
     # Runs first, then the task: the same lock order as a worker finishing a run (its
     # execution, then the task's counters), so the two cannot deadlock.
-    db.session.execute(db.delete(Execution).where(Execution.task_id == task_id))
+    store.delete_runs_of(task_id)
     db.session.delete(task)
     db.session.commit()
     try:
@@ -108,22 +109,17 @@ def run_now(task, allow_overlap=False):
 
 
 def enqueue_run(task, trigger, allow_overlap=False):
-    """Record a queued execution, commit, then hand it to a worker."""
-    execution = Execution(task=task, trigger=trigger, status=ExecutionStatus.QUEUED, model=task.model)
-    db.session.add(execution)
-    db.session.commit()
+    """Record a queued run, then hand it to a worker; returns the Execution as recorded."""
+    run_id = store.create(task.id, trigger, task.model)
     try:
-        extra = {"allow_overlap": True} if allow_overlap else {}
         # Through this app's own Celery (its broker), not whichever Celery app was made current last.
-        _celery().tasks[execute_task.name].delay(task.id, trigger=str(trigger), execution_id=execution.id, **extra)
-        logger.info("queued %s run %s of task %s", trigger, execution.id, task.id)
+        _celery().tasks[execute_task.name].delay(task.id, trigger=str(trigger), execution_id=run_id,
+                                                 allow_overlap=allow_overlap)
+        logger.info("queued %s run %s of task %s", trigger, run_id, task.id)
     except Exception as exc:
-        logger.exception("could not queue run %s of task %s", execution.id, task.id)
-        execution.status = ExecutionStatus.FAILED
-        execution.error = f"Could not queue the run: the broker is unreachable ({type(exc).__name__})."
-        execution.finished_at = utcnow()
-        db.session.commit()
-    return execution
+        logger.exception("could not queue run %s of task %s", run_id, task.id)
+        store.fail_unqueued(run_id, f"Could not queue the run: the broker is unreachable ({type(exc).__name__}).")
+    return db.session.get(Execution, run_id)
 
 
 def _after_save(task, schedule_restarted):

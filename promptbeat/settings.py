@@ -61,7 +61,7 @@ class Settings:
     # A scheduled run this much later than its slot is recorded as a catch-up.
     misfire_grace_seconds: int = 15
     max_prompt_chars: int = 20_000
-    # What rendering one prompt template may spend (promptbeat.metered): steps, and seconds.
+    # What rendering one prompt template may spend (promptbeat.runs.metered): steps, and seconds.
     template_max_steps: int = 1_000_000
     template_max_seconds: float = 2.0
     llm_timeout_seconds: float = 120.0
@@ -271,7 +271,7 @@ def celery_config(settings):
         "redbeat_redis_url": settings.redis_url,
         "redbeat_redis_options": {},
         "redbeat_key_prefix": settings.redbeat_key_prefix,
-        # A fixed job: mark runs whose worker died mid-call as lost (promptbeat.execution.sweep_lost_runs).
+        # A fixed job: mark runs whose worker died mid-call as lost (promptbeat.runs.sweep).
         "beat_schedule": {
             "promptbeat-sweep-lost-runs": {
                 "task": "promptbeat.sweep_lost_runs",

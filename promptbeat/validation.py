@@ -3,8 +3,8 @@ import re
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from promptbeat import prompts, webhooks
 from promptbeat.scheduling import schedules
+from promptbeat.runs import delivery, prompts
 from promptbeat.extensions import db
 from promptbeat.models import Connection, OverlapPolicy, ScheduleType, Task, WebhookFormat
 from promptbeat.scheduling.schedules import HHMM
@@ -337,8 +337,8 @@ def _execution_options(data, settings, errors):
             errors["webhook_url"] = "Must be one line, without control characters."
         else:
             try:
-                webhooks.check_target(url.strip(), settings.webhook_allow_private)
+                delivery.check_target(url.strip(), settings.webhook_allow_private)
                 options["webhook_url"] = url.strip()
-            except webhooks.WebhookRefused as exc:
+            except delivery.WebhookRefused as exc:
                 errors["webhook_url"] = str(exc)
     return options

@@ -92,7 +92,8 @@ def test_creating_an_enabled_interval_task_queues_an_immediate_run(app, api, red
     assert task["last_run"]["id"] == execution["id"]
 
     assert queued_messages(redis_client) == [
-        ("promptbeat.execute_task", [task["id"]], {"trigger": "immediate", "execution_id": execution["id"]}),
+        ("promptbeat.execute_task", [task["id"]], {"trigger": "immediate", "execution_id": execution["id"],
+                                                     "allow_overlap": False}),
     ]
     # Beat's first fire comes one interval after this run.
     assert redis_client.zscore("promptbeat::schedule", entry_key(task["id"])) == pytest.approx(time.time() + 600, abs=3)
@@ -205,15 +206,17 @@ def test_enabling_an_interval_task_queues_an_immediate_run(api, redis_client):
 
 
 @pytest.mark.parametrize("enabled", [True, False], ids=["enabled", "disabled"])
-def test_run_queues_a_manual_run(api, redis_client, enabled):
+@pytest.mark.parametrize("allow_overlap", [True, False], ids=["override", "policy"])
+def test_run_queues_a_manual_run(api, redis_client, enabled, allow_overlap):
     task = create(api, {**CRONTAB, "enabled": enabled})
-    response = api.post(f"/tasks/{task['id']}/run")
+    response = api.post(f"/tasks/{task['id']}/run", json={"allow_overlap": allow_overlap})
     assert response.status_code == 202
     execution = response.get_json()["execution"]
     assert (execution["status"], execution["trigger"], execution["task_id"]) == ("queued", "manual", task["id"])
     assert execution["model"] == "fake-model"
     assert queued_messages(redis_client) == [
-        ("promptbeat.execute_task", [task["id"]], {"trigger": "manual", "execution_id": execution["id"]}),
+        ("promptbeat.execute_task", [task["id"]],
+         {"trigger": "manual", "execution_id": execution["id"], "allow_overlap": allow_overlap}),
     ]
 
 

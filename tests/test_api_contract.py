@@ -5,7 +5,8 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAP
 from werkzeug.test import EnvironBuilder
 
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ExecutionStatus, OverlapPolicy, ScheduleType, Trigger, WebhookFormat
+from promptbeat.models import Execution, OverlapPolicy, ScheduleType, Trigger, WebhookFormat
+from promptbeat.runs.states import RunStatus
 
 CRONTAB = {"name": "Weekday briefing", "prompt": "Brief me", "schedule_type": "crontab", "cron": "0 9 * * 1-5",
            "timezone": "Europe/Berlin", "enabled": False}
@@ -57,7 +58,7 @@ def test_document_lists_every_api_route(app):
 def test_document_enums_are_the_code_enums(client):
     components = schemas(client)
     status = components["ExecutionBrief"]["properties"]["status"]
-    assert enum_of(components[status["$ref"].rsplit("/", 1)[1]]) == set(ExecutionStatus) >= {"lost"}
+    assert enum_of(components[status["$ref"].rsplit("/", 1)[1]]) == set(RunStatus) >= {"lost"}
     for owner, field, enum in [("Task", "schedule_type", ScheduleType), ("Task", "overlap_policy", OverlapPolicy),
                                ("ExecutionBrief", "trigger", Trigger)]:
         ref = components[owner]["properties"][field]["$ref"]
@@ -80,11 +81,11 @@ def test_a_task_with_runs_of_every_status_validates(app, checked):
     task = checked.post("/tasks", json=CRONTAB).get_json()
     assert checked.post(f"/tasks/{task['id']}/run", json={"allow_overlap": True}).status_code == 202
     with app.app_context():
-        for status in ExecutionStatus:
+        for status in RunStatus:
             db.session.add(Execution(task_id=task["id"], status=status, trigger=Trigger.MANUAL, catch_up=False))
         db.session.commit()
     runs = checked.get(f"/tasks/{task['id']}/executions").get_json()["executions"]
-    assert {run["status"] for run in runs} == set(ExecutionStatus)
+    assert {run["status"] for run in runs} == set(RunStatus)
     assert checked.get(f"/tasks/{task['id']}").get_json()["last_run"]["id"] == runs[0]["id"]
     assert checked.get(f"/tasks/{task['id']}/usage?days=7").get_json()["total"]["runs"] == len(runs)
     assert checked.get("/usage").status_code == 200

@@ -6,7 +6,8 @@ the session's PostgreSQL, and the fake server counting the calls it has in fligh
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ExecutionStatus
+from promptbeat.models import Execution
+from promptbeat.runs.states import RunStatus
 from promptbeat.settings import Settings
 from tests import services
 from tests.conftest import issue_api_token
@@ -52,11 +53,11 @@ def test_500_interval_tasks_created_at_once_all_run_with_calls_capped(burst_clus
         with web_app.app_context():
             rows = db.session.execute(db.select(Execution.status)).scalars().all()
             db.session.remove()
-        return rows if len(rows) == TASKS and all(ExecutionStatus(s).is_final for s in rows) else None
+        return rows if len(rows) == TASKS and all(RunStatus(s).is_final for s in rows) else None
 
     statuses = wait_for(finished, timeout=240, what=f"{TASKS} finished runs", interval=1)
     # Every task ran once, at once (none waits an interval), and none failed for being queued.
-    assert [str(s) for s in statuses] == [str(ExecutionStatus.SUCCESS)] * TASKS
+    assert [str(s) for s in statuses] == [str(RunStatus.SUCCESS)] * TASKS
     stats = fake_llm.stats
     assert stats["chat_requests"] == TASKS
     # The calls queued behind the cap instead of flooding the server: never more than CAP at once,

@@ -11,10 +11,10 @@ import pytest
 from promptbeat.llm import connections
 from promptbeat.llm import crypto
 from promptbeat.llm import netguard
-from promptbeat.execution import run_execution
 from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution, Task
 from tests.conftest import csrf_token, issue_api_token
+from tests.runner import run_and_reload
 
 MODELS = json.dumps({"object": "list", "data": [{"id": "caught-model", "object": "model"}]}).encode()
 
@@ -214,7 +214,7 @@ def test_private_addresses_are_refused_at_call_time_when_forbidden(app, api, swa
                     connection_id=created["id"])
         db.session.add(task)
         db.session.commit()
-        execution = run_execution(task.id, trigger="manual", sleep=lambda s: None)
+        execution = run_and_reload(task.id, trigger="manual", sleep=lambda s: None)
         # Refused, not retried: the next attempt would be refused as well.
         assert (execution.status, execution.error_class, len(execution.attempts)) == ("failed", "AddressRefused", 1)
     assert inside.requests == []
@@ -289,7 +289,7 @@ def test_header_values_are_encrypted_masked_and_never_logged(app, api, client, f
                     interval_seconds=600, connection_id=connection_id)
         db.session.add(task)
         db.session.commit()
-        assert run_execution(task.id, trigger="manual").status == "success"
+        assert run_and_reload(task.id, trigger="manual").status == "success"
     (sent,) = [r for r in fake_llm.requests if r["messages"][-1]["content"] == "Header check"]
     assert sent["headers"]["x-org-token"] == value and sent["headers"]["x-b"] == "bbbb"
 
@@ -328,7 +328,7 @@ def test_a_header_value_echoed_in_a_server_error_is_redacted(app, api, fake_llm)
                     connection_id=created["id"])
         db.session.add(task)
         db.session.commit()
-        execution = run_execution(task.id, trigger="manual")
+        execution = run_and_reload(task.id, trigger="manual")
         assert execution.status == "failed" and "Bad org ***" in execution.error and value not in execution.error
 
 

@@ -87,7 +87,7 @@ def test_connections_page_adds_and_tests_a_connection(signed_in, fake_llm):
 
 
 def test_a_task_uses_its_connection_and_its_headers(app, api, fake_llm):
-    from promptbeat.execution import run_execution
+    from tests.runner import run_and_reload
 
     fake_llm.reset()
     connection = api.post("/connections", json={"name": "Team", "base_url": fake_llm.url, "api_key": "sk-team",
@@ -96,7 +96,7 @@ def test_a_task_uses_its_connection_and_its_headers(app, api, fake_llm):
                                     "cron": "0 9 * * *", "connection_id": connection["id"]}).get_json()
     assert task["connection_id"] == connection["id"]
     with app.app_context():
-        execution = run_execution(task["id"], trigger="manual")
+        execution = run_and_reload(task["id"], trigger="manual")
         assert execution.status == "success"
     (request,) = [r for r in fake_llm.requests if r["messages"][-1]["content"] == "Team question"]
     assert request["headers"]["x-team"] == "research"

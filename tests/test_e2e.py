@@ -11,9 +11,11 @@ import pytest
 from promptbeat.scheduling.entries import TaskEntry
 from promptbeat.extensions import db
 from promptbeat.models import Execution
+from promptbeat.runs.states import FINAL
 from tests.conftest import TEST_API_KEY, csrf_token
 from tests.services import wait_for
 
+# The worker's run path writes with PostgreSQL statements (data-modifying WITH, RETURNING).
 pytestmark = pytest.mark.slow
 
 # The worker's replacements of library internals switched off: its runs take the libraries' own paths.
@@ -284,3 +286,37 @@ def test_task_list_shows_schedule_state_last_and_next_run(app, api, signed_in, l
     first = next(t for t in listed if t["id"] == task_id)
     assert first["last_run"]["status"] == "success"
     assert first["next_run_at"] is not None
+
+
+def run_status(app, run_id):
+    with app.app_context():
+        return db.session.get(Execution, run_id).status
+
+
+def test_run_now_with_the_override_runs_while_another_run_of_the_task_is_running(app, api, signed_in, live_roles):
+    # The held run's call takes long enough for the others to be queued, run and finish meanwhile;
+    # the prompt the others read once it started is a quick one.
+    task = api.post("/tasks", json={"name": "Held", "prompt": "Hold on [[sleep:10]]", "schedule_type": "crontab",
+                                    "cron": "0 0 1 1 *", "enabled": False}).get_json()
+    run_url = f"/tasks/{task['id']}/run"
+    held = api.post(run_url).get_json()["execution"]["id"]
+    wait_for(lambda: run_status(app, held) == "running", 10, "the first run to start")
+    assert api.patch(f"/tasks/{task['id']}", json={"prompt": "Quick"}).status_code == 200
+
+    overriding = api.post(run_url, json={"allow_overlap": True}).get_json()["execution"]["id"]
+    assert wait_for(lambda: run_status(app, overriding) in FINAL and run_status(app, overriding), 8,
+                    "the API's overriding run to finish") == "success"
+
+    page = signed_in.get(f"/tasks/{task['id']}").get_data(as_text=True)
+    assert signed_in.post(run_url, data={"csrf_token": csrf_token(page), "allow_overlap": "1"}).status_code == 302
+    from_page = runs(app, task["id"])[-1].id
+    assert wait_for(lambda: run_status(app, from_page) in FINAL and run_status(app, from_page), 8,
+                    "the page's overriding run to finish") == "success"
+
+    honouring = api.post(run_url).get_json()["execution"]["id"]
+    assert wait_for(lambda: run_status(app, honouring) in FINAL and run_status(app, honouring), 8,
+                    "the policy-honouring run to finish") == "skipped"
+    # All of it while the first run was still running; it then finishes as usual.
+    assert run_status(app, held) == "running"
+    assert wait_for(lambda: run_status(app, held) in FINAL and run_status(app, held), 30,
+                    "the first run to finish") == "success"

@@ -4,12 +4,13 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import celery
+import pytest
 
-from promptbeat.execution import run_execution
 from promptbeat.extensions import db
 from promptbeat.fakellm import error_body
 from promptbeat.models import Execution, Task, Trigger
 from promptbeat.settings import Settings
+from tests.runner import run_and_reload
 
 # A schedule beat will not fire during the test, should a live beat be running in this session.
 NEW_YEAR = {"schedule_type": "crontab", "cron": "0 0 1 1 *", "timezone": "UTC"}
@@ -26,9 +27,9 @@ def add_task(app, **fields):
 
 
 def run(app, task_id, trigger=Trigger.MANUAL, **kwargs):
-    """run_execution in an app context; returns the execution as stored."""
+    """run_and_reload in an app context; returns the execution as stored."""
     with app.app_context():
-        execution = run_execution(task_id, trigger=trigger, **kwargs)
+        execution = run_and_reload(task_id, trigger=trigger, **kwargs)
         if execution is None:
             return None
         execution_id = execution.id
@@ -165,11 +166,11 @@ def test_deleted_task_returns_none_and_records_nothing(app):
 def test_scheduled_run_moves_the_phase_anchor_forward_only(app):
     task_id = add_task(app)
     fired = datetime(2030, 1, 1, 0, 0, tzinfo=timezone.utc)
-    run(app, task_id, trigger=Trigger.SCHEDULED, fired_at=fired.isoformat())
+    run(app, task_id, trigger=Trigger.SCHEDULED, slot=fired.isoformat())
     with app.app_context():
         assert db.session.get(Task, task_id).anchor_at == fired
 
-    run(app, task_id, trigger=Trigger.SCHEDULED, fired_at=(fired - timedelta(hours=1)).isoformat())
+    run(app, task_id, trigger=Trigger.SCHEDULED, slot=(fired - timedelta(hours=1)).isoformat())
     run(app, task_id, trigger=Trigger.MANUAL)
     with app.app_context():
         assert db.session.get(Task, task_id).anchor_at == fired

@@ -8,7 +8,7 @@ from html import unescape
 import pytest
 from celery import Celery
 
-from promptbeat import prompts
+from promptbeat.runs import prompts
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
 from promptbeat.settings import Settings

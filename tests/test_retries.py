@@ -1,17 +1,18 @@
-"""run_execution against the fake server over HTTP with the real SDK: error classes, retries, idempotency."""
+"""run_and_reload against the fake server over HTTP with the real SDK: error classes, retries, idempotency."""
 import dataclasses
 import threading
 from datetime import timedelta
 
 import pytest
 
-from promptbeat import retry
-from promptbeat.execution import run_execution, sweep_lost_runs
+from promptbeat.runs import retry
+from promptbeat.runs.sweep import sweep_lost_runs
 from promptbeat.extensions import db
 from promptbeat.llm.client import LLMError
 from promptbeat.models import Connection, Execution, Task, Trigger, utcnow
-from promptbeat.overlap import lock_key
+from promptbeat.runs.overlap import lock_key
 from promptbeat.redis_client import get_client
+from tests.runner import run_and_reload
 
 
 class Waits(list):
@@ -37,7 +38,7 @@ def queued_run(task_id, trigger=Trigger.MANUAL):
 
 
 def run(task_id, waits=None, trigger=Trigger.MANUAL):
-    return run_execution(task_id, trigger=trigger, execution_id=queued_run(task_id, trigger),
+    return run_and_reload(task_id, trigger=trigger, execution_id=queued_run(task_id, trigger),
                          sleep=Waits() if waits is None else waits)
 
 
@@ -138,8 +139,8 @@ def test_backoff_never_exceeds_its_cap():
 def test_a_redelivered_message_never_runs_or_finishes_a_run_twice(ctx, fake_llm):
     task = make_task("Once only")
     run_id = queued_run(task)
-    first = run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id)
-    second = run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id)
+    first = run_and_reload(task, trigger=Trigger.MANUAL, execution_id=run_id)
+    second = run_and_reload(task, trigger=Trigger.MANUAL, execution_id=run_id)
     assert first.id == second.id and second.status == "success"
     assert len(calls_for(fake_llm, "Once only")) == 1
     assert db.session.execute(db.select(db.func.count(Execution.id))).scalar() == 1
@@ -150,7 +151,7 @@ def test_a_message_for_a_run_already_running_elsewhere_leaves_it_alone(ctx, fake
     run_id = queued_run(task)
     db.session.get(Execution, run_id).status = "running"
     db.session.commit()
-    execution = run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id)
+    execution = run_and_reload(task, trigger=Trigger.MANUAL, execution_id=run_id)
     assert execution.status == "running"
     assert calls_for(fake_llm, "Elsewhere") == []
 
@@ -162,7 +163,7 @@ def test_concurrent_deliveries_of_one_run_make_one_call(ctx, fake_llm):
 
     def deliver():
         with app.app_context():
-            run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id)
+            run_and_reload(task, trigger=Trigger.MANUAL, execution_id=run_id)
             db.session.remove()
 
     threads = [threading.Thread(target=deliver) for _ in range(4)]
@@ -182,11 +183,11 @@ def test_a_delivery_of_a_run_whose_other_delivery_holds_the_lock_leaves_it(ctx, 
     task = make_task("Duplicate delivery")
     run_id, other_run = queued_run(task), queued_run(task)
     get_client(settings.redis_url).set(lock_key(settings, task), f"{run_id}:first-delivery")
-    execution = run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id)
+    execution = run_and_reload(task, trigger=Trigger.MANUAL, execution_id=run_id)
     assert execution.status == "queued"
     assert calls_for(fake_llm, "Duplicate delivery") == []
     # Another run of the task, meanwhile, is skipped by the overlap policy as before.
-    assert run_execution(task, trigger=Trigger.MANUAL, execution_id=other_run).status == "skipped"
+    assert run_and_reload(task, trigger=Trigger.MANUAL, execution_id=other_run).status == "skipped"
 
 
 def test_sweep_marks_runs_past_their_deadline_lost_and_leaves_live_ones(ctx):
@@ -205,8 +206,29 @@ def test_sweep_marks_runs_past_their_deadline_lost_and_leaves_live_ones(ctx):
     assert db.session.get(Execution, dead).error_class == "WorkerLost"
     assert db.session.get(Execution, live).status == "running"
     # A late result for the lost run is discarded rather than written over the record.
-    execution = run_execution(task, trigger=Trigger.MANUAL, execution_id=dead)
+    execution = run_and_reload(task, trigger=Trigger.MANUAL, execution_id=dead)
     assert execution.status == "lost"
+
+
+def test_the_sweep_frees_the_overlap_lock_of_a_lost_run_so_the_next_run_goes_ahead(ctx, fake_llm):
+    settings = ctx.config["PROMPTBEAT"]
+    dead_task, live_task = make_task("Freed lock"), make_task("Kept lock")
+    dead, live = queued_run(dead_task), queued_run(live_task)
+    now = utcnow()
+    for run_id, deadline in ((dead, now - timedelta(seconds=60)), (live, now + timedelta(seconds=60))):
+        db.session.get(Execution, run_id).status = "running"
+        db.session.get(Execution, run_id).started_at = now - timedelta(seconds=90)
+        db.session.get(Execution, run_id).deadline_at = deadline
+    db.session.commit()
+    # Each run took its task's lock as it started; the dead one's worker can no longer release it.
+    client = get_client(settings.redis_url)
+    client.set(lock_key(settings, dead_task), f"{dead}:dead-worker")
+    client.set(lock_key(settings, live_task), f"{live}:live-worker")
+    assert sweep_lost_runs(settings) == 1
+    assert client.get(lock_key(settings, dead_task)) is None
+    assert client.get(lock_key(settings, live_task)) == f"{live}:live-worker"
+    assert run(dead_task).status == "success"
+    assert run(live_task).status == "skipped"
 
 
 def test_a_task_deleted_during_the_run_ends_cleanly_with_no_record(ctx, fake_llm):
@@ -219,7 +241,7 @@ def test_a_task_deleted_during_the_run_ends_cleanly_with_no_record(ctx, fake_llm
             db.session.execute(db.delete(Task).where(Task.id == task))
             db.session.commit()
 
-    assert run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id, sleep=delete_during_backoff) is None
+    assert run_and_reload(task, trigger=Trigger.MANUAL, execution_id=run_id, sleep=delete_during_backoff) is None
     assert db.session.execute(db.select(Execution)).first() is None
 
 
@@ -286,6 +308,6 @@ def test_a_redelivered_message_retries_a_run_its_dead_worker_left_running(ctx, f
     run_id = queued_run(task)
     db.session.get(Execution, run_id).status = "running"
     db.session.commit()
-    execution = run_execution(task, trigger=Trigger.MANUAL, execution_id=run_id, redelivered=True, worker="w2@host")
+    execution = run_and_reload(task, trigger=Trigger.MANUAL, execution_id=run_id, redelivered=True, worker="w2@host")
     assert (execution.status, execution.worker) == ("success", "w2@host")
     assert len(calls_for(fake_llm, "Taken over")) == 1

@@ -3,17 +3,18 @@ import dataclasses
 import logging
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import update
 
 from promptbeat.scheduling.entries import entry_key
-from promptbeat.execution import run_execution
 from promptbeat.extensions import db
-from promptbeat.limits import llm_call_slot
-from promptbeat.models import Execution, ScheduleType, Task, Trigger
+from promptbeat.models import Execution, ScheduleType, Task, Trigger, utcnow
+from promptbeat.runs.limits import llm_call_slot
 from promptbeat.settings import Settings, engine_options
 from tests.conftest import csrf_token
+from tests.runner import run_and_reload
 from tests.services import wait_for
 
 SLOT = datetime(2030, 1, 1, 9, 0, tzinfo=timezone.utc)
@@ -38,7 +39,7 @@ def executions(app, task_id):
 
 def fire(app, task_id, slot=SLOT, **kwargs):
     with app.app_context():
-        execution = run_execution(task_id, trigger=Trigger.SCHEDULED, slot=slot.isoformat(), **kwargs)
+        execution = run_and_reload(task_id, trigger=Trigger.SCHEDULED, slot=slot.isoformat(), **kwargs)
         return execution.id, execution.status, execution.error
 
 
@@ -135,9 +136,9 @@ def test_overlap_allow_and_manual_override_run_anyway(app, fake_llm, redis_clien
     try:
         assert fire(app, allowed)[1] == "success"
         with app.app_context():
-            manual = run_execution(skipping, trigger=Trigger.MANUAL, allow_overlap=True)
+            manual = run_and_reload(skipping, trigger=Trigger.MANUAL, allow_overlap=True)
             assert manual.status == "success"
-            honoured = run_execution(skipping, trigger=Trigger.MANUAL)
+            honoured = run_and_reload(skipping, trigger=Trigger.MANUAL)
             assert honoured.status == "skipped"
     finally:
         for task_id in (allowed, skipping):
@@ -295,7 +296,7 @@ def test_enabling_past_the_maximum_enabled_tasks_is_refused_on_the_page_and_the_
 def test_llm_call_cap_queues_calls_across_workers(app, caplog):
     settings = dataclasses.replace(app.config["PROMPTBEAT"], max_concurrent_llm_calls=1)
     entered = []
-    caplog.set_level(logging.INFO, logger="promptbeat.limits")
+    caplog.set_level(logging.INFO, logger="promptbeat.runs.limits")
     with llm_call_slot(settings):
         waiter = threading.Thread(target=lambda: _enter(settings, entered))
         waiter.start()
@@ -353,3 +354,46 @@ def test_a_run_needs_one_database_connection_at_a_time(app, role_environ, fake_l
         with worker_app.app_context():
             db.engine.dispose()
 
+
+
+def test_lowering_max_runs_below_the_count_lets_no_further_run_through(app, api, fake_llm):
+    marker = uuid.uuid4().hex
+    task = api.post("/tasks", json={"name": "Bounded", "prompt": f"Count {marker}", "model": "fake-model",
+                                    "schedule_type": "interval", "interval_seconds": 600, "max_runs": 5}).get_json()
+    with app.app_context():
+        db.session.get(Task, task["id"]).run_count = 3
+        db.session.commit()
+    # Saving an interval task queues its immediate run; it counts, so it keeps to the lowered bound.
+    assert api.patch(f"/tasks/{task['id']}", json={"max_runs": 2}).status_code == 200
+    newest = api.get(f"/tasks/{task['id']}/executions").get_json()["executions"][0]
+    assert newest["trigger"] == "immediate"
+    with app.app_context():
+        execution = run_and_reload(task["id"], trigger=Trigger.IMMEDIATE, execution_id=newest["id"])
+        assert (execution.status, execution.error) == ("skipped", "Skipped: the task already ran its maximum of 2 runs.")
+        assert db.session.get(Task, task["id"]).run_count == 3
+    assert [r for r in fake_llm.requests if marker in r["messages"][-1]["content"]] == []
+    # A scheduled slot is held to it as well.
+    assert fire(app, task["id"], utcnow() + timedelta(minutes=10))[1] == "skipped"
+
+
+def test_the_worker_skips_a_slot_before_the_start(app, fake_llm):
+    task_id = make_task(app, start_at=SLOT + timedelta(seconds=1))
+    _, status, error = fire(app, task_id)
+    assert (status, error) == ("skipped", "Skipped: the slot is before the task's start time.")
+    assert fire(app, task_id, SLOT + timedelta(minutes=1))[1] == "success"
+
+
+def test_run_now_on_a_completed_task_runs_and_leaves_it_completed(app, api, fake_llm):
+    task_id = make_task(app, max_runs=1)
+    assert fire(app, task_id)[1] == "success"
+    with app.app_context():
+        completed = db.session.get(Task, task_id)
+        assert (completed.enabled, completed.completed_at is not None) == (False, True)
+    queued = api.post(f"/tasks/{task_id}/run")
+    assert queued.status_code == 202
+    with app.app_context():
+        manual = run_and_reload(task_id, trigger=Trigger.MANUAL, execution_id=queued.get_json()["execution"]["id"])
+        assert manual.status == "success"
+        db.session.expire_all()
+        task = db.session.get(Task, task_id)
+        assert (task.run_count, task.enabled, task.completed_at is not None) == (1, False, True)

@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ExecutionStatus
+from promptbeat.models import Execution
+from promptbeat.runs.states import RunStatus
 from promptbeat.settings import Settings
 from tests import services
 from tests.conftest import issue_api_token
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 RUNS = 300
 # Enough runs that all three workers are busy when two of them go down, few enough to stay quick.
 FAULT_RUNS = 120
-FINAL = [str(s) for s in ExecutionStatus if s.is_final]
+FINAL = [str(s) for s in RunStatus if s.is_final]
 
 
 @pytest.fixture

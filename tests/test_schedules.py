@@ -6,7 +6,7 @@ import pytest
 
 from promptbeat.models import Task
 from promptbeat.scheduling.descriptions import describe
-from promptbeat.scheduling.schedules import TaskSchedule, celery_schedule, cron_expression, next_runs
+from promptbeat.scheduling.schedules import TaskSchedule, cron_expression, next_runs, task_schedule
 
 UTC = timezone.utc
 
@@ -96,11 +96,11 @@ def test_next_runs_crontab_weekdays_in_a_zone():
     assert next_runs(task, 2, now=utc(2025, 1, 3, 15, 0)) == [utc(2025, 1, 6, 14, 0), utc(2025, 1, 7, 14, 0)]
 
 
-def test_celery_schedule_per_type():
-    assert celery_schedule(interval_task(90)) == TaskSchedule("interval", every=90)
-    assert celery_schedule(fixed_time_task("07:05", "Asia/Tokyo")) == TaskSchedule("cron", expr="5 7 * * *", tz="Asia/Tokyo")
+def test_task_schedule_per_type():
+    assert task_schedule(interval_task(90)) == TaskSchedule("interval", every=90)
+    assert task_schedule(fixed_time_task("07:05", "Asia/Tokyo")) == TaskSchedule("cron", expr="5 7 * * *", tz="Asia/Tokyo")
     assert cron_expression(fixed_time_task("23:59", "UTC")) == "59 23 * * *"
-    assert celery_schedule(crontab_task("0 9 * * 1-5", "Europe/Berlin")) == TaskSchedule("cron", expr="0 9 * * 1-5", tz="Europe/Berlin")
+    assert task_schedule(crontab_task("0 9 * * 1-5", "Europe/Berlin")) == TaskSchedule("cron", expr="0 9 * * 1-5", tz="Europe/Berlin")
 
 
 class Clock:

@@ -1,8 +1,8 @@
 """Usage and cost totals per task and per day, and prompt templates checked at save."""
 import pytest
 
-from promptbeat.execution import run_execution
 from tests.conftest import csrf_token
+from tests.runner import run_and_reload
 
 
 def test_usage_totals_per_task_and_per_day(app, api, fake_llm):
@@ -13,7 +13,7 @@ def test_usage_totals_per_task_and_per_day(app, api, fake_llm):
     with app.app_context():
         runs = []
         for task_id in (ids[0], ids[0], ids[1]):
-            execution = run_execution(task_id, trigger="manual")
+            execution = run_and_reload(task_id, trigger="manual")
             runs.append((execution.total_tokens, execution.cost_usd))
         expected_tokens = sum(tokens for tokens, _ in runs)
         expected_cost = sum(cost for _, cost in runs)

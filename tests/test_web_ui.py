@@ -3,7 +3,8 @@ import re
 
 from promptbeat import service
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ExecutionStatus, Task, Trigger, utcnow
+from promptbeat.models import Execution, Task, Trigger, utcnow
+from promptbeat.runs.states import RunStatus
 from tests.conftest import csrf_token
 
 XSS = "<script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror=alert(1)>"
@@ -218,6 +219,6 @@ def test_runs_fragment_answers_204_until_a_run_appears_or_changes(app, signed_in
     poll_url = re.search(r'id="runs" hx-get="([^"]+)"', fresh.get_data(as_text=True)).group(1).replace("&amp;", "&")
     assert signed_in.get(poll_url).status_code == 204
     with app.app_context():
-        db.session.get(Execution, run_id).status = ExecutionStatus.SUCCESS
+        db.session.get(Execution, run_id).status = RunStatus.SUCCESS
         db.session.commit()
     assert 'data-status="success"' in signed_in.get(poll_url).get_data(as_text=True)

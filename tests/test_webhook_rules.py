@@ -3,12 +3,12 @@ import dataclasses
 
 import pytest
 
-from promptbeat import webhooks
-from promptbeat.execution import run_execution
+from promptbeat.runs import delivery
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
 from promptbeat.settings import Settings
 from tests.receivers import Answer, Receiver
+from tests.runner import run_and_reload
 
 SETTINGS = Settings(secret_key="webhook-rules", webhook_allow_private=True, webhook_attempts=3,
                     webhook_timeout_seconds=5)
@@ -32,7 +32,7 @@ def test_a_redirect_is_not_followed(receivers, status):
     # A redirect could send the payload on to an address the guard never checked (SSRF).
     target = receivers()
     hook = receivers(status, headers=(("Location", target.url + "/elsewhere"),))
-    outcome, attempts = webhooks.deliver(hook.url + "/hook", {"text": "x"}, SETTINGS, sleep=lambda seconds: None)
+    outcome, attempts = delivery.deliver(hook.url + "/hook", {"text": "x"}, SETTINGS, sleep=lambda seconds: None)
     assert target.requests == []
     assert outcome == "failed"
     assert hook.requests and {a.get("status") for a in attempts} == {status}
@@ -46,7 +46,7 @@ def test_a_run_whose_webhook_redirects_records_a_failed_delivery(app, fake_llm, 
                     interval_seconds=600, webhook_url=hook.url + "/hook")
         db.session.add(task)
         db.session.commit()
-        run_id = run_execution(task.id, trigger="manual", sleep=lambda seconds: None).id
+        run_id = run_and_reload(task.id, trigger="manual", sleep=lambda seconds: None).id
         db.session.remove()
         execution = db.session.get(Execution, run_id)
         assert execution.status == "success" and execution.webhook_status == "failed"
@@ -58,7 +58,7 @@ def test_a_run_whose_webhook_redirects_records_a_failed_delivery(app, fake_llm, 
 def test_a_refusal_is_not_retried(receivers, status):
     # The receiver rejects this payload; sending it again would get the same answer.
     hook = receivers(status)
-    outcome, attempts = webhooks.deliver(hook.url + "/hook", {"text": "x"}, SETTINGS, sleep=lambda seconds: None)
+    outcome, attempts = delivery.deliver(hook.url + "/hook", {"text": "x"}, SETTINGS, sleep=lambda seconds: None)
     assert (outcome, len(hook.requests)) == ("failed", 1)
     assert [a["status"] for a in attempts] == [status]
 
@@ -66,7 +66,7 @@ def test_a_refusal_is_not_retried(receivers, status):
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
 def test_a_timeout_throttle_or_server_error_is_retried(receivers, status):
     hook = receivers(status)
-    outcome, attempts = webhooks.deliver(hook.url + "/hook", {"text": "x"}, SETTINGS, sleep=lambda seconds: None)
+    outcome, attempts = delivery.deliver(hook.url + "/hook", {"text": "x"}, SETTINGS, sleep=lambda seconds: None)
     assert (outcome, len(hook.requests)) == ("failed", SETTINGS.webhook_attempts)
     assert [a["status"] for a in attempts] == [status] * SETTINGS.webhook_attempts
 
@@ -76,7 +76,7 @@ def test_a_retried_delivery_stops_at_the_first_success():
     hook = Receiver(lambda received: Answer(next(answers)))
     try:
         settings = dataclasses.replace(SETTINGS, webhook_attempts=5)
-        outcome, attempts = webhooks.deliver(hook.url + "/hook", {"text": "x"}, settings, sleep=lambda seconds: None)
+        outcome, attempts = delivery.deliver(hook.url + "/hook", {"text": "x"}, settings, sleep=lambda seconds: None)
     finally:
         hook.stop()
     assert (outcome, [a["status"] for a in attempts]) == ("delivered", [503, 429, 200])

@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from promptbeat import webhooks
-from promptbeat.execution import run_execution
+from promptbeat.runs import delivery
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
 from tests.receivers import Answer, Receiver
+from tests.runner import run_and_reload
 
 
 class HookReceiver(Receiver):
@@ -55,7 +55,7 @@ def run_with_webhook(app, prompt, url, kind="json"):
                     interval_seconds=600, webhook_url=url, webhook_format=kind)
         db.session.add(task)
         db.session.commit()
-        run_id = run_execution(task.id, trigger="manual", sleep=lambda s: None).id
+        run_id = run_and_reload(task.id, trigger="manual", sleep=lambda s: None).id
         db.session.remove()
         return db.session.get(Execution, run_id)
 
@@ -111,7 +111,7 @@ def test_private_targets_are_refused_at_save_and_at_delivery(app, api, url):
                                             "cron": "0 9 * * *", "webhook_url": url})
         assert response.status_code == 422
         assert "webhook_url" in response.get_json()["fields"]
-        status, attempts = webhooks.deliver(url, {"text": "x"}, strict)
+        status, attempts = delivery.deliver(url, {"text": "x"}, strict)
         assert status == "refused" and len(attempts) == 1 and "error" in attempts[0]
     finally:
         app.config["PROMPTBEAT"] = original
@@ -151,7 +151,7 @@ def test_delivery_goes_to_the_address_that_was_checked_not_to_a_second_answer(ap
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
     settings = dataclasses.replace(app.config["PROMPTBEAT"], webhook_timeout_seconds=2)
-    status, attempts = webhooks.deliver(f"http://hooks.rebind.test:{port}/hook", {"text": "x"}, settings,
+    status, attempts = delivery.deliver(f"http://hooks.rebind.test:{port}/hook", {"text": "x"}, settings,
                                         sleep=lambda seconds: None)
     assert (status, answers) == ("delivered", ["127.0.0.1"])
     assert hook.bodies == [{"text": "x"}] and hook.hosts == [f"hooks.rebind.test:{port}"]
@@ -183,9 +183,9 @@ def test_an_https_delivery_sent_to_an_address_still_verifies_the_certificate_aga
     hook.server.socket = server_context.wrap_socket(hook.server.socket, server_side=True)
     port = hook.server.server_address[1]
     with httpx.Client(verify=ssl.create_default_context(cafile=str(cert_file))) as client:
-        request = webhooks.pinned_request(client, f"https://hooks.example.test:{port}/hook", "127.0.0.1", {"n": 1})
+        request = delivery.pinned_request(client, f"https://hooks.example.test:{port}/hook", "127.0.0.1", {"n": 1})
         assert client.send(request).status_code == 200
         assert hook.hosts == [f"hooks.example.test:{port}"]
-        wrong_name = webhooks.pinned_request(client, f"https://other.example.test:{port}/hook", "127.0.0.1", {})
+        wrong_name = delivery.pinned_request(client, f"https://other.example.test:{port}/hook", "127.0.0.1", {})
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             client.send(wrong_name)

@@ -4,7 +4,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from promptbeat.models import ExecutionStatus, OverlapPolicy, ScheduleType, Trigger, WebhookFormat
+from promptbeat.models import OverlapPolicy, ScheduleType, Trigger, WebhookFormat
+from promptbeat.runs.states import RunStatus
 
 # Ids beyond the columns' range cannot exist; the routes refuse them before asking the database.
 MAX_ID = 2**31 - 1
@@ -130,7 +131,7 @@ class ExecutionBrief(ApiOutput):
 
     id: int
     task_id: int
-    status: ExecutionStatus
+    status: RunStatus
     trigger: Trigger
     model: str | None
     created_at: datetime
@@ -147,6 +148,8 @@ class ExecutionBrief(ApiOutput):
     error_class: str | None
     attempt_count: int
     webhook_status: str | None
+    retry_of: int | None = Field(description="The run this one retries; null unless it is a retry.")
+    worker: str | None = Field(description="The Celery worker node (name@host) that ran it; null until claimed.")
 
 
 class Execution(ExecutionBrief):

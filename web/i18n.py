@@ -6,6 +6,8 @@ from flask_babel import Babel, format_timedelta, get_locale, get_translations
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from promptbeat.runs.states import RunStatus
+
 LANGUAGES = {"en": "English", "zh_Hans": "简体中文"}
 # Browser tags we accept, mapped to our locales; any other Chinese tag reads Simplified best.
 BROWSER_TAGS = {"en": "en", "zh-CN": "zh_Hans", "zh-Hans": "zh_Hans", "zh-SG": "zh_Hans", "zh": "zh_Hans"}
@@ -54,16 +56,27 @@ def html_lang():
     return str(get_locale()).replace("_", "-")
 
 
+def status_words():
+    """Each run status's word in the page's language, keyed by its value."""
+    return {str(status): str(word) for status, word in RUN_STATUS_WORDS.items()}
+
+
 def init_app(app):
     babel.init_app(app, locale_selector=select_locale, default_translation_directories="translations")
-    app.jinja_env.globals.update(LANGUAGES=LANGUAGES, html_lang=html_lang)
+    app.jinja_env.globals.update(LANGUAGES=LANGUAGES, html_lang=html_lang, status_words=status_words)
     app.jinja_env.filters["ago"] = relative_time
     app.jinja_env.filters["message"] = translate_message
 
 
-# Words that reach templates as data (run status, trigger, role); listed so extraction finds them.
+# The word of every run status (promptbeat.runs.states.RunStatus), spelt out so extraction finds it;
+# tests/test_run_states.py fails if a status has no word here or no translation.
+RUN_STATUS_WORDS = {
+    RunStatus.QUEUED: _l("queued"), RunStatus.RUNNING: _l("running"), RunStatus.SUCCESS: _l("success"),
+    RunStatus.FAILED: _l("failed"), RunStatus.SKIPPED: _l("skipped"), RunStatus.LOST: _l("lost"),
+    RunStatus.CANCELLED: _l("cancelled"),
+}
+# Words that reach templates as data (trigger, role, messages); listed so extraction finds them.
 DATA_WORDS = (
-    _l("queued"), _l("running"), _l("success"), _l("failed"), _l("skipped"),
     _l("immediate"), _l("scheduled"), _l("manual"), _l("admin"), _l("viewer"),
     _l("This field is required."), _l("Must be a number."), _l("Must be a whole number."),
     _l("Must be true or false."), _l("Must be one line, without control characters."),

@@ -140,6 +140,8 @@ def execution_json(execution, brief=False):
         "error_class": execution.error_class,
         "attempt_count": len(execution.attempts or []),
         "webhook_status": execution.webhook_status,
+        "retry_of": execution.retry_of,
+        "worker": execution.worker,
     }
     if not brief:
         data["output"] = execution.output

@@ -5,7 +5,8 @@ from flask_babel import gettext as _
 from promptbeat import service
 from promptbeat.scheduling import schedules
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ExecutionStatus, Task
+from promptbeat.models import Execution, Task
+from promptbeat.runs.states import RunStatus
 from promptbeat.validation import TaskInputError
 from web import dashboard
 from web.charts import line_chart, sparkline
@@ -122,7 +123,7 @@ def detail(task_id):
     runs, version = _runs_page(task)
     chart_rows = db.session.execute(
         db.select(Execution.duration_ms, Execution.total_tokens)
-        .where(Execution.task_id == task.id, Execution.status == ExecutionStatus.SUCCESS)
+        .where(Execution.task_id == task.id, Execution.status == RunStatus.SUCCESS)
         .order_by(Execution.id.desc()).limit(CHART_RUNS)
     ).all()[::-1]
     durations = [r.duration_ms for r in chart_rows if r.duration_ms is not None]

@@ -110,7 +110,7 @@ def _new_client(endpoint, api_key):
         api_key=api_key,
         base_url=endpoint.base_url,
         default_headers=dict(endpoint.headers) or None,
-        # promptbeat retries itself (promptbeat.retry), so every attempt is counted and recorded.
+        # promptbeat retries itself (promptbeat.runs.retry), so every attempt is counted and recorded.
         max_retries=0,
         http_client=http_client,
     )

@@ -380,8 +380,6 @@ def _seconds(value, low):
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_SECONDS
 
 
-celery_schedule = task_schedule
-
 
 def next_runs(task, count=1, now=None):
     """The next `count` fire times in UTC, by the same rules beat applies; none for a schedule beat cannot use."""

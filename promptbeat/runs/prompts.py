@@ -5,12 +5,11 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import StrictUndefined, TemplateError
 
-from promptbeat.metered import Budget, BudgetExceeded, MeteredEnvironment
+from promptbeat.runs.metered import Budget, BudgetExceeded, MeteredEnvironment
 
 # Sandboxed and immutable: a prompt cannot reach Python internals or change what it is given.
 # StrictUndefined makes a misspelt variable an error instead of silently empty text.
 _environment = MeteredEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-VARIABLES = ("now", "today", "task", "run_count", "last_output")
 # What a template is tried with when it is saved.
 SAMPLE_OUTPUT = "A sample answer from the model."
 
@@ -25,7 +24,7 @@ class PromptLimitError(PromptTemplateError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one render may spend: steps (promptbeat.metered), seconds, and characters of output."""
+    """What one render may spend: steps (promptbeat.runs.metered), seconds, and characters of output."""
 
     max_steps: int
     max_seconds: float

@@ -11,8 +11,9 @@ from datetime import timedelta
 
 from sqlalchemy import bindparam, exists
 
-from promptbeat.models import Execution, ExecutionStatus
+from promptbeat.models import Execution
 from promptbeat.redis_client import get_client
+from promptbeat.runs.states import RunStatus
 
 logger = logging.getLogger(__name__)
 EXECUTIONS = Execution.__table__
@@ -23,7 +24,7 @@ _OTHER_RUNS = EXECUTIONS.alias("other_runs")
 NO_OTHER_RUN_RUNNING = ~exists().where(
     _OTHER_RUNS.c.task_id == bindparam("guard_task_id"),
     _OTHER_RUNS.c.id != EXECUTIONS.c.id,
-    _OTHER_RUNS.c.status == ExecutionStatus.RUNNING,
+    _OTHER_RUNS.c.status == RunStatus.RUNNING,
     _OTHER_RUNS.c.started_at > bindparam("guard_horizon"),
 )
 STILL_MARKED_RUNNING = "Skipped: a previous run of this task is still marked running (overlap policy: skip)."

@@ -6,7 +6,10 @@ from urllib.parse import urlsplit
 import httpx2 as httpx
 
 from promptbeat.llm import netguard
-from promptbeat.models import WebhookFormat, utcnow
+from promptbeat.extensions import db
+from promptbeat.models import Execution, Task, WebhookFormat, utcnow
+from promptbeat.runs import store
+from promptbeat.runs.states import RunStatus
 
 logger = logging.getLogger(__name__)
 SLACK_TEXT_LIMIT = 3000
@@ -31,7 +34,7 @@ def check_target(url, allow_private):
 def payload(task, execution, kind):
     """The body sent for a finished run: a JSON document, or Slack-compatible {"text": ...}."""
     if kind == WebhookFormat.SLACK:
-        body = execution.output if execution.status == "success" else execution.error
+        body = execution.output if execution.status == RunStatus.SUCCESS else execution.error
         text = f"*{task.name}* run {execution.id}: {execution.status}\n{body or ''}"
         return {"text": text[:SLACK_TEXT_LIMIT]}
     return {
@@ -88,3 +91,19 @@ def pinned_request(client, url, address, body):
 
 def _iso(moment):
     return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def deliver_result(run_id, task_id, url, kind, settings, sleep=time.sleep):
+    """Post a finished run's result to its task's webhook; every failure is recorded on the run, none changes its status."""
+    try:
+        execution = db.session.get(Execution, run_id)
+        task = db.session.get(Task, task_id)
+        if execution is None or task is None:
+            return
+        body = payload(task, execution, kind)
+        db.session.close()
+        status, attempts = deliver(url, body, settings, sleep=sleep)
+    except Exception as exc:  # a webhook must never fail the run
+        logger.exception("webhook of run %s could not be delivered", run_id)
+        status, attempts = "failed", [{"attempt": 1, "at": _iso(utcnow()), "error": type(exc).__name__}]
+    store.record_webhook(run_id, status, attempts)

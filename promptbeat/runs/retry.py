@@ -5,8 +5,6 @@ import random
 RETRYABLE_CLASSES = frozenset({
     "APITimeoutError", "APIConnectionError", "RateLimitError", "InternalServerError",
 })
-# Permanent: retrying sends the same bad request, key or empty wallet again.
-PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 409, 422})
 
 
 def is_retryable(error):

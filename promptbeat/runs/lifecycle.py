@@ -7,7 +7,7 @@ logger = logging.getLogger(__name__)
 
 
 def out_of_bounds(task, slot):
-    """Why a scheduled run must not start (completed, before start, after end, max runs), else None."""
+    """Why a counted run must not start (completed, slot before start or after end, max runs), else None."""
     if task.completed_at is not None:
         return "Skipped: the task has completed."
     if slot is not None and task.start_at and slot < task.start_at:

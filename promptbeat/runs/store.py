@@ -1,0 +1,249 @@
+"""The one writer of execution rows: every statement that creates a run or changes its state is here.
+
+Each change of state is a conditional UPDATE whose WHERE names the states the table in
+promptbeat.runs.states allows it from: a run in any other state is left as it is, and the caller
+is told (no row changed). The hot path writes through the tables, not the mapped classes, with
+statements built once: the ORM's bookkeeping around each write costs more CPU than the statements
+themselves (docs/performance.md). Each write runs in a transaction of its own, so no run holds a
+pooled connection while it waits for another.
+"""
+import functools
+import logging
+
+from sqlalchemy import bindparam, delete, false, insert, literal, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from promptbeat.extensions import db
+from promptbeat.models import Execution, Task, Trigger, utcnow
+from promptbeat.runs.overlap import NO_OTHER_RUN_RUNNING
+from promptbeat.runs.states import RETRYABLE, RunStatus, sources
+
+logger = logging.getLogger(__name__)
+EXECUTIONS = Execution.__table__
+TASKS = Task.__table__
+# Named binds, none a column name of the updated table: keys of the parameters that match a column
+# of an UPDATE's table join its SET clause.
+CREATED = ("task_id", "trigger", "status", "slot", "catch_up", "model", "created_at", "retry_of")
+INSERT_RUN = insert(EXECUTIONS).values({name: bindparam("run_" + name) for name in CREATED}).returning(EXECUTIONS.c.id)
+FIND_SLOT_RUN = select(EXECUTIONS.c.id).where(EXECUTIONS.c.task_id == bindparam("task_id"),
+                                              EXECUTIONS.c.slot == bindparam("slot"))
+READ_STATUS = select(EXECUTIONS.c.status).where(EXECUTIONS.c.id == bindparam("run_id"))
+# Move the task's schedule anchor to a fire, unless a later fire already moved it. A fire is not a
+# change to the task: updated_at keeps its value instead of taking its onupdate.
+ADVANCE_ANCHOR = (update(TASKS)
+                  .where(TASKS.c.id == bindparam("anchor_task_id"),
+                         or_(TASKS.c.anchor_at.is_(None), TASKS.c.anchor_at < bindparam("anchor_to")))
+                  .values(anchor_at=bindparam("anchor_to"), updated_at=TASKS.c.updated_at))
+# A slot's claim advances the anchor in the same statement (a data-modifying WITH): one round trip.
+INSERT_RUN_ADVANCING = INSERT_RUN.add_cte(ADVANCE_ANCHOR.cte("advanced_anchor"))
+# A retry is a new manual run of the retried run's task, created only if that run ended retryable.
+_RETRIED = EXECUTIONS.alias("retried")
+INSERT_RETRY = (insert(EXECUTIONS)
+                .from_select(["task_id", "trigger", "status", "model", "created_at", "retry_of"],
+                             select(_RETRIED.c.task_id, literal(str(Trigger.MANUAL)), literal(str(RunStatus.QUEUED)),
+                                    TASKS.c.model, bindparam("created_at"), _RETRIED.c.id)
+                             .join(TASKS, TASKS.c.id == _RETRIED.c.task_id)
+                             .where(_RETRIED.c.id == bindparam("of_run"),
+                                    or_(*(_RETRIED.c.status == status for status in RETRYABLE))))
+                .returning(EXECUTIONS.c.id))
+# The counters that decide whether a task stops after a counted run (promptbeat.runs.lifecycle).
+COUNTERS = (TASKS.c.id, TASKS.c.run_count, TASKS.c.consecutive_failures, TASKS.c.auto_pause_after, TASKS.c.max_runs,
+            TASKS.c.schedule_type)
+# Counting a run, by whether it failed. A run is not a change to its task: updated_at ("Recently
+# changed" on the dashboard) keeps its value instead of taking its onupdate.
+COUNTED = {failed: {"run_count": TASKS.c.run_count + 1,
+                    "consecutive_failures": TASKS.c.consecutive_failures + 1 if failed else 0,
+                    "updated_at": TASKS.c.updated_at}
+           for failed in (False, True)}
+LOST_MESSAGE = ("The worker running this call stopped (killed or crashed) and the run passed its deadline; "
+                "it was not retried to avoid a duplicate call.")
+# Every run still running past the cutoff, at once.
+MARK_LOST = (update(EXECUTIONS)
+             .where(or_(false(), *(EXECUTIONS.c.status == s for s in sources(RunStatus.LOST))),
+                    EXECUTIONS.c.deadline_at < bindparam("cutoff"))
+             .values(status=RunStatus.LOST, error=bindparam("v_error"), error_class=bindparam("v_error_class"),
+                     finished_at=bindparam("v_finished_at"))
+             .returning(EXECUTIONS.c.id, EXECUTIONS.c.task_id))
+# The columns a claim sets (promptbeat.runs.plan.Start.columns).
+START_COLUMNS = ("deadline_at", "model", "prompt", "started_at", "worker")
+
+
+@functools.cache
+def transition_statement(target, names=(), source=None, exclusive=False):
+    """UPDATE a run to target, setting the named columns (bound as v_<name>), if it is in an allowed state.
+
+    source narrows the states the table allows (a claim takes over a running run only when its
+    message was redelivered); exclusive adds the overlap guard's condition.
+    """
+    allowed = sources(target) if source is None else source
+    if not set(allowed) <= set(sources(target)):
+        raise ValueError(f"{target} cannot be reached from {allowed}")
+    statement = (update(EXECUTIONS)
+                 # Comparisons, not IN: an IN list is rendered again at every execution.
+                 .where(EXECUTIONS.c.id == bindparam("run_id"), or_(false(), *(EXECUTIONS.c.status == s for s in allowed)))
+                 .values(status=target, **{name: bindparam("v_" + name) for name in names}))
+    return statement.where(NO_OTHER_RUN_RUNNING) if exclusive else statement
+
+
+def transition(run_id, target, **values):
+    """Move a run to target with the given column values; returns whether it moved (False: gone or not allowed)."""
+    names = tuple(sorted(values))
+    return bool(_write(transition_statement(RunStatus(target), names), _params(run_id, values)))
+
+
+def create(task_id, trigger, model):
+    """Record a queued run of a task (Run now, an interval task's immediate run); returns its id."""
+    return _insert(INSERT_RUN, _run_row(task_id, trigger, model))
+
+
+def create_retry(of_run):
+    """Record a queued manual run retrying a failed, lost or cancelled one; returns its id, or None if it may not."""
+    with db.engine.begin() as connection:
+        return connection.execute(INSERT_RETRY, {"of_run": of_run, "created_at": utcnow()}).scalar_one_or_none()
+
+
+def claim_slot(task, slot, trigger, catch_up=False, advance_anchor=False):
+    """Create the run of this slot, and with advance_anchor move the task's anchor to it; returns (its id, claimed).
+
+    The unique key (task_id, slot) decides: a second dispatch of the same slot (two beats, a
+    redelivered message, a reconcile racing a fire) finds the first one's row and claimed is False,
+    so the caller runs nothing (the id is None if that row is gone too); its anchor change is undone
+    with its failed INSERT.
+    """
+    row = _run_row(task.id, trigger, task.model, slot=slot, catch_up=catch_up)
+    try:
+        if advance_anchor:
+            return _insert(INSERT_RUN_ADVANCING, {**row, "anchor_task_id": task.id, "anchor_to": slot}), True
+        return _insert(INSERT_RUN, row), True
+    except IntegrityError:
+        with db.engine.connect() as connection:
+            existing = connection.execute(FIND_SLOT_RUN, {"task_id": task.id, "slot": slot}).scalar_one_or_none()
+        logger.info("task %s slot %s was already claimed by run %s; not running it again",
+                    task.id, slot.isoformat(), existing or "?")
+        return existing, False
+
+
+def claim(run_id, start, redelivered=False, guard=None):
+    """Move a queued run to running with its Start; returns whether this call claimed it.
+
+    A redelivered message may also take over a run left running (its holder is gone). guard, the
+    overlap guard's parameters, makes the claim exclusive: no other run of the task may be running.
+    """
+    source = sources(RunStatus.RUNNING) if redelivered else (RunStatus.QUEUED,)
+    statement = transition_statement(RunStatus.RUNNING, START_COLUMNS, source, exclusive=guard is not None)
+    return bool(_write(statement, {**_params(run_id, start.columns()), **(guard or {})}))
+
+
+def record_prompt(run_id, prompt):
+    """Record a running run's prompt as sent, once rendered."""
+    return _set(run_id, RunStatus.RUNNING, prompt=prompt)
+
+
+def record_attempts(run_id, attempts):
+    """Show a running run's attempts so far while it waits to try again."""
+    return _set(run_id, RunStatus.RUNNING, attempts=list(attempts))
+
+
+def record_webhook(run_id, status, attempts):
+    """Record how a finished run's result was delivered to its webhook."""
+    return _set(run_id, None, webhook_status=status, webhook_attempts=attempts)
+
+
+def finish(run_id, values, failed, counted):
+    """Move a running run to success or failed with its result; returns (written, counters).
+
+    A counted run is counted on its task in the same statement, only if its result was written;
+    counters (promptbeat.runs.lifecycle.stop_after_run's input) is None for a run not counted or
+    whose task is gone. It changes the run's row, then its task's: the lock order of deleting a
+    task (delete_runs_of, then the task).
+    """
+    target = RunStatus.FAILED if failed else RunStatus.SUCCESS
+    names = tuple(sorted(values))
+    params = _params(run_id, values)
+    if not counted:
+        return bool(_write(transition_statement(target, names, (RunStatus.RUNNING,)), params)), None
+    with db.engine.begin() as connection:
+        counters = connection.execute(_finish_and_count_statement(target, names), params).one_or_none()
+    # No row: the run vanished or was marked lost (or its task, and with it the run, was deleted).
+    return counters is not None, counters
+
+
+@functools.cache
+def _finish_and_count_statement(target, names):
+    finished = (transition_statement(target, names, (RunStatus.RUNNING,))
+                .returning(EXECUTIONS.c.task_id).cte("finished_run"))
+    return (update(TASKS).where(TASKS.c.id == finished.c.task_id)
+            .values(COUNTED[target == RunStatus.FAILED]).returning(*COUNTERS))
+
+
+def skip(run_id, reason):
+    """Move a queued run to skipped with the reason; returns whether it moved."""
+    return bool(_write(transition_statement(RunStatus.SKIPPED, ("error", "finished_at"), (RunStatus.QUEUED,)),
+                       _params(run_id, {"error": reason, "finished_at": utcnow()})))
+
+
+def fail_unqueued(run_id, error):
+    """Move a queued run that could not be handed to a worker to failed; returns whether it moved."""
+    return bool(_write(transition_statement(RunStatus.FAILED, ("error", "finished_at"), (RunStatus.QUEUED,)),
+                       _params(run_id, {"error": error, "finished_at": utcnow()})))
+
+
+def cancel(run_id):
+    """Move a queued or running run to cancelled; returns whether it moved (False: gone or already final)."""
+    return transition(run_id, RunStatus.CANCELLED, finished_at=utcnow(), error="Cancelled.",
+                      error_class="Cancelled")
+
+
+def mark_lost(cutoff, now):
+    """Move runs still running past cutoff (their deadline plus grace) to lost; returns [(run id, task id)]."""
+    with db.engine.begin() as connection:
+        return [tuple(row) for row in connection.execute(MARK_LOST, {
+            "cutoff": cutoff, "v_error": LOST_MESSAGE, "v_error_class": "WorkerLost", "v_finished_at": now})]
+
+
+def delete_runs_of(task_id):
+    """Delete a task's runs in the caller's Session; the caller deletes the task and commits."""
+    db.session.execute(delete(EXECUTIONS).where(EXECUTIONS.c.task_id == task_id))
+
+
+def status_of(run_id):
+    """A run's status, or None if it is gone."""
+    with db.engine.connect() as connection:
+        status = connection.execute(READ_STATUS, {"run_id": run_id}).scalar()
+    return RunStatus(status) if status is not None else None
+
+
+def _set(run_id, status, **values):
+    """Set columns that are not its state on a run (in status, or any when None); returns whether it was there."""
+    names = tuple(sorted(values))
+    return bool(_write(_set_statement(status, names), _params(run_id, values)))
+
+
+@functools.cache
+def _set_statement(status, names):
+    statement = (update(EXECUTIONS).where(EXECUTIONS.c.id == bindparam("run_id"))
+                 .values({name: bindparam("v_" + name) for name in names}))
+    return statement.where(EXECUTIONS.c.status == status) if status is not None else statement
+
+
+def _run_row(task_id, trigger, model, slot=None, catch_up=False, retry_of=None):
+    return {"run_task_id": task_id, "run_trigger": trigger, "run_status": RunStatus.QUEUED, "run_slot": slot,
+            "run_catch_up": bool(catch_up), "run_model": model, "run_created_at": utcnow(), "run_retry_of": retry_of}
+
+
+def _params(run_id, values):
+    return {"run_id": run_id, **{"v_" + name: value for name, value in values.items()}}
+
+
+def _insert(statement, params):
+    with db.engine.begin() as connection:
+        return connection.execute(statement, params).scalar_one()
+
+
+def _write(statement, params):
+    """Run one write in a transaction of its own; returns the number of rows it changed.
+
+    Under the worker's autocommit engine the transaction costs no round trip.
+    """
+    with db.engine.begin() as connection:
+        return connection.execute(statement, params).rowcount

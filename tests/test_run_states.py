@@ -1,0 +1,173 @@
+"""The run state machine: the store allows exactly the table's transitions, and every copy of the states agrees."""
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from babel.messages.pofile import read_po
+from sqlalchemy import update
+
+from promptbeat.extensions import db
+from promptbeat.models import Execution, Task, Trigger, utcnow
+from promptbeat.runs import store
+from promptbeat.runs.plan import Start
+from promptbeat.runs.states import FINAL, RETRYABLE, TRANSITIONS, RunStatus
+from tests.test_ops import scrape
+from web.i18n import RUN_STATUS_WORDS
+
+PAIRS = [(source, target) for source in RunStatus for target in RunStatus]
+CATALOGUE = Path(__file__).resolve().parent.parent / "web" / "translations" / "zh_Hans" / "LC_MESSAGES" / "messages.po"
+
+
+def make_task():
+    task = Task(name="States", prompt="Say hi", model="fake-model", schedule_type="crontab", cron="0 0 1 1 *",
+                timezone="UTC", enabled=False)
+    db.session.add(task)
+    db.session.commit()
+    return task.id
+
+
+def run_in(task_id, status, **values):
+    """A run put in status directly, as the store would have left it."""
+    run_id = store.create(task_id, Trigger.MANUAL, "fake-model")
+    db.session.execute(update(Execution).where(Execution.id == run_id).values(status=status, **values))
+    db.session.commit()
+    return run_id
+
+
+def status_of(run_id):
+    db.session.expire_all()
+    return db.session.get(Execution, run_id).status
+
+
+def test_every_state_has_its_row_in_the_table_and_only_final_states_end():
+    assert set(TRANSITIONS) == set(RunStatus)
+    assert FINAL == {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.LOST, RunStatus.CANCELLED}
+    assert RETRYABLE <= FINAL
+
+
+@pytest.mark.parametrize("source,target", PAIRS, ids=[f"{s}->{t}" for s, t in PAIRS])
+def test_the_store_makes_exactly_the_allowed_transitions(app, source, target):
+    with app.app_context():
+        run_id = run_in(make_task(), source)
+        moved = store.transition(run_id, target, error="moved")
+        assert moved == (target in TRANSITIONS[source])
+        assert status_of(run_id) == (target if moved else source)
+        assert (db.session.get(Execution, run_id).error == "moved") == moved
+
+
+def test_a_transition_of_a_run_that_is_gone_changes_nothing(app):
+    with app.app_context():
+        assert store.transition(2_000_000_000, RunStatus.CANCELLED) is False
+
+
+def test_a_narrowed_transition_may_not_leave_the_table():
+    with pytest.raises(ValueError):
+        store.transition_statement(RunStatus.RUNNING, (), (RunStatus.SUCCESS,))
+
+
+START = Start(model="fake-model", started_at=utcnow(), deadline_at=utcnow() + timedelta(minutes=5), worker="w@h",
+              prompt="Say hi")
+
+
+@pytest.mark.parametrize("source", list(RunStatus))
+def test_a_claim_takes_a_queued_run_and_a_redelivered_one_also_a_running_run(app, source):
+    with app.app_context():
+        task_id = make_task()
+        first, second = run_in(task_id, source), run_in(task_id, source)
+        assert store.claim(first, START) == (source == RunStatus.QUEUED)
+        assert store.claim(second, START, redelivered=True) == (source in (RunStatus.QUEUED, RunStatus.RUNNING))
+        claimed = db.session.get(Execution, second)
+        assert (claimed.worker == "w@h") == (source in (RunStatus.QUEUED, RunStatus.RUNNING))
+
+
+@pytest.mark.parametrize("source", list(RunStatus))
+def test_only_a_queued_run_is_skipped_and_only_a_running_one_finishes(app, source):
+    with app.app_context():
+        task_id = make_task()
+        skipped, finished = run_in(task_id, source), run_in(task_id, source)
+        assert store.skip(skipped, "because") == (source == RunStatus.QUEUED)
+        written, counters = store.finish(finished, {"output": "hi"}, failed=False, counted=True)
+        assert written == (source == RunStatus.RUNNING)
+        assert (counters is not None) == written
+        assert db.session.get(Task, task_id).run_count == (1 if written else 0)
+
+
+@pytest.mark.parametrize("source", list(RunStatus))
+def test_cancel_ends_a_queued_or_running_run_and_nothing_else(app, source):
+    with app.app_context():
+        run_id = run_in(make_task(), source)
+        assert store.cancel(run_id) == (source in (RunStatus.QUEUED, RunStatus.RUNNING))
+        assert status_of(run_id) == (RunStatus.CANCELLED if source in (RunStatus.QUEUED, RunStatus.RUNNING)
+                                     else source)
+
+
+@pytest.mark.parametrize("source", list(RunStatus))
+def test_a_retry_is_a_new_queued_manual_run_linked_to_a_failed_lost_or_cancelled_one(app, source):
+    with app.app_context():
+        task_id = make_task()
+        retried = run_in(task_id, source)
+        retry_id = store.create_retry(retried)
+        if source not in RETRYABLE:
+            assert retry_id is None
+            assert db.session.execute(db.select(db.func.count()).select_from(Execution)).scalar() == 1
+            return
+        retry = db.session.get(Execution, retry_id)
+        assert (retry.task_id, retry.status, retry.trigger, retry.retry_of, retry.model) == (
+            task_id, RunStatus.QUEUED, Trigger.MANUAL, retried, "fake-model")
+
+
+def test_deleting_the_retried_run_keeps_the_retry(app):
+    with app.app_context():
+        retried = run_in(make_task(), RunStatus.FAILED)
+        retry_id = store.create_retry(retried)
+        db.session.delete(db.session.get(Execution, retried))
+        db.session.commit()
+        db.session.expire_all()
+        assert db.session.get(Execution, retry_id).retry_of is None
+
+
+def test_the_sweep_marks_only_running_runs_past_the_cutoff_lost(app):
+    now = utcnow()
+    with app.app_context():
+        task_id = make_task()
+        past = now - timedelta(minutes=1)
+        dead = {status: run_in(task_id, status, deadline_at=past) for status in RunStatus}
+        alive = run_in(task_id, RunStatus.RUNNING, deadline_at=now + timedelta(minutes=1))
+        assert store.mark_lost(now, now) == [(dead[RunStatus.RUNNING], task_id)]
+        assert {status: status_of(run_id) for status, run_id in dead.items()} == {
+            **{status: status for status in RunStatus}, RunStatus.RUNNING: RunStatus.LOST}
+        assert status_of(alive) == RunStatus.RUNNING
+
+
+# Every copy of the states is derived from RunStatus or checked against it here.
+
+
+def test_the_openapi_status_enum_is_run_status(client):
+    components = client.get("/api/openapi.json").get_json()["components"]["schemas"]
+    reference = components["ExecutionBrief"]["properties"]["status"]["$ref"].rsplit("/", 1)[1]
+    assert set(components[reference]["enum"]) == set(RunStatus)
+
+
+def test_every_status_has_a_word_and_a_chinese_translation():
+    assert set(RUN_STATUS_WORDS) == set(RunStatus)
+    assert {str(word._args[0]) for word in RUN_STATUS_WORDS.values()} == set(RunStatus)
+    with open(CATALOGUE, "rb") as po_file:
+        translated = {m.id: m.string for m in read_po(po_file) if m.id and m.string}
+    assert set(RunStatus) <= set(translated)
+
+
+def test_every_status_shows_in_its_language_on_the_task_page(app, signed_in):
+    with app.app_context():
+        task_id = make_task()
+        for status in RunStatus:
+            run_in(task_id, status)
+    page = signed_in.get(f"/tasks/{task_id}", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    with open(CATALOGUE, "rb") as po_file:
+        chinese = {m.id: m.string for m in read_po(po_file) if m.id}
+    for status in RunStatus:
+        assert f'<span class="status {status}">{chinese[status]}</span>' in page
+
+
+def test_metrics_have_a_series_for_every_status(client):
+    statuses = {dict(labels)["status"] for name, labels in scrape(client) if name == "promptbeat_runs"}
+    assert statuses == set(RunStatus)
