@@ -3,6 +3,7 @@ import logging
 
 from flask import current_app
 
+from promptbeat import runmessage
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ExecutionStatus, ScheduleType, Task, Trigger, utcnow
 from promptbeat.sync import remove_entry, sync_task
@@ -115,7 +116,9 @@ def enqueue_run(task, trigger, allow_overlap=False):
     try:
         extra = {"allow_overlap": True} if allow_overlap else {}
         # Through this app's own Celery (its broker), not whichever Celery app was made current last.
-        _celery().tasks[execute_task.name].delay(task.id, trigger=str(trigger), execution_id=execution.id, **extra)
+        kwargs = {"trigger": str(trigger), "execution_id": execution.id, **extra}
+        _celery().tasks[execute_task.name].apply_async(
+            (task.id,), kwargs, task_id=runmessage.id_for_run(execution.id), shadow=runmessage.shadow_name(task.id))
         logger.info("queued %s run %s of task %s", trigger, execution.id, task.id)
     except Exception as exc:
         logger.exception("could not queue run %s of task %s", execution.id, task.id)
