@@ -91,6 +91,8 @@ class Settings:
     proxy_hops: int = 0
     signin_attempts: int = 10
     signin_window_seconds: int = 300
+    # Flower's address as a browser reaches it; each run on a task's page then links to its entry there.
+    flower_url: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
@@ -160,6 +162,7 @@ class Settings:
             proxy_hops=_int(environ, "PROMPTBEAT_PROXY_HOPS", cls.proxy_hops),
             signin_attempts=_int(environ, "PROMPTBEAT_SIGNIN_ATTEMPTS", cls.signin_attempts),
             signin_window_seconds=_int(environ, "PROMPTBEAT_SIGNIN_WINDOW_SECONDS", cls.signin_window_seconds),
+            flower_url=_flower_url(environ),
         )
 
     def flask_config(self):
@@ -205,6 +208,13 @@ def _prices(environ):
             'PROMPTBEAT_PRICES must be JSON like {"model": [input_usd_per_1M, output_usd_per_1M]}'
         ) from None
     return prices
+
+
+def _flower_url(environ):
+    url = _str(environ, "PROMPTBEAT_FLOWER_URL")
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"PROMPTBEAT_FLOWER_URL must start with http:// or https://, got {url!r}")
+    return url
 
 
 def engine_options(database_url, pool_size=20, autocommit=False):

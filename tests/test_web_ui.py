@@ -1,7 +1,7 @@
 """The pages: dashboard, task page, form preview, Markdown safety, languages, live fragments."""
 import re
 
-from promptbeat import service
+from promptbeat import runmessage, service
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ExecutionStatus, Task, Trigger, utcnow
 from tests.conftest import csrf_token
@@ -221,3 +221,22 @@ def test_runs_fragment_answers_204_until_a_run_appears_or_changes(app, signed_in
         db.session.get(Execution, run_id).status = ExecutionStatus.SUCCESS
         db.session.commit()
     assert 'data-status="success"' in signed_in.get(poll_url).get_data(as_text=True)
+
+
+def test_each_run_links_to_its_flower_entry_when_flower_is_configured(app, signed_in, swap_settings):
+    task_id = make_task(app)
+    manual = add_run(app, task_id)
+    slot = utcnow().replace(microsecond=0)
+    with app.app_context():
+        scheduled = Execution(task_id=task_id, status="queued", trigger=Trigger.SCHEDULED, slot=slot)
+        db.session.add(scheduled)
+        db.session.commit()
+        scheduled = scheduled.id
+    assert "This run in Flower" not in signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+
+    swap_settings(flower_url="https://flower.example.com/")
+    page = signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+    # The message ids the web derives are the ones the API and beat publish with.
+    links = re.findall(r'id="run-(\d+)".*?href="([^"]+)"', page, re.S)
+    assert dict(links) == {str(manual): f"https://flower.example.com/task/{runmessage.id_for_run(manual)}",
+                           str(scheduled): f"https://flower.example.com/task/{runmessage.id_for_slot(task_id, slot)}"}

@@ -2,7 +2,7 @@
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from promptbeat import schedules, service
+from promptbeat import runmessage, schedules, service
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ExecutionStatus, Task
 from promptbeat.validation import TaskInputError
@@ -219,9 +219,15 @@ def _saved_message(task, verb):
     return _("“%(name)s” %(verb)s; it is disabled and will not run.", name=task.name, verb=verbs[verb])
 
 
+def flower_link(run):
+    """The run's entry in Flower when PROMPTBEAT_FLOWER_URL is set, else None."""
+    return runmessage.flower_url(current_app.config["PROMPTBEAT"].flower_url, run)
+
+
 def register_filters(app):
     """Template helpers for times, schedules, charts and Markdown."""
     app.jinja_env.filters["describe"] = describe_schedule
     app.jinja_env.filters["markdown"] = markdown_to_html
-    app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline, schedule_problem=schedule_problem)
+    app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline, schedule_problem=schedule_problem,
+                                 flower_link=flower_link)
     app.jinja_env.filters["when"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
