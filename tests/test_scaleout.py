@@ -92,7 +92,7 @@ def test_three_workers_share_300_runs_none_lost_none_twice(cluster, fake_llm):
 
 def test_runs_survive_a_sigtermed_and_a_sigkilled_worker(cluster, fake_llm):
     web_app, start_workers = cluster
-    # As in docker compose: SIGTERM starts the soft shutdown; a dead worker's runs come back after a short timeout.
+    # Prefork with SIGTERM mapped to a soft shutdown; a dead worker's runs come back after a short timeout.
     gentle, killed, survivor = start_workers(
         3, REMAP_SIGTERM="SIGQUIT", PROMPTBEAT_VISIBILITY_TIMEOUT="5", PROMPTBEAT_WORKER_SOFT_SHUTDOWN_TIMEOUT="10")
     fake_llm.reset()
