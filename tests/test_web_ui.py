@@ -1,9 +1,12 @@
 """The pages: dashboard, task page, form preview, Markdown safety, languages, live fragments."""
 import re
 
+import pytest
+
 from promptbeat import runmessage, service
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ExecutionStatus, Task, Trigger, utcnow
+from promptbeat.settings import ConfigError, Settings
 from tests.conftest import csrf_token
 
 XSS = "<script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror=alert(1)>"
@@ -240,3 +243,9 @@ def test_each_run_links_to_its_flower_entry_when_flower_is_configured(app, signe
     links = re.findall(r'id="run-(\d+)".*?href="([^"]+)"', page, re.S)
     assert dict(links) == {str(manual): f"https://flower.example.com/task/{runmessage.id_for_run(manual)}",
                            str(scheduled): f"https://flower.example.com/task/{runmessage.id_for_slot(task_id, slot)}"}
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "flower.example.com", "//flower.example.com"])
+def test_a_flower_url_that_is_not_http_is_refused_at_start(url):
+    with pytest.raises(ConfigError, match="PROMPTBEAT_FLOWER_URL"):
+        Settings.from_environ({"SECRET_KEY": "x", "PROMPTBEAT_FLOWER_URL": url})
