@@ -258,7 +258,8 @@ def _raise_stop(signum, frame):
 def start(bin_dir):
     env = prepare_env()
     ports = {"web_port": env["PROMPTBEAT_WEB_PORT"], "flower_port": env["PROMPTBEAT_FLOWER_PORT"],
-             "worker_pool": env.get("WORKER_POOL", "gevent"), "worker_concurrency": env.get("WORKER_CONCURRENCY", "300")}
+             "worker_pool": env.get("WORKER_POOL", "gevent"),
+             "worker_concurrency": env.get("WORKER_CONCURRENCY", "300")}
     children = []
     redis = []
     signal.signal(signal.SIGINT, _raise_stop)
