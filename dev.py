@@ -3,6 +3,7 @@
 import argparse
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -20,12 +21,21 @@ INSTANCE = REPO / "instance"
 POSTGRES_DATA = INSTANCE / "postgres"
 STAMP_NAME = ".promptbeat-installed"
 STOP_TIMEOUT = 10.0
+# How long Ctrl-C lets the worker finish its runs in flight before it is killed (their messages stay unacknowledged).
+WORKER_STOP_TIMEOUT = float(os.environ.get("PROMPTBEAT_DEV_WORKER_STOP_TIMEOUT", "60"))
+# How often the wait for the worker is reported.
+WAIT_REPORT_SECONDS = 5.0
+# Celery's log lines about one task: "Task <name>[<id>] received", then one that it ended ("... succeeded
+# in", "... raised", "Discarding revoked task: <name>[<id>]").
+TASK_LINE = re.compile(rb"\[([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\]( received)?")
 
 # The processes `start` supervises. argv[0] is looked up in the venv's bin/;
-# {web_port} and {flower_port} are filled in from the environment.
+# {web_port}, {flower_port}, {worker_pool} and {worker_concurrency} are filled in from the environment.
 ROLES = [
     ("web", ["gunicorn", "--bind", "127.0.0.1:{web_port}", "--workers", "2", "--threads", "4", "web:create_app()"]),
-    ("worker", ["celery", "-A", "worker", "worker", "--loglevel", "INFO", "--hostname", "worker1@%h"]),
+    # gevent by default: runs wait on the model, so one process keeps hundreds of calls in flight.
+    ("worker", ["celery", "-A", "worker", "worker", "--loglevel", "INFO", "--hostname", "worker1@%h",
+                "--pool", "{worker_pool}", "--concurrency", "{worker_concurrency}"]),
     ("beat", ["celery", "-A", "beat", "beat", "--loglevel", "INFO"]),
     ("flower", ["celery", "-A", "worker", "flower", "--address=127.0.0.1", "--port={flower_port}"]),
 ]
@@ -109,9 +119,17 @@ def find_redis_server(bin_dir):
     return shutil.which("redis-server")
 
 
-def pipe_with_prefix(name, stream):
+def pipe_with_prefix(name, stream, in_flight):
+    """Copy a role's output with its tag; note the Celery tasks it received and has not finished."""
     prefix = f"[{name}] ".encode()
     for line in iter(stream.readline, b""):
+        task = TASK_LINE.search(line)
+        if task:
+            task_id, received = task.groups()
+            if received:
+                in_flight.add(task_id)
+            else:
+                in_flight.discard(task_id)
         with _output_lock:
             sys.stdout.buffer.write(prefix + line)
             sys.stdout.buffer.flush()
@@ -124,7 +142,8 @@ def spawn(name, argv, env):
         argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    proc.reader = threading.Thread(target=pipe_with_prefix, args=(name, proc.stdout), daemon=True)
+    proc.in_flight = set()
+    proc.reader = threading.Thread(target=pipe_with_prefix, args=(name, proc.stdout, proc.in_flight), daemon=True)
     proc.reader.start()
     return proc
 
@@ -176,11 +195,58 @@ def signal_group(proc, signum):
         pass
 
 
-def stop_processes(procs):
-    """SIGTERM every group, SIGKILL whatever is left after STOP_TIMEOUT seconds."""
-    # Signal groups even when the leader already exited: its children may linger.
-    for _, proc in procs:
-        signal_group(proc, signal.SIGTERM)
+def signal_process(proc, signum):
+    try:
+        proc.send_signal(signum)
+    except ProcessLookupError:
+        pass
+
+
+def runs_in_flight(proc):
+    count = len(proc.in_flight)
+    return f"{count} run{'' if count == 1 else 's'} in flight"
+
+
+def stop_worker(proc, hurry):
+    """Warm shutdown: the worker finishes its runs in flight, for up to WORKER_STOP_TIMEOUT seconds
+    (or until hurry is set, by a second Ctrl-C); then it is killed.
+
+    Only Celery's main process is signalled: it stops its pool itself. Signalling the whole group
+    killed the pool's children mid-run (WorkerLostError). Killing, not Celery's cold shutdown, ends
+    the wait: under gevent a cold shutdown acknowledges the runs it cancels, so their messages are
+    lost, while a killed worker's stay unacknowledged and are delivered again (late acks).
+    """
+    if proc.poll() is not None:
+        return
+    signal_process(proc, signal.SIGTERM)
+    deadline = time.monotonic() + WORKER_STOP_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline and not hurry.is_set():
+        if proc.in_flight:
+            say(f"waiting for worker to finish {runs_in_flight(proc)} "
+                f"(up to {deadline - time.monotonic():.0f}s more; Ctrl-C again to stop it now)")
+        else:
+            say("waiting for worker to stop")
+        hurry.wait(min(WAIT_REPORT_SECONDS, max(0.0, deadline - time.monotonic())))
+        try:
+            proc.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        say(f"stopping worker with {runs_in_flight(proc)}: a lasting Redis delivers them again after "
+            "PROMPTBEAT_VISIBILITY_TIMEOUT; otherwise they are marked lost")
+        signal_group(proc, signal.SIGKILL)
+
+
+def stop_processes(procs, hurry=None):
+    """Stop every role (the worker warmly, see stop_worker), SIGKILL whatever is left after STOP_TIMEOUT seconds."""
+    # Signal groups even when the leader already exited: its children may linger. The other roles
+    # first, beat among them, so nothing new is queued while the worker finishes.
+    for name, proc in procs:
+        if name != "worker":
+            signal_group(proc, signal.SIGTERM)
+    for name, proc in procs:
+        if name == "worker":
+            stop_worker(proc, hurry or threading.Event())
     deadline = time.monotonic() + STOP_TIMEOUT
     for name, proc in procs:
         try:
@@ -213,7 +279,9 @@ def _raise_stop(signum, frame):
 
 def start(bin_dir):
     env = prepare_env()
-    ports = {"web_port": env["PROMPTBEAT_WEB_PORT"], "flower_port": env["PROMPTBEAT_FLOWER_PORT"]}
+    ports = {"web_port": env["PROMPTBEAT_WEB_PORT"], "flower_port": env["PROMPTBEAT_FLOWER_PORT"],
+             "worker_pool": env.get("WORKER_POOL", "gevent"),
+             "worker_concurrency": env.get("WORKER_CONCURRENCY", "300")}
     children = []
     redis = []
     postgres = "DATABASE_URL" not in env
@@ -241,9 +309,11 @@ def start(bin_dir):
         say(str(error))
         return 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_processes(children)
+        # While stopping, a second Ctrl-C (or SIGTERM) cuts the wait for the worker short.
+        hurry = threading.Event()
+        signal.signal(signal.SIGINT, lambda signum, frame: hurry.set())
+        signal.signal(signal.SIGTERM, lambda signum, frame: hurry.set())
+        stop_processes(children, hurry)
         if postgres:
             stop_postgres(bin_dir, env)
         stop_processes(redis)

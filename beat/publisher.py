@@ -3,7 +3,7 @@
 Celery's send_task costs about a millisecond per message (routing lookups, declarations,
 a sent event); a burst of thousands of due tasks would queue behind it. The first message
 of each task name is built by Celery and kombu as usual and kept as JSON text; later ones
-fill in only what differs per message (ids, body, the arguments' reprs), so
+fill in only what differs per message (ids, shadow name, body, the arguments' reprs), so
 the worker receives exactly what send_task would have sent. The whole batch goes out in one
 LPUSH. Other brokers, or a serializer other than JSON, fall back to send_task.
 """
@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 
 # A placeholder id, replaced in every message built from a template.
 TEMPLATE_ID = "00000000-0000-4000-8000-000000000000"
-MARKER = re.compile(r"@@(BODY|ID|ARGSREPR|KWARGSREPR)@@")
+MARKER = re.compile(r"@@(BODY|ID|TAG|SHADOW|ARGSREPR|KWARGSREPR)@@")
+# The shadow name is a JSON value of its own (a string, or null without one), not part of a string.
+SHADOW_VALUE = '"@@SHADOW@@"'
 
 
 class Template(NamedTuple):
@@ -46,27 +48,27 @@ class BulkPublisher:
     def supported(cls, channel):
         return channel is not None and all(hasattr(channel, name) for name in ("_q_for_pri", "conn_or_acquire", "encode_body"))
 
-    def add(self, name, args, kwargs):
-        """Build one message; returns its task id."""
-        task_id = str(uuid4())
+    def add(self, name, args, kwargs, task_id=None, shadow=None):
+        """Build one message (with a fresh task id unless given, and a shadow name for Flower); returns its task id."""
+        task_id = task_id or str(uuid4())
         if name not in self.templates:
             self.templates[name] = self.template(name, args, kwargs)
         template = self.templates[name]
         if template is None:
-            self.pending.append(json.dumps(self.build(name, task_id, args, kwargs)))
+            self.pending.append(json.dumps(self.build(name, task_id, args, kwargs, shadow)))
             return task_id
         # Celery's JSON body is (args, kwargs, embed); plain json gives the same bytes for the
         # plain values a fire carries, at a fraction of kombu's encoder's cost.
         body = json.dumps([args, kwargs, template.embed])
         self.pending.append(template.text.format(
-            ID=task_id, BODY=b64encode(body.encode()).decode(),
+            ID=task_id, TAG=uuid4(), SHADOW=json.dumps(shadow), BODY=b64encode(body.encode()).decode(),
             ARGSREPR=quote(repr(args))[1:-1], KWARGSREPR=quote(repr(kwargs))[1:-1]))
         return task_id
 
-    def build(self, name, task_id, args, kwargs):
+    def build(self, name, task_id, args, kwargs, shadow=None):
         """One message built the canonical way, by Celery and kombu, as plain JSON-able values."""
         message = self.app.amqp.as_task_v2(task_id, name, args, kwargs, argsrepr=repr(args), kwargsrepr=repr(kwargs),
-                                           reply_to=self.app.thread_oid, ignore_result=None)
+                                           reply_to=self.app.thread_oid, ignore_result=None, shadow=shadow)
         content_type, content_encoding, body = serialize(message.body, serializer=self.app.conf.task_serializer)
         headers = {**message.headers, "celery_beat_task": True}
         properties = {**message.properties, "delivery_mode": 2, "priority": 0}
@@ -86,11 +88,14 @@ class BulkPublisher:
         # Celery's body is (args, kwargs, embed); the embed (callbacks, chain, chord) is the same for every fire.
         embed = json.loads(b64decode(prepared["body"]))[2]
         prepared["body"] = "@@BODY@@"
-        prepared["headers"].update(id="@@ID@@", root_id="@@ID@@", argsrepr="@@ARGSREPR@@", kwargsrepr="@@KWARGSREPR@@")
-        # The delivery tag only has to be unique among unacknowledged messages, as the task id is.
-        prepared["properties"].update(correlation_id="@@ID@@", delivery_tag="@@ID@@")
+        prepared["headers"].update(id="@@ID@@", root_id="@@ID@@", shadow="@@SHADOW@@", argsrepr="@@ARGSREPR@@",
+                                   kwargsrepr="@@KWARGSREPR@@")
+        # The delivery tag must be unique among unacknowledged messages; a task id need not be (a slot's
+        # id is derived from the slot, and two beats may send the same slot).
+        prepared["properties"].update(correlation_id="@@ID@@", delivery_tag="@@TAG@@")
         # The JSON text as a format string: literal braces doubled, markers as fields.
-        text = MARKER.sub(r"{\1}", json.dumps(prepared).replace("{", "{{").replace("}", "}}"))
+        text = json.dumps(prepared).replace("{", "{{").replace("}", "}}").replace(SHADOW_VALUE, "@@SHADOW@@")
+        text = MARKER.sub(r"{\1}", text)
         return Template(text=text, embed=embed)
 
     def flush(self):

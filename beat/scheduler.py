@@ -16,6 +16,7 @@ from redbeat.schedulers import get_redis
 from redis.exceptions import LockError
 
 from beat.publisher import BulkPublisher
+from promptbeat.runs import message_ids
 from promptbeat.scheduling.entries import TaskEntry
 from promptbeat.extensions import db
 from promptbeat.models import Task
@@ -275,14 +276,16 @@ class PromptbeatScheduler(RedBeatScheduler):
         """Send the entry's task with its slot; returns False (and logs) on a broker error."""
         kwargs = {**(entry.kwargs or {}), "slot": slot.isoformat(), "catch_up": catch_up}
         sent = (entry.name, slot.isoformat(), " (catch-up)" if catch_up else "")
+        # Named for Flower after the promptbeat task, with an id the web derives from the run's slot.
+        task_id, shadow = message_ids.id_for_slot(entry.args[0], slot), message_ids.shadow_name(entry.args[0])
         try:
             if self.bulk is not None:
-                self.bulk.add(entry.task, entry.args, kwargs)
+                self.bulk.add(entry.task, entry.args, kwargs, task_id=task_id, shadow=shadow)
                 # Logged once the batch is out: a beat that loses the lock before pushing sends nothing.
                 self.unsent_lines.append(sent)
                 return True
             # Short reprs: Celery's safe repr of every argument costs more than the publish itself.
-            self.send_task(entry.task, entry.args, kwargs, producer=self.producer,
+            self.send_task(entry.task, entry.args, kwargs, producer=self.producer, task_id=task_id, shadow=shadow,
                            headers={"celery_beat_task": True}, argsrepr=repr(entry.args),
                            kwargsrepr=repr(kwargs), **entry.options)
         except Exception as exc:

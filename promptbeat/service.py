@@ -3,6 +3,7 @@ import logging
 
 from flask import current_app
 
+from promptbeat.runs import message_ids
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ScheduleType, Task, Trigger, utcnow
 from promptbeat.runs import store
@@ -113,8 +114,9 @@ def enqueue_run(task, trigger, allow_overlap=False):
     run_id = store.create(task.id, trigger, task.model)
     try:
         # Through this app's own Celery (its broker), not whichever Celery app was made current last.
-        _celery().tasks[execute_task.name].delay(task.id, trigger=str(trigger), execution_id=run_id,
-                                                 allow_overlap=allow_overlap)
+        kwargs = {"trigger": str(trigger), "execution_id": run_id, "allow_overlap": allow_overlap}
+        _celery().tasks[execute_task.name].apply_async(
+            (task.id,), kwargs, task_id=message_ids.id_for_run(run_id), shadow=message_ids.shadow_name(task.id))
         logger.info("queued %s run %s of task %s", trigger, run_id, task.id)
     except Exception as exc:
         logger.exception("could not queue run %s of task %s", run_id, task.id)

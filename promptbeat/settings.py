@@ -56,8 +56,8 @@ class Settings:
     default_model: str = "gpt-4o-mini"
     min_interval_seconds: int = 60
     max_enabled_tasks: int = 10_000
-    # Across all workers; 0 means no cap.
-    max_concurrent_llm_calls: int = 16
+    # Across all workers; 0 means no cap. As many as one worker container runs at once by default.
+    max_concurrent_llm_calls: int = 300
     # A scheduled run this much later than its slot is recorded as a catch-up.
     misfire_grace_seconds: int = 15
     max_prompt_chars: int = 20_000
@@ -70,7 +70,8 @@ class Settings:
     beat_lock_timeout: int = 25
     redbeat_key_prefix: str = "promptbeat:"
     visibility_timeout: int = 3600
-    worker_soft_shutdown_timeout: float = 60.0
+    # Only a cold shutdown (SIGQUIT) uses it; under gevent, Celery's soft shutdown fails once it runs out.
+    worker_soft_shutdown_timeout: float = 0.0
     metrics_enabled: bool = True
     metrics_token: str | None = field(default=None, repr=False)
     max_attempts: int = 4
@@ -95,6 +96,8 @@ class Settings:
     fast_broker: bool = True
     fast_gevent_poll: bool = True
     fast_llm_calls: bool = True
+    # Flower's address as a browser reaches it; each run on a task's page then links to its entry there.
+    flower_url: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
@@ -173,6 +176,7 @@ class Settings:
             fast_broker=_bool(environ, "PROMPTBEAT_FAST_BROKER", cls.fast_broker),
             fast_gevent_poll=_bool(environ, "PROMPTBEAT_FAST_GEVENT_POLL", cls.fast_gevent_poll),
             fast_llm_calls=_bool(environ, "PROMPTBEAT_FAST_LLM_CALLS", cls.fast_llm_calls),
+            flower_url=_flower_url(environ),
         )
 
     def flask_config(self):
@@ -220,6 +224,13 @@ def _prices(environ):
     return prices
 
 
+def _flower_url(environ):
+    url = _str(environ, "PROMPTBEAT_FLOWER_URL")
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"PROMPTBEAT_FLOWER_URL must start with http:// or https://, got {url!r}")
+    return url
+
+
 def engine_options(database_url, pool_size=20, autocommit=False):
     """Engine options: a sized pool, and optionally autocommit.
 
@@ -258,11 +269,14 @@ def celery_config(settings):
         "result_expires": None,
         "task_default_queue": "promptbeat",
         "task_acks_late": True,
+        # A run that failed raises once its failure is recorded (promptbeat.tasks.RunFailed), so Flower shows
+        # FAILURE; its message is acknowledged, never redelivered. Only a lost worker requeues a message.
+        "task_acks_on_failure": True,
         "task_reject_on_worker_lost": True,
         # LLM calls are long; a worker should not hoard messages another worker could run.
         "worker_prefetch_multiplier": 1,
-        # On a cold shutdown (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT as in compose), running
-        # tasks get this long to finish; the rest are requeued, not lost (acks_late).
+        # On a cold shutdown (SIGQUIT) under prefork, running tasks get this long to finish; the rest are
+        # requeued, not lost (acks_late). Compose and dev.py stop workers warmly (SIGTERM) instead.
         "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout,
         "worker_send_task_events": True,
         "task_send_sent_event": True,

@@ -8,6 +8,7 @@ import redis as redis_lib
 
 from beat.publisher import BulkPublisher
 from beat.scheduler import LockLost, PromptbeatScheduler
+from promptbeat.runs import message_ids
 from promptbeat.app import create_app
 from promptbeat.scheduling.entries import EXECUTE_TASK, TaskEntry, entry_name
 from promptbeat.scheduling.schedules import TaskSchedule
@@ -54,19 +55,24 @@ def test_bulk_messages_match_send_task(beat_app):
     second = {"trigger": "scheduled", "slot": "2026-03-29T01:05:00+00:00", "catch_up": True}
     with celery_app.connection_for_write() as connection:
         bulk = BulkPublisher(celery_app, connection.default_channel)
-        ids = [bulk.add(EXECUTE_TASK, [7], first), bulk.add(EXECUTE_TASK, [8], second)]
+        ids = [bulk.add(EXECUTE_TASK, [7], first, shadow="promptbeat task 7"),
+               bulk.add(EXECUTE_TASK, [8], second, task_id="given-id", shadow="promptbeat task 8")]
         assert bulk.flush() == 2
-    celery_app.send_task(EXECUTE_TASK, [8], second, headers={"celery_beat_task": True})
+    celery_app.send_task(EXECUTE_TASK, [8], second, headers={"celery_beat_task": True}, shadow="promptbeat task 8")
 
     built_first, built_second, canonical = queued(celery_app, client)
     # The second bulk message came from the template; it equals send_task's but for its ids.
     assert without_ids(built_second) == without_ids(canonical)
     assert built_second["body"] == [[8], second, canonical["body"][2]]
     assert built_first["body"][:2] == [[7], first]
+    assert ids[1] == "given-id"
     for message, task_id in zip((built_first, built_second), ids):
         assert message["headers"]["id"] == message["headers"]["root_id"] == task_id
-        assert message["properties"]["correlation_id"] == message["properties"]["delivery_tag"] == task_id
+        assert message["properties"]["correlation_id"] == task_id
     assert ids[0] != ids[1]
+    assert [m["headers"]["shadow"] for m in (built_first, built_second)] == ["promptbeat task 7", "promptbeat task 8"]
+    # Two messages of one slot share a task id, never a delivery tag (kombu's key for unacknowledged messages).
+    assert len({m["properties"]["delivery_tag"] for m in (built_first, built_second, canonical)}) == 3
     assert built_second["headers"]["kwargsrepr"] == repr(second)
 
 
@@ -89,6 +95,10 @@ def test_a_batch_fires_every_due_entry_once_and_saves_its_phase(beat_app):
     assert sorted(message["body"][0][0] for message in messages) == list(range(1, 2501))
     assert {message["body"][1]["slot"] for message in messages} == {slot}
     assert len({message["headers"]["id"] for message in messages}) == 2500
+    # Each message carries the id the web derives from its run's slot, and names its task for Flower.
+    first = next(m for m in messages if m["body"][0] == [1])
+    assert first["headers"]["id"] == message_ids.id_for_slot(1, last + timedelta(seconds=60))
+    assert first["headers"]["shadow"] == "promptbeat task 1"
     for task_id in (1, 1250, 2500):
         key = TaskEntry.generate_key(celery_app, entry_name(task_id))
         assert TaskEntry.from_key(key, app=celery_app).last_run_at == last + timedelta(seconds=60)

@@ -78,11 +78,20 @@ def test_application_services_share_one_image_and_wait_for_healthy_dependencies(
     assert services["beat"]["deploy"]["replicas"] == 2
 
 
-def test_worker_grace_period_outlasts_the_soft_shutdown(document):
+def test_a_default_worker_keeps_many_calls_in_flight_and_stops_warmly(document):
     worker = document["services"]["worker"]
-    soft = compose.interpolate(worker["environment"]["PROMPTBEAT_WORKER_SOFT_SHUTDOWN_TIMEOUT"], {})
-    assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
-    assert seconds(worker["stop_grace_period"]) > float(soft)
+    command = [compose.interpolate(part, {}) for part in worker["command"]]
+    pool, concurrency = command[command.index("--pool") + 1], int(command[command.index("--concurrency") + 1])
+    assert pool == "gevent" and concurrency >= 100
+    # The global cap on model calls lets one default container fill its pool.
+    assert int(compose.interpolate(worker["environment"]["PROMPTBEAT_MAX_CONCURRENT_LLM_CALLS"], {})) >= concurrency
+    # SIGTERM stays Celery's warm shutdown, which waits for runs in flight under gevent; a cold or soft
+    # shutdown under gevent loses or breaks them.
+    assert "REMAP_SIGTERM" not in worker["environment"]
+    assert float(compose.interpolate(worker["environment"]["PROMPTBEAT_WORKER_SOFT_SHUTDOWN_TIMEOUT"], {})) == 0
+    # Longer than one model call, so a run in flight finishes before docker's SIGKILL.
+    llm_timeout = compose.interpolate(worker["environment"]["PROMPTBEAT_LLM_TIMEOUT"], {})
+    assert seconds(worker["stop_grace_period"]) > float(llm_timeout)
 
 
 def test_every_variable_is_documented_and_every_setting_is_passed():
@@ -240,7 +249,7 @@ def test_compose_services_run_and_come_up_healthy(app, database_url, redis_url, 
 
         def flower_saw_the_run():
             tasks = _flower(flower_url, "/api/tasks", flower_auth) or {}
-            return [t for t in tasks.values() if t.get("name") == "promptbeat.execute_task"
+            return [t for t in tasks.values() if t.get("name") == f"promptbeat task {task_id}"
                     and t.get("state") == "SUCCESS" and f"{task_id}," in (t.get("args") or "")]
         wait_for(flower_saw_the_run, 30, "Flower to list the run")
     finally:

@@ -182,3 +182,13 @@ def test_htmx_is_configured_for_self_requests_only_without_scripts_or_eval(signe
     assert config["allowEval"] is False
     # htmx's indicator styles are an inline <style>, which the CSP's style-src 'self' refuses.
     assert config["includeIndicatorStyles"] is False
+
+
+def test_a_hostile_flower_url_is_escaped_in_each_run_link(app, swap_settings):
+    # The setting accepts only http(s) addresses, so the link cannot be a script URL; the rest is escaped.
+    swap_settings(flower_url="https://flower.example.com/" + HOSTILE)
+    with app.test_request_context("/"):
+        signed_in_as(app, "admin")
+        html = render_template("tasks/_runs.html", task=hostile_task(), runs=pages([hostile_run()]), version=HOSTILE)
+    assert 'href="https://flower.example.com/&lt;b data-hostile=' in html
+    assert not UNESCAPED.search(html)

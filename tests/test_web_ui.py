@@ -1,10 +1,14 @@
 """The pages: dashboard, task page, form preview, Markdown safety, languages, live fragments."""
 import re
 
+import pytest
+
 from promptbeat import service
+from promptbeat.runs import message_ids
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task, Trigger, utcnow
 from promptbeat.runs.states import RunStatus
+from promptbeat.settings import ConfigError, Settings
 from tests.conftest import csrf_token
 
 XSS = "<script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror=alert(1)>"
@@ -222,3 +226,28 @@ def test_runs_fragment_answers_204_until_a_run_appears_or_changes(app, signed_in
         db.session.get(Execution, run_id).status = RunStatus.SUCCESS
         db.session.commit()
     assert 'data-status="success"' in signed_in.get(poll_url).get_data(as_text=True)
+
+
+def test_each_run_links_to_its_flower_entry_when_flower_is_configured(app, signed_in, swap_settings):
+    task_id = make_task(app)
+    manual = add_run(app, task_id)
+    slot = utcnow().replace(microsecond=0)
+    with app.app_context():
+        scheduled = Execution(task_id=task_id, status="queued", trigger=Trigger.SCHEDULED, slot=slot)
+        db.session.add(scheduled)
+        db.session.commit()
+        scheduled = scheduled.id
+    assert "This run in Flower" not in signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+
+    swap_settings(flower_url="https://flower.example.com/")
+    page = signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+    # The message ids the web derives are the ones the API and beat publish with.
+    links = re.findall(r'id="run-(\d+)".*?href="([^"]+)"', page, re.S)
+    assert dict(links) == {str(manual): f"https://flower.example.com/task/{message_ids.id_for_run(manual)}",
+                           str(scheduled): f"https://flower.example.com/task/{message_ids.id_for_slot(task_id, slot)}"}
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "flower.example.com", "//flower.example.com"])
+def test_a_flower_url_that_is_not_http_is_refused_at_start(url):
+    with pytest.raises(ConfigError, match="PROMPTBEAT_FLOWER_URL"):
+        Settings.from_environ({"SECRET_KEY": "x", "PROMPTBEAT_FLOWER_URL": url})

@@ -3,6 +3,7 @@ from flask import Blueprint, abort, current_app, flash, jsonify, redirect, rende
 from flask_babel import gettext as _
 
 from promptbeat import service
+from promptbeat.runs import message_ids
 from promptbeat.scheduling import schedules
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
@@ -221,9 +222,15 @@ def _saved_message(task, verb):
     return _("“%(name)s” %(verb)s; it is disabled and will not run.", name=task.name, verb=verbs[verb])
 
 
+def flower_link(run):
+    """The run's entry in Flower when PROMPTBEAT_FLOWER_URL is set, else None."""
+    return message_ids.flower_url(current_app.config["PROMPTBEAT"].flower_url, run)
+
+
 def register_filters(app):
     """Template helpers for times, schedules, charts and Markdown."""
     app.jinja_env.filters["describe"] = describe_schedule
     app.jinja_env.filters["markdown"] = markdown_to_html
-    app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline, schedule_problem=schedule_problem)
+    app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline, schedule_problem=schedule_problem,
+                                 flower_link=flower_link)
     app.jinja_env.filters["when"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"

@@ -28,6 +28,8 @@ INSERT_RUN = insert(EXECUTIONS).values({name: bindparam("run_" + name) for name 
 FIND_SLOT_RUN = select(EXECUTIONS.c.id).where(EXECUTIONS.c.task_id == bindparam("task_id"),
                                               EXECUTIONS.c.slot == bindparam("slot"))
 READ_STATUS = select(EXECUTIONS.c.status).where(EXECUTIONS.c.id == bindparam("run_id"))
+READ_OUTCOME = select(EXECUTIONS.c.status, EXECUTIONS.c.error_class, EXECUTIONS.c.error).where(
+    EXECUTIONS.c.id == bindparam("run_id"))
 # Move the task's schedule anchor to a fire, unless a later fire already moved it. A fire is not a
 # change to the task: updated_at keeps its value instead of taking its onupdate.
 ADVANCE_ANCHOR = (update(TASKS)
@@ -211,6 +213,13 @@ def status_of(run_id):
     with db.engine.connect() as connection:
         status = connection.execute(READ_STATUS, {"run_id": run_id}).scalar()
     return RunStatus(status) if status is not None else None
+
+
+def outcome_of(run_id):
+    """A run's (status, error class, error), or None if it is gone."""
+    with db.engine.connect() as connection:
+        row = connection.execute(READ_OUTCOME, {"run_id": run_id}).one_or_none()
+    return (RunStatus(row.status), row.error_class, row.error) if row is not None else None
 
 
 def _set(run_id, status, **values):
