@@ -269,7 +269,7 @@ def celery_config(settings):
         "result_expires": None,
         "task_default_queue": "promptbeat",
         "task_acks_late": True,
-        # A run that failed raises once its failure is recorded (promptbeat.tasks.RunFailed), so Flower shows
+        # A run that failed raises once its failure is recorded (promptbeat.runs.tasks.RunFailed), so Flower shows
         # FAILURE; its message is acknowledged, never redelivered. Only a lost worker requeues a message.
         "task_acks_on_failure": True,
         "task_reject_on_worker_lost": True,
