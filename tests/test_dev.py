@@ -13,7 +13,7 @@ from promptbeat.models import Execution, Task
 from tests import services
 from tests.services import wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.only_on("postgresql")]
+pytestmark = pytest.mark.slow
 
 
 class DevStart:

@@ -10,7 +10,7 @@ from promptbeat.models import Execution, Task, Trigger
 from tests import services
 from tests.services import http, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.only_on("postgresql")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(params=["gevent", "prefork"])
