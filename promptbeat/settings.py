@@ -279,7 +279,9 @@ def celery_config(settings):
         # requeued, not lost (acks_late). Compose and dev.py stop workers warmly (SIGTERM) instead.
         "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # No task-sent events: Flower merges a late one over the worker's task-received event, so the
+        # run's name (its shadow, "promptbeat task N") could turn back into the Celery task's name.
+        "task_send_sent_event": False,
         "timezone": "UTC",
         "enable_utc": True,
         "redbeat_redis_url": settings.redis_url,
