@@ -1,7 +1,7 @@
 """The worker role's app: `celery -A worker worker`, with the worker's replacements of library internals."""
 import logging
 
-from promptbeat import broker
+from worker import broker
 from promptbeat.llm import client as llm
 from promptbeat.app import create_app
 from promptbeat.settings import Settings, engine_options

@@ -5,7 +5,7 @@ from promptbeat import versions
 
 # Poll stands in for the select.poll gevent's monkey-patching installs, and reaches the original through
 # gevent.monkey.get_original: the gevent versions it was written and measured against
-# (tests/test_library_internals.py fails when the installed one leaves them).
+# (tests/worker/test_library_internals.py fails when the installed one leaves them).
 WRITTEN_FOR = (versions.WrittenFor("gevent", ">=26,<27"),)
 
 # What select.poll().register() watches when given no mask, as in the standard library.

@@ -8,7 +8,7 @@ from promptbeat.redis_client import WAIT_SECONDS
 
 # The subclasses below override kombu's private methods (_create_client, _get_pool, the poller's get() and
 # its _channels) and build redis-py's BlockingConnectionPool from a pool's attributes: the versions they
-# were written and measured against (tests/test_library_internals.py fails when the installed ones leave them).
+# were written and measured against (tests/worker/test_library_internals.py fails when the installed ones leave them).
 WRITTEN_FOR = (versions.WrittenFor("kombu", ">=5.7,<5.8"), versions.WrittenFor("redis", ">=8,<9"))
 
 
