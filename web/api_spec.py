@@ -76,7 +76,7 @@ class DocumentedResponse(Response):
 
     A row stored before a rule existed (or written around the API) may not fit the models; it is still
     served, as every other consumer serves it. That answers conform is checked by the tests
-    (tests/test_api_contract.py, tests/test_api_fuzz.py), not at a cost on every request.
+    (tests/web/test_api_contract.py, tests/web/test_api_fuzz.py), not at a cost on every request.
     """
 
     def find_model(self, code):

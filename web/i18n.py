@@ -69,7 +69,7 @@ def init_app(app):
 
 
 # The word of every run status (promptbeat.runs.states.RunStatus), spelt out so extraction finds it;
-# tests/test_run_states.py fails if a status has no word here or no translation.
+# tests/runs/test_run_states.py fails if a status has no word here or no translation.
 RUN_STATUS_WORDS = {
     RunStatus.QUEUED: _l("queued"), RunStatus.RUNNING: _l("running"), RunStatus.SUCCESS: _l("success"),
     RunStatus.FAILED: _l("failed"), RunStatus.SKIPPED: _l("skipped"), RunStatus.LOST: _l("lost"),

@@ -187,7 +187,7 @@ _create = _create_through_sdk
 
 # _post_chat_completion calls the client's generic post() with cast_to=object and request options as a
 # dict, which are the SDK's internals rather than its documented API: the openai versions it was
-# written and measured against (tests/test_library_internals.py fails when the installed one leaves them).
+# written and measured against (tests/worker/test_library_internals.py fails when the installed one leaves them).
 WRITTEN_FOR = (versions.WrittenFor("openai", ">=3.60,<4"),)
 
 

@@ -14,7 +14,7 @@ from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Connection, Task, utcnow
 from tests.conftest import csrf_token
 
-WEB_SOURCES = Path(__file__).resolve().parent.parent / "web"
+WEB_SOURCES = Path(__file__).resolve().parents[2] / "web"
 ADMIN, PASSWORD = "admin@example.com", "correct horse battery"
 SCENARIOS = {}
 

@@ -193,7 +193,7 @@ def test_chinese_catalogue_is_complete_and_compiled(tmp_path):
     from babel.messages.mofile import read_mo
     from babel.messages.pofile import read_po
 
-    folder = Path(__file__).resolve().parent.parent / "web" / "translations" / "zh_Hans" / "LC_MESSAGES"
+    folder = Path(__file__).resolve().parents[2] / "web" / "translations" / "zh_Hans" / "LC_MESSAGES"
     with open(folder / "messages.po", "rb") as po_file, open(folder / "messages.mo", "rb") as mo_file:
         po, mo = read_po(po_file), read_mo(mo_file)
     untranslated = [m.id for m in po if m.id and not m.string]

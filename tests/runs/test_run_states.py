@@ -11,11 +11,11 @@ from promptbeat.models import Execution, Task, Trigger, utcnow
 from promptbeat.runs import store
 from promptbeat.runs.plan import Start
 from promptbeat.runs.states import FINAL, RETRYABLE, TRANSITIONS, RunStatus
-from tests.test_ops import scrape
+from tests.web.test_ops import scrape
 from web.i18n import RUN_STATUS_WORDS
 
 PAIRS = [(source, target) for source in RunStatus for target in RunStatus]
-CATALOGUE = Path(__file__).resolve().parent.parent / "web" / "translations" / "zh_Hans" / "LC_MESSAGES" / "messages.po"
+CATALOGUE = Path(__file__).resolve().parents[2] / "web" / "translations" / "zh_Hans" / "LC_MESSAGES" / "messages.po"
 
 
 def make_task():

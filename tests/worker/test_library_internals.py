@@ -6,7 +6,8 @@ import pytest
 from celery import Celery
 from kombu import transport as kombu_transports
 
-from promptbeat import broker, versions
+from promptbeat import versions
+from worker import broker
 from promptbeat.llm import client as llm
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
@@ -15,7 +16,7 @@ from tests.services import wait_for
 from worker import greenpoll
 
 RUNS = 30
-REPLACEMENTS = {"promptbeat/broker.py": broker, "promptbeat/llm/client.py": llm, "worker/greenpoll.py": greenpoll}
+REPLACEMENTS = {"worker/broker.py": broker, "promptbeat/llm/client.py": llm, "worker/greenpoll.py": greenpoll}
 
 
 @pytest.mark.parametrize("path", REPLACEMENTS)

@@ -18,7 +18,7 @@ import pytest
 
 from promptbeat.fakellm import FakeLLMServer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk-test"
 
 

@@ -12,7 +12,7 @@ from tests.conftest import _missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 CHROMIUM = os.environ.get("PROMPTBEAT_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

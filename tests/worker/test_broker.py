@@ -4,7 +4,7 @@ import threading
 import kombu
 from flower.utils.broker import Broker
 
-from promptbeat import broker
+from worker import broker
 
 
 def test_a_queued_message_is_delivered_and_acknowledged_through_one_client(redis_url):

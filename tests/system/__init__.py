@@ -1,0 +1,1 @@
+"""Tests of the whole system: every role as processes, compose, faults."""

@@ -1,0 +1,1 @@
+"""Tests of the web role: pages, API and their safety."""
