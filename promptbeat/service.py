@@ -1,12 +1,13 @@
 """Task operations shared by the form and the API: save, then sync the schedule, then run."""
 import logging
 
+import redis
 from flask import current_app
 
 from promptbeat.runs import message_ids
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ScheduleType, Task, Trigger, utcnow
-from promptbeat.runs import store
+from promptbeat.runs import overlap, store
 from promptbeat.runs.tasks import execute_task
 from promptbeat.scheduling.sync import remove_entry, sync_task
 from promptbeat.validation import TaskInputError, task_values, validate_pause_note, validate_task
@@ -109,9 +110,13 @@ def run_now(task, allow_overlap=False):
     return enqueue_run(task, Trigger.MANUAL, allow_overlap=allow_overlap)
 
 
-def enqueue_run(task, trigger, allow_overlap=False):
-    """Record a queued run, then hand it to a worker; returns the Execution as recorded."""
-    run_id = store.create(task.id, trigger, task.model)
+def enqueue_run(task, trigger, allow_overlap=False, run_id=None):
+    """Record a queued run (unless run_id names one recorded already), then hand it to a worker.
+
+    Returns the Execution as recorded.
+    """
+    if run_id is None:
+        run_id = store.create(task.id, trigger, task.model)
     try:
         # Through this app's own Celery (its broker), not whichever Celery app was made current last.
         kwargs = {"trigger": str(trigger), "execution_id": run_id, "allow_overlap": allow_overlap}
@@ -122,6 +127,33 @@ def enqueue_run(task, trigger, allow_overlap=False):
         logger.exception("could not queue run %s of task %s", run_id, task.id)
         store.fail_unqueued(run_id, f"Could not queue the run: the broker is unreachable ({type(exc).__name__}).")
     return db.session.get(Execution, run_id)
+
+
+def cancel_run(execution):
+    """Cancel a queued or running run; returns whether it was cancelled (False: it had already ended).
+
+    The row changes here; the worker holding a running run notices and abandons its call, and a
+    queued run's message finds it cancelled and runs nothing.
+    """
+    if not store.cancel(execution.id):
+        return False
+    try:
+        # A retry of the run must not wait for its worker to let go of the task's overlap lock.
+        overlap.release_for_run(_settings(), execution.task_id, execution.id)
+    except redis.RedisError:
+        logger.warning("could not free the overlap lock of cancelled run %s; it expires", execution.id,
+                       exc_info=True)
+    logger.info("run %s of task %s cancelled", execution.id, execution.task_id)
+    return True
+
+
+def retry_run(execution):
+    """Queue a new manual run retrying a failed, lost or cancelled one; returns it, or None if it may not."""
+    run_id = store.create_retry(execution.id)
+    if run_id is None:
+        return None
+    logger.info("run %s retries run %s", run_id, execution.id)
+    return enqueue_run(execution.task, Trigger.MANUAL, run_id=run_id)
 
 
 def _after_save(task, schedule_restarted):

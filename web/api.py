@@ -18,6 +18,7 @@ from web.security import admin_required, audit
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 TASK = "/tasks/<int:task_id>"
+EXECUTION = "/executions/<int:execution_id>"
 CONNECTION = "/connections/<int:connection_id>"
 
 
@@ -223,6 +224,46 @@ def list_executions(task_id, query: models.PageQuery):
     _task_or_404(task_id)
     rows = db.select(Execution).filter_by(task_id=task_id).order_by(Execution.id.desc()).limit(query.limit)
     return jsonify(executions=[execution_json(e) for e in db.session.execute(rows).scalars()])
+
+
+def _execution_or_404(execution_id):
+    execution = db.session.get(Execution, execution_id) if execution_id <= models.MAX_ID else None
+    if execution is None:
+        raise ApiError(404, "not_found", f"No execution with id {execution_id}.")
+    return execution
+
+
+@bp.post(f"{EXECUTION}/cancel")
+@token_required
+@admin_required
+@operation("cancelExecution", {"HTTP_202": models.Execution}, admin=True, item=True, conflict=True,
+           tags=["executions"])
+def cancel_execution(execution_id):
+    """Cancel a queued or running run: it ends cancelled and its model call is abandoned"""
+    execution = _execution_or_404(execution_id)
+    if not service.cancel_run(execution):
+        db.session.refresh(execution)
+        raise ApiError(409, "conflict", f"Execution {execution_id} has already ended ({execution.status}); "
+                                        "only a queued or running run can be cancelled.")
+    audit("run_cancelled", task_id=execution.task_id, execution_id=execution_id)
+    db.session.refresh(execution)
+    return jsonify(execution_json(execution)), 202
+
+
+@bp.post(f"{EXECUTION}/retry")
+@token_required
+@admin_required
+@operation("retryExecution", {"HTTP_202": models.Execution}, admin=True, item=True, conflict=True,
+           tags=["executions"])
+def retry_execution(execution_id):
+    """Retry a failed, lost or cancelled run: a new manual run of its task, with retry_of naming this one"""
+    execution = _execution_or_404(execution_id)
+    retry = service.retry_run(execution)
+    if retry is None:
+        raise ApiError(409, "conflict", f"Execution {execution_id} is {execution.status}; "
+                                        "only a failed, lost or cancelled run can be retried.")
+    audit("run_retried", task_id=execution.task_id, execution_id=execution_id, retry_id=retry.id)
+    return jsonify(execution_json(retry)), 202
 
 
 def _usage_columns():

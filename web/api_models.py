@@ -119,7 +119,7 @@ class ApiOutput(BaseModel):
 
 class ErrorBody(ApiOutput):
     """Every error: 400 malformed body or parameter, 401 no or bad token, 403 viewer, 404 unknown id,
-    413 body too large, 422 invalid fields (a message per field)."""
+    409 the run's state forbids it, 413 body too large, 422 invalid fields (a message per field)."""
 
     error: str = Field(examples=["validation_failed"])
     message: str

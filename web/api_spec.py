@@ -138,13 +138,14 @@ def _read_object(optional):
 
 
 def operation(operation_id, ok, *, body=None, optional_body=False, query=None, admin=False, item=False,
-              also_check=None, tags=()):
+              conflict=False, also_check=None, tags=()):
     """Declare a view as an API operation.
 
     ok is {"HTTP_200": Model} (or {"HTTP_204": None}); the error answers it may give are documented from
-    the flags: admin (403), item (404 for an unknown id), body (400, 413, 422) and query (400).
+    the flags: admin (403), item (404 for an unknown id), conflict (409: the item's state forbids it),
+    body (400, 413, 422) and query (400).
     """
-    errors = ["HTTP_401"] + ["HTTP_403"] * admin + ["HTTP_404"] * item
+    errors = ["HTTP_401"] + ["HTTP_403"] * admin + ["HTTP_404"] * item + ["HTTP_409"] * conflict
     if body is not None:
         errors += ["HTTP_400", "HTTP_413"]
     responses = DocumentedResponse(**ok, **{code: ErrorBody for code in errors})

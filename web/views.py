@@ -7,13 +7,13 @@ from promptbeat.runs import message_ids
 from promptbeat.scheduling import schedules
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
-from promptbeat.runs.states import RunStatus
+from promptbeat.runs.states import RETRYABLE, RunStatus, sources
 from promptbeat.validation import TaskInputError
 from web import dashboard
 from web.charts import line_chart, sparkline
 from web.forms import TaskForm
 from web.api_models import MAX_ID
-from web.i18n import translate_message
+from web.i18n import status_words, translate_message
 from web.presenters import (describe_schedule, model_choices, next_run, preview_json, schedule_preview,
                             schedule_problem)
 from web.rendering import markdown_to_html
@@ -194,6 +194,43 @@ def run(task_id):
     return _back(task)
 
 
+def _run_of_task_or_404(task, execution_id):
+    run = db.session.get(Execution, execution_id) if execution_id <= MAX_ID else None
+    if run is None or run.task_id != task.id:
+        abort(404)
+    return run
+
+
+@bp.post("/tasks/<int:task_id>/runs/<int:execution_id>/cancel")
+@admin_required
+def cancel_run(task_id, execution_id):
+    task = _task_or_404(task_id)
+    run = _run_of_task_or_404(task, execution_id)
+    if service.cancel_run(run):
+        audit("run_cancelled", task_id=task.id, execution_id=run.id)
+        flash(_("Run #%(id)d cancelled.", id=run.id), "success")
+    else:
+        db.session.refresh(run)
+        flash(_("Run #%(id)d has already ended (%(status)s); it was not cancelled.", id=run.id,
+                status=status_words().get(run.status, run.status)), "error")
+    return _back(task)
+
+
+@bp.post("/tasks/<int:task_id>/runs/<int:execution_id>/retry")
+@admin_required
+def retry_run(task_id, execution_id):
+    task = _task_or_404(task_id)
+    run = _run_of_task_or_404(task, execution_id)
+    retry = service.retry_run(run)
+    if retry is None:
+        flash(_("Only a failed, lost or cancelled run can be retried; run #%(id)d is %(status)s.", id=run.id,
+                status=status_words().get(run.status, run.status)), "error")
+    else:
+        audit("run_retried", task_id=task.id, execution_id=run.id, retry_id=retry.id)
+        flash(_("Run #%(id)d queued to retry run #%(retried)d.", id=retry.id, retried=run.id), "success")
+    return _back(task)
+
+
 @bp.post("/tasks/<int:task_id>/delete")
 @admin_required
 def delete(task_id):
@@ -234,3 +271,5 @@ def register_filters(app):
     app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline, schedule_problem=schedule_problem,
                                  flower_link=flower_link)
     app.jinja_env.filters["when"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
+    # Which runs show Cancel and Retry, from the state machine's own table.
+    app.jinja_env.globals.update(cancellable=frozenset(sources(RunStatus.CANCELLED)), retryable=RETRYABLE)

@@ -52,7 +52,7 @@ def test_document_lists_every_api_route(app):
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert routes == documented
     operation_ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
-    assert len(operation_ids) == len(set(operation_ids)) == 20
+    assert len(operation_ids) == len(set(operation_ids)) == 22
 
 
 def test_document_enums_are_the_code_enums(client):
@@ -109,6 +109,10 @@ def test_other_answers_validate(checked):
     assert checked.post(f"/connections/{connection_id}/test").get_json()["ok"] is False
     assert len(checked.get("/connections").get_json()["connections"]) == 1
     assert checked.delete(f"/connections/{connection_id}").status_code == 204
+    run_id = checked.post(f"/tasks/{task['id']}/run").get_json()["execution"]["id"]
+    assert checked.post(f"/executions/{run_id}/cancel").get_json()["status"] == "cancelled"
+    assert checked.post(f"/executions/{run_id}/retry").get_json()["retry_of"] == run_id
+    assert checked.post(f"/executions/{run_id}/cancel").status_code == 409
     assert checked.delete(f"/tasks/{task['id']}").status_code == 204
 
 
@@ -117,3 +121,4 @@ def test_error_answers_validate(checked):
     assert checked.post("/tasks", json={"name": "n", "prompt": "p", "schedule_type": []}).status_code == 422
     assert checked.get("/usage?days=99999999999999999999").status_code == 400
     assert checked.get("/tasks/1/executions?limit=0").status_code in (400, 404)
+    assert checked.post("/executions/999/cancel").status_code == 404

@@ -60,16 +60,18 @@ def schema(app, fake_llm):
 
 def test_every_operation_alone(schema, headers, api, fake_llm):
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 20
+    assert len(operations) == 22
     started, statuses = time.monotonic(), []
     for number, operation in enumerate(operations):
-        # Generated ids rarely exist; valid cases address a real task and connection half the time.
+        # Generated ids rarely exist; valid cases address a real task, connection and run half the time.
         existing = {
             "connection_id": api.post("/connections", json={"name": f"local {number}", "base_url": fake_llm.url})
             .get_json()["id"],
             "task_id": api.post("/tasks", json={"name": "t", "prompt": "p", "schedule_type": "crontab",
                                                 "cron": "0 9 * * *", "enabled": False}).get_json()["id"],
         }
+        # A queued run: cancelling it answers 202 once and 409 after, retrying it 409 until it is cancelled.
+        existing["execution_id"] = api.post(f"/tasks/{existing['task_id']}/run").get_json()["execution"]["id"]
         modes = [(GenerationMode.POSITIVE, CHECKS)]
         if operation.definition.raw["parameters"] or "requestBody" in operation.definition.raw:  # else nothing to spoil
             modes.append((GenerationMode.NEGATIVE, [*CHECKS, negative_data_rejection]))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Connection, Task, utcnow
+from promptbeat.models import ApiToken, Connection, Execution, Task, Trigger, utcnow
 from tests.conftest import csrf_token
 
 WEB_SOURCES = Path(__file__).resolve().parents[2] / "web"
@@ -75,6 +75,15 @@ class Actor:
             db.session.add(task)
             db.session.commit()
             return task.id
+
+    def run(self, status, task_id=None):
+        """A run of a (new) task in the given status; returns (task id, run id)."""
+        task_id = task_id or self.task()
+        with self.app.app_context():
+            run = Execution(task_id=task_id, status=status, trigger=Trigger.SCHEDULED, model="fake-model")
+            db.session.add(run)
+            db.session.commit()
+            return task_id, run.id
 
     def connection(self):
         with self.app.app_context():
@@ -189,6 +198,22 @@ def _(actor):
     return ADMIN, {"task_id": task_id, "execution_id": execution_id, "allow_overlap": True}
 
 
+@scenario("web", "run_cancelled")
+def _(actor):
+    task_id, run_id = actor.run("running")
+    actor.form(f"/tasks/{task_id}/runs/{run_id}/cancel")
+    return ADMIN, {"task_id": task_id, "execution_id": run_id}
+
+
+@scenario("web", "run_retried")
+def _(actor):
+    task_id, run_id = actor.run("cancelled")
+    actor.form(f"/tasks/{task_id}/runs/{run_id}/retry")
+    with actor.app.app_context():
+        retry_id = db.session.execute(db.select(Execution.id).filter_by(retry_of=run_id)).scalar_one()
+    return ADMIN, {"task_id": task_id, "execution_id": run_id, "retry_id": retry_id}
+
+
 @scenario("web", "task_deleted")
 def _(actor):
     task_id = actor.task()
@@ -250,6 +275,20 @@ def _(actor):
     task_id = actor.task()
     execution = actor.api("POST", f"/tasks/{task_id}/run", json={"allow_overlap": True}).get_json()["execution"]
     return ADMIN, {"task_id": task_id, "execution_id": execution["id"], "allow_overlap": True}
+
+
+@scenario("api", "run_cancelled")
+def _(actor):
+    task_id, run_id = actor.run("queued")
+    actor.api("POST", f"/executions/{run_id}/cancel")
+    return ADMIN, {"task_id": task_id, "execution_id": run_id}
+
+
+@scenario("api", "run_retried")
+def _(actor):
+    task_id, run_id = actor.run("failed")
+    retry = actor.api("POST", f"/executions/{run_id}/retry").get_json()
+    return ADMIN, {"task_id": task_id, "execution_id": run_id, "retry_id": retry["id"]}
 
 
 @scenario("api", "connection_created")

@@ -5,7 +5,8 @@ The routes come from app.url_map, so a route added later is exercised without an
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Connection, Task, User, utcnow
+from promptbeat.models import ApiToken, Connection, Execution, Task, Trigger, User, utcnow
+from promptbeat.runs.states import RunStatus
 from tests.conftest import csrf_token, issue_api_token
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -38,6 +39,8 @@ PAGE_FORMS = {
     "POST /tasks/<int:task_id>/edit": TASK_FORM,
     "POST /tasks/<int:task_id>/disable": {"note": "paused by a viewer"},
     "POST /tasks/<int:task_id>/run": {"allow_overlap": "1"},
+    "POST /tasks/<int:task_id>/runs/<int:execution_id>/cancel": {},
+    "POST /tasks/<int:task_id>/runs/<int:execution_id>/retry": {},
     "POST /account/tokens": {"name": "viewer's token"},
     "POST /connections/": {"name": "Viewer's connection", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-v"},
 }
@@ -47,6 +50,9 @@ API_BODIES = {
     "POST /api/tasks/<int:task_id>/pause": {"note": "paused by a viewer"},
     "POST /api/tasks/<int:task_id>/run": {"allow_overlap": True},
     "POST /api/connections": {"name": "Viewer's connection", "base_url": "http://127.0.0.1:9/v1"},
+    # No body: the run (objects' execution_id, queued) is what a missing role check would change.
+    "POST /api/executions/<int:execution_id>/cancel": None,
+    "POST /api/executions/<int:execution_id>/retry": None,
     "PATCH /api/connections/<int:connection_id>": {"name": "Renamed by a viewer"},
 }
 
@@ -73,7 +79,9 @@ def viewer_token(app):
 
 @pytest.fixture
 def objects(app, viewer_token):
-    """Existing objects for the routes' URL arguments, by argument name: a disabled task, a connection, a token."""
+    """Existing objects for the routes' URL arguments, by argument name: a disabled task, a connection, a token,
+    and a queued run of the task (one Cancel would change; Retry's refusal of a viewer on a run it would
+    retry is tested in tests/web/test_run_controls.py)."""
     with app.app_context():
         task = Task(name="Feed", prompt="p", model="fake-model", schedule_type="crontab", cron="0 9 * * *",
                     timezone="UTC", enabled=False, anchor_at=utcnow())
@@ -83,7 +91,10 @@ def objects(app, viewer_token):
         viewer = db.session.execute(db.select(User).filter_by(email=VIEWER)).scalar_one()
         # The viewer's own token: revoking it is the one revocation a missing role check would allow.
         token_id = db.session.execute(db.select(ApiToken.id).filter_by(user_id=viewer.id)).scalar_one()
-        return {"task_id": task.id, "connection_id": connection.id, "token_id": token_id}
+        run = Execution(task_id=task.id, status=RunStatus.QUEUED, trigger=Trigger.MANUAL, model="fake-model")
+        db.session.add(run)
+        db.session.commit()
+        return {"task_id": task.id, "connection_id": connection.id, "token_id": token_id, "execution_id": run.id}
 
 
 def snapshot(app):

@@ -39,9 +39,9 @@ def hostile_task(**extra):
     return Task(**values)
 
 
-def hostile_run():
+def hostile_run(status=HOSTILE, **extra):
     now = utcnow()
-    return Execution(id=11, task_id=7, status=HOSTILE, trigger=HOSTILE, model=HOSTILE, error=HOSTILE,
+    return Execution(id=11, task_id=7, status=status, trigger=HOSTILE, model=HOSTILE, error=HOSTILE, **extra,
                      error_class=HOSTILE, output=HOSTILE, created_at=now, started_at=now, finished_at=now,
                      duration_ms=1200, prompt_tokens=5, completion_tokens=6, total_tokens=11, cost_usd=0.25,
                      attempts=[{"at": HOSTILE, "error": HOSTILE, "error_class": HOSTILE, "wait_s": HOSTILE},
@@ -91,7 +91,10 @@ def contexts():
         "tasks/_actions.html": [dict(task=hostile_task(enabled=True), task_urls="/tasks/"),
                                 dict(task=hostile_task(), task_urls="/tasks/")],
         "tasks/_preview.html": [dict(preview=bad_preview), dict(preview=good_preview)],
-        "tasks/_runs.html": [dict(task=hostile_task(), runs=runs, version=HOSTILE)],
+        "tasks/_runs.html": [dict(task=hostile_task(), runs=runs, version=HOSTILE),
+                             # With Cancel and Retry (for admins) and a retry's link to the run it retries.
+                             dict(task=hostile_task(), version=HOSTILE, runs=pages(
+                                 [hostile_run("queued", retry_of=9), hostile_run("failed", worker=HOSTILE)]))],
         "tasks/_table.html": [table],
         "tasks/detail.html": [task_page, {**task_page, "task": hostile_task(completed_at=now)}],
         "tasks/form.html": [dict(form=task_form(), task=hostile_task(), preview=bad_preview, models=[HOSTILE]),
