@@ -95,7 +95,9 @@ def test_a_run_outlasting_the_stop_timeout_is_delivered_again_and_completes(app,
     # The run's message stayed unacknowledged: a worker started later takes it once the visibility
     # timeout passes, and the redelivered message takes over the run left running.
     assert redis_client.hlen("unacked") == 1
-    env = services.role_env({**role_environ, "PROMPTBEAT_VISIBILITY_TIMEOUT": "8"})
+    # A short visibility timeout, above the run bound (max run + sweep + grace) every role checks.
+    env = services.role_env({**role_environ, "PROMPTBEAT_VISIBILITY_TIMEOUT": "13",
+                             "PROMPTBEAT_MAX_RUN_SECONDS": "10"})
     worker = services.start_worker(env, tmp_path / "worker.log")
     try:
         wait_for(lambda: _run_status(app, run_id) == "success", 60, "the run to complete on the new worker")
