@@ -5,16 +5,16 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from promptbeat import crypto, lifecycle, llm, overlap, prompts, retry, webhooks
+from promptbeat import crypto, lifecycle, liveness, llm, overlap, prompts, retry, webhooks
 from promptbeat.connections import endpoint_for
 from promptbeat.extensions import db
 from promptbeat.limits import llm_call_slot
 from promptbeat.models import Execution, ExecutionStatus, OverlapPolicy, Task, Trigger, utcnow
-from promptbeat.overlap import HELD_BY_THIS_RUN, NO_OTHER_RUN_RUNNING, release_for_run, run_guard
+from promptbeat.overlap import HELD_BY_THIS_RUN, NO_OTHER_RUN_RUNNING, run_guard
 from promptbeat.slots import advance_anchor, claim_slot
 from promptbeat.sync import sync_task
 
@@ -43,13 +43,14 @@ COUNT_RUN_RETURNING = {failed: statement.returning(*COUNTERS) for failed, statem
 READ_COUNTERS = select(*COUNTERS).where(TASKS.c.id == bindparam("task_id"))
 
 
-def _claim_statement(claimable, exclusive):
+def _claim_statement(exclusive):
+    # The claim (promptbeat.liveness) is recorded with the run: only its holder may finish it.
     statement = (update(EXECUTIONS)
-                 # Comparisons, not IN: an IN list is rendered again at every execution.
-                 .where(EXECUTIONS.c.id == bindparam("run_id"), or_(*(EXECUTIONS.c.status == s for s in claimable)))
+                 .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == ExecutionStatus.QUEUED)
                  .values(status=ExecutionStatus.RUNNING, model=bindparam("v_model"),
                          started_at=bindparam("v_started_at"), worker=bindparam("v_worker"),
-                         deadline_at=bindparam("v_deadline_at"), prompt=bindparam("v_prompt")))
+                         deadline_at=bindparam("v_deadline_at"), prompt=bindparam("v_prompt"),
+                         runner=bindparam("v_runner")))
     return statement.where(NO_OTHER_RUN_RUNNING) if exclusive else statement
 
 
@@ -57,18 +58,22 @@ def _claim_statement(claimable, exclusive):
 RECORD_PROMPT = (update(EXECUTIONS)
                  .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == ExecutionStatus.RUNNING)
                  .values(prompt=bindparam("v_prompt")))
-# By (redelivered, exclusive): a redelivered message may also take over a run left running; an
-# exclusive claim (overlap policy skip) also needs no other run of the task marked running.
-CLAIM = {(redelivered, exclusive): _claim_statement(
-             (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING) if redelivered else (ExecutionStatus.QUEUED,), exclusive)
-         for redelivered in (False, True) for exclusive in (False, True)}
+# By exclusive: an exclusive claim (overlap policy skip) also needs no other run of the task marked
+# running. Only a queued run is claimed: one left running by a dead worker is put back in the queue
+# by promptbeat.recovery, never taken over by a redelivered message.
+CLAIM = {exclusive: _claim_statement(exclusive) for exclusive in (False, True)}
 
 
 @functools.cache
 def _finish_statement(names):
-    """UPDATE the given columns of a run that is still in an expected status."""
+    """UPDATE the given columns of a run that is still in an expected status, under the expected claim.
+
+    A queued run has no claim; a running one is finished only by the holder of its claim, so a
+    worker thought dead, whose run was started again elsewhere, writes nothing.
+    """
     return (update(EXECUTIONS)
-            .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == bindparam("expected"))
+            .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == bindparam("expected"),
+                   EXECUTIONS.c.runner.is_not_distinct_from(bindparam("claim")))
             .values({name: bindparam("v_" + name) for name in names}))
 
 
@@ -97,8 +102,8 @@ def run_once(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=Non
 
     Safe to call twice for the same run: a scheduled fire carries its slot, and only the first
     dispatch of a slot creates an execution; only the call that moves a run from queued to running
-    does the work. A message the broker *redelivered* (its worker died or shut down mid-run) may
-    take over a run still marked running: that run's holder is gone, so it is retried, not stuck.
+    does the work. A message the broker *redelivered* may still claim a slot's run left queued; a run
+    left running by a dead worker is started again by promptbeat.recovery.
 
     This is the worker's hot path, kept to a few statements: hundreds of runs a second share one
     process's CPU. A run's row is only read back when something went unusual.
@@ -136,14 +141,14 @@ def run_once(task_id, trigger=Trigger.SCHEDULED, execution_id=None, fired_at=Non
             return _skip(run_id, reason)
 
     if task.overlap_policy == OverlapPolicy.ALLOW or allow_overlap:
-        return _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep)
+        return _claim_and_run(settings, task, run_id, trigger, worker, sleep)
     with run_guard(settings, task, run_id) as reason:
         if reason == HELD_BY_THIS_RUN:
             logger.info("run %s is being run by another delivery of its message; leaving it", run_id)
             return run_id
         if reason:
             return _skip(run_id, reason)
-        return _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep, exclusive=True)
+        return _claim_and_run(settings, task, run_id, trigger, worker, sleep, exclusive=True)
 
 
 def _skip(run_id, reason):
@@ -152,7 +157,7 @@ def _skip(run_id, reason):
     return run_id
 
 
-def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep, exclusive=False):
+def _claim_and_run(settings, task, run_id, trigger, worker, sleep, exclusive=False):
     started = utcnow()
     task_id = task.id
     max_run = task.max_run_seconds or settings.max_run_seconds
@@ -160,13 +165,14 @@ def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep, 
     # No connection is held during the model call: hundreds of runs share a small pool. remove(), not
     # close(): close() would first build a Session for the many runs that never used one.
     db.session.remove()
-    # One statement claims the run (only the delivery that moves it out of queued goes on; a redelivered
-    # message may also take over a run left running) and records what it will send, if it has nothing to render.
+    # One statement claims the run (only the delivery that moves it out of queued goes on) and records
+    # what it will send, if it has nothing to render.
+    claim = liveness.claiming(run_id)
     params = {"run_id": run_id, "v_model": task.model, "v_started_at": started, "v_worker": worker,
-              "v_deadline_at": started + timedelta(seconds=max_run), "v_prompt": plan["prompt"]}
+              "v_deadline_at": started + timedelta(seconds=max_run), "v_prompt": plan["prompt"], "v_runner": claim}
     if exclusive:
         params.update(guard_task_id=task_id, guard_horizon=overlap.horizon(settings, task, started))
-    if not _write(CLAIM[bool(redelivered), exclusive], params):
+    if not _write(CLAIM[exclusive], params):
         return _unclaimed(run_id, exclusive)
     if _templated(task):
         _render(plan, task, run_id, settings, started)
@@ -174,9 +180,10 @@ def _claim_and_run(settings, task, run_id, trigger, worker, redelivered, sleep, 
     result = _call_with_retries(plan, run_id, settings, max_run, sleep)
     result["cost_usd"] = estimate_cost(settings.prices, plan["model"], result)
     counted = lifecycle.counts(trigger)
-    written, counters = _record_result(task_id, run_id, counted, result)
+    written, counters = _record_result(task_id, run_id, counted, result, claim)
     if not written:
-        logger.info("run %s vanished or was marked lost during the call; result discarded", run_id)
+        logger.info("run %s vanished, was cancelled, marked lost or started again elsewhere during the call; "
+                    "result discarded", run_id)
         return run_id
     logger.info("task %s run %s (%s) %s in %d ms after %d attempt(s)", task_id, run_id, trigger,
                 result["status"], result["duration_ms"], len(result["attempts"]))
@@ -202,7 +209,7 @@ def _unclaimed(run_id, exclusive):
     return run_id
 
 
-def _record_result(task_id, run_id, counted, result):
+def _record_result(task_id, run_id, counted, result, claim):
     """Write the result of a run still running and count a counted run on its task; returns (written, counters).
 
     counters (promptbeat.lifecycle.stop_after_run's input) is None for a run not counted, or when the
@@ -210,7 +217,7 @@ def _record_result(task_id, run_id, counted, result):
     which the database adds to, so runs of one task that finish together each count.
     """
     failed = result["status"] == ExecutionStatus.FAILED
-    names, params = _finish_params(run_id, ExecutionStatus.RUNNING, {"finished_at": utcnow(), **result})
+    names, params = _finish_params(run_id, ExecutionStatus.RUNNING, {"finished_at": utcnow(), **result}, claim)
     with db.engine.begin() as connection:
         if counted and connection.dialect.name == "postgresql":
             counters = connection.execute(_finish_and_count_statement(names, failed), params).one_or_none()
@@ -363,7 +370,8 @@ def _call_with_retries(plan, run_id, settings, max_run, sleep):
 
 def _record_attempts(run_id, attempts):
     """Show the attempts so far on the run while it waits to try again."""
-    db.session.execute(update(Execution).where(Execution.id == run_id).values(attempts=list(attempts))
+    db.session.execute(update(Execution).where(Execution.id == run_id, Execution.status == ExecutionStatus.RUNNING)
+                       .values(attempts=list(attempts))
                        .execution_options(synchronize_session=False))
     db.session.commit()
     db.session.close()
@@ -385,10 +393,10 @@ def _finish(run_id, expected_status, **values):
     return bool(_write(_finish_statement(names), params))
 
 
-def _finish_params(run_id, expected_status, values):
+def _finish_params(run_id, expected_status, values, claim=None):
     """The names of the columns a finish writes, and its parameters."""
     params = {"v_" + name: value for name, value in values.items()}
-    return tuple(sorted(values)), {"run_id": run_id, "expected": expected_status, **params}
+    return tuple(sorted(values)), {"run_id": run_id, "expected": expected_status, "claim": claim, **params}
 
 
 def _read_task(task_id):
@@ -423,38 +431,6 @@ def _deliver_webhook(run_id, plan, settings, sleep):
                        .values(webhook_status=status, webhook_attempts=attempts)
                        .execution_options(synchronize_session=False))
     db.session.commit()
-
-
-def sweep_lost_runs(settings, now=None):
-    """Mark runs still 'running' past their deadline (plus grace) as lost, and free their overlap locks.
-
-    A run ends by its deadline (PROMPTBEAT_MAX_RUN_SECONDS or the task's own) even when it retries,
-    so one still running after it had its worker killed mid-call. Returns how many were marked.
-    """
-    now = now or utcnow()
-    cutoff = now - timedelta(seconds=settings.lost_grace_seconds)
-    dead = db.session.execute(
-        db.select(Execution.id, Execution.task_id)
-        .where(Execution.status == ExecutionStatus.RUNNING, Execution.deadline_at < cutoff)
-    ).all()
-    if not dead:
-        return 0
-    count = db.session.execute(
-        update(Execution)
-        .where(Execution.id.in_([run_id for run_id, _ in dead]), Execution.status == ExecutionStatus.RUNNING)
-        .values(status=ExecutionStatus.LOST, finished_at=now, error_class="WorkerLost",
-                error="The worker running this call stopped (killed or crashed) and the run passed its "
-                      "deadline; it was not retried to avoid a duplicate call.")
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    db.session.commit()
-    for run_id, task_id in dead:
-        # The dead run can no longer release its own lock; without this the task would skip
-        # every run until the lock expired.
-        release_for_run(settings, task_id, run_id)
-    if count:
-        logger.warning("marked %d run(s) lost: their worker stopped mid-run", count)
-    return count
 
 
 def _reload(run_id):

@@ -53,8 +53,11 @@ class ExecutionStatus(enum.StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
-    # The worker died mid-run (SIGKILL, OOM, lost host) and the run passed its deadline.
+    # The worker died mid-run (SIGKILL, OOM, lost host) and the run could not be started again,
+    # or it passed its deadline, or its broker message was lost and it could not be sent again.
     LOST = "lost"
+    # Stopped by an operator; its worker abandons the call and writes nothing more.
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self):
@@ -271,8 +274,26 @@ class Execution(db.Model):
     webhook_status: Mapped[str | None] = mapped_column(String(16))
     # One entry per delivery attempt: {"attempt", "at", "status" or "error"}.
     webhook_attempts: Mapped[list | None] = mapped_column(JSON)
+    # The claim that holds a running run: "<runner id>/<claim number>" (promptbeat.liveness). Only the
+    # holder of the claim may finish the run, so a worker wrongly thought dead cannot write over a re-run.
+    runner: Mapped[str | None] = mapped_column(String(255))
+    # How often the run was started again after its worker died or its message was lost (promptbeat.recovery).
+    recoveries: Mapped[int] = mapped_column(default=0, server_default="0")
 
     task: Mapped[Task] = relationship(back_populates="executions")
+
+
+class Runner(db.Model):
+    """A worker process that runs tasks, and when it last proved it is alive (promptbeat.liveness)."""
+
+    __tablename__ = "runners"
+
+    # "<Celery hostname or host name>:<pid>:<random>", unique across restarts and pid reuse.
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 def render_migration_type(type_, obj, autogen_context):

@@ -1,0 +1,284 @@
+"""Recovery: runs whose worker died or whose broker message was lost are sent again or marked lost; cancel.
+
+The sweep (beat's fixed job, every PROMPTBEAT_SWEEP_SECONDS) looks at two kinds of run:
+
+- `running` runs whose claim belongs to a runner (promptbeat.liveness) silent for
+  PROMPTBEAT_RUNNER_TIMEOUT_SECONDS: each goes back to `queued` and its message is sent again,
+  while the times it was started stay within its task's max_attempts; else it is marked `lost`.
+- `queued` runs older than QUEUED_GRACE_SECONDS with no message marker: every message for a known
+  run marks it in the broker's Redis as it is published (the marker is removed when a worker
+  receives it), so a run without one lost its message with the Redis that held both (flushed, or
+  restarted without persistence). It is sent again, or marked `lost` past its attempts. A long
+  backlog keeps its markers and is left alone.
+
+Runs still `running` past their deadline plus PROMPTBEAT_LOST_GRACE_SECONDS (a live worker stuck, or
+a run claimed before claims were recorded) are marked `lost` as before.
+"""
+import logging
+from datetime import datetime, timedelta, timezone
+
+from celery.signals import before_task_publish
+from flask import current_app, has_app_context
+from sqlalchemy import bindparam, or_, select, update
+
+from promptbeat.extensions import db
+from promptbeat.liveness import runner_of
+from promptbeat.models import Execution, ExecutionStatus, Runner, Task, Trigger, utcnow
+from promptbeat.overlap import release_for_run
+from promptbeat.redis_client import get_client
+
+logger = logging.getLogger(__name__)
+EXECUTIONS = Execution.__table__
+TASKS = Task.__table__
+RUNNERS = Runner.__table__
+EXECUTE_TASK = "promptbeat.execute_task"
+# A queued run younger than this may not have its marker yet (the web commits the run, then sends
+# its message) or may be between its worker's slot claim and run claim: it is not judged.
+QUEUED_GRACE_SECONDS = 10
+# A marker outlives any backlog a deployment could work through; one that expires under a longer
+# backlog costs a duplicate message, which the run's claim drops.
+MARKER_TTL_SECONDS = 24 * 3600
+# Queued runs are checked in pages of this many, one round trip to Redis per page.
+PAGE = 500
+CANCELLED_MESSAGE = "Cancelled by an operator; the model call, if any, was abandoned."
+
+
+# ---- Every statement here that changes an execution row -------------------------------------------
+
+# A running run whose runner died goes back to queued, to be claimed again; conditional on the claim
+# the dead runner held, so a run already finished, re-run or cancelled is left as it is.
+REQUEUE_DEAD = (update(EXECUTIONS)
+                .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == ExecutionStatus.RUNNING,
+                       EXECUTIONS.c.runner == bindparam("claim"))
+                .values(status=ExecutionStatus.QUEUED, runner=None, started_at=None, deadline_at=None,
+                        recoveries=EXECUTIONS.c.recoveries + 1))
+# The same run, past its attempts: lost.
+LOSE_DEAD = (update(EXECUTIONS)
+             .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == ExecutionStatus.RUNNING,
+                    EXECUTIONS.c.runner == bindparam("claim"))
+             .values(status=ExecutionStatus.LOST, finished_at=bindparam("now"), error_class="WorkerLost",
+                     error=bindparam("message")))
+# A queued run whose message was lost is sent again (counted), or marked lost; conditional on the
+# count read, so two sweeps cannot both send it.
+RESEND_QUEUED = (update(EXECUTIONS)
+                 .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == ExecutionStatus.QUEUED,
+                        EXECUTIONS.c.recoveries == bindparam("seen"))
+                 .values(recoveries=EXECUTIONS.c.recoveries + 1))
+LOSE_QUEUED = (update(EXECUTIONS)
+               .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == ExecutionStatus.QUEUED,
+                      EXECUTIONS.c.recoveries == bindparam("seen"))
+               .values(status=ExecutionStatus.LOST, finished_at=bindparam("now"), error_class="MessageLost",
+                       error=bindparam("message")))
+# Still running past its deadline and grace: its worker is stuck, or it was claimed with no claim recorded.
+LOSE_PAST_DEADLINE = (update(EXECUTIONS)
+                      .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == ExecutionStatus.RUNNING,
+                             EXECUTIONS.c.deadline_at < bindparam("cutoff"))
+                      .values(status=ExecutionStatus.LOST, finished_at=bindparam("now"), error_class="WorkerLost",
+                              error="The run passed its deadline (PROMPTBEAT_MAX_RUN_SECONDS or the task's own) "
+                                    "with its worker stuck or gone; it was not started again."))
+CANCEL = (update(EXECUTIONS)
+          .where(EXECUTIONS.c.id == bindparam("run_id"),
+                 or_(EXECUTIONS.c.status == ExecutionStatus.QUEUED, EXECUTIONS.c.status == ExecutionStatus.RUNNING))
+          .values(status=ExecutionStatus.CANCELLED, finished_at=bindparam("now"), error_class="Cancelled",
+                  error=CANCELLED_MESSAGE))
+
+# ---- Reads ---------------------------------------------------------------------------------------
+
+_RUN_COLUMNS = (EXECUTIONS.c.id, EXECUTIONS.c.task_id, EXECUTIONS.c.trigger, EXECUTIONS.c.slot,
+                EXECUTIONS.c.recoveries, EXECUTIONS.c.worker, TASKS.c.max_attempts)
+RUNNING_CLAIMED = (select(*_RUN_COLUMNS, EXECUTIONS.c.runner).join(TASKS, TASKS.c.id == EXECUTIONS.c.task_id)
+                   .where(EXECUTIONS.c.status == ExecutionStatus.RUNNING, EXECUTIONS.c.runner.is_not(None)))
+PAST_DEADLINE = select(EXECUTIONS.c.id, EXECUTIONS.c.task_id).where(
+    EXECUTIONS.c.status == ExecutionStatus.RUNNING, EXECUTIONS.c.deadline_at < bindparam("cutoff"))
+OLD_QUEUED = (select(*_RUN_COLUMNS).join(TASKS, TASKS.c.id == EXECUTIONS.c.task_id)
+              .where(EXECUTIONS.c.status == ExecutionStatus.QUEUED, EXECUTIONS.c.created_at < bindparam("before"),
+                     EXECUTIONS.c.id > bindparam("after"))
+              .order_by(EXECUTIONS.c.id).limit(PAGE))
+LIVE_RUNNERS = select(RUNNERS.c.id).where(RUNNERS.c.heartbeat_at >= bindparam("since"))
+FORGET_DEAD_RUNNERS = RUNNERS.delete().where(RUNNERS.c.heartbeat_at < bindparam("since"))
+RUN_STATUS = select(EXECUTIONS.c.status).where(EXECUTIONS.c.id == bindparam("run_id"))
+SLOT_RUN_STATUS = select(EXECUTIONS.c.id, EXECUTIONS.c.status).where(
+    EXECUTIONS.c.task_id == bindparam("task_id"), EXECUTIONS.c.slot == bindparam("slot"))
+
+
+def cancel_run(run_id):
+    """Cancel a queued or running run; returns whether it was cancelled (False when it is already final).
+
+    A queued run's message is dropped when it arrives; a running run's worker abandons the call
+    within a second or so (promptbeat.liveness) and writes nothing more to it.
+    """
+    with db.engine.begin() as connection:
+        cancelled = bool(connection.execute(CANCEL, {"run_id": run_id, "now": utcnow()}).rowcount)
+    if cancelled:
+        logger.info("run %s cancelled", run_id)
+    return cancelled
+
+
+def sweep(settings, celery_app, now=None):
+    """One pass of recovery; returns how many runs were sent again and how many marked lost."""
+    now = now or utcnow()
+    resent, lost = _recover_dead_runners(settings, celery_app, now)
+    queued_resent, queued_lost = _recover_lost_messages(settings, celery_app, now)
+    lost += queued_lost + _lose_past_deadline(settings, now)
+    return resent + queued_resent, lost
+
+
+def _starts_allowed(settings, run):
+    return run.max_attempts or settings.max_attempts
+
+
+def _recover_dead_runners(settings, celery_app, now):
+    since = now - timedelta(seconds=settings.runner_timeout_seconds)
+    with db.engine.connect() as connection:
+        running = connection.execute(RUNNING_CLAIMED).all()
+        live = set(connection.execute(LIVE_RUNNERS, {"since": since}).scalars()) if running else set()
+    resent = lost = 0
+    for run in running:
+        if runner_of(run.runner) in live:
+            continue
+        starts = run.recoveries + 1
+        if starts < _starts_allowed(settings, run):
+            with db.engine.begin() as connection:
+                if not connection.execute(REQUEUE_DEAD, {"run_id": run.id, "claim": run.runner}).rowcount:
+                    continue
+            # The dead run can no longer free its overlap lock; its next delivery would find it held.
+            release_for_run(settings, run.task_id, run.id)
+            logger.warning("run %s: its worker %s stopped mid-run; sending it again (start %d of %d)",
+                           run.id, run.worker, starts + 1, _starts_allowed(settings, run))
+            # It was admitted once under its task's overlap policy: a second start continues it.
+            _send(celery_app, run, allow_overlap=True)
+            resent += 1
+        else:
+            message = (f"The worker running this call ({run.worker}) stopped (killed or crashed) and the run was "
+                       f"started {starts} time(s), its task's maximum; it was not started again.")
+            with db.engine.begin() as connection:
+                if not connection.execute(LOSE_DEAD, {"run_id": run.id, "claim": run.runner, "now": now,
+                                                      "message": message}).rowcount:
+                    continue
+            release_for_run(settings, run.task_id, run.id)
+            logger.warning("run %s marked lost: its worker %s stopped and it was started %d time(s)",
+                           run.id, run.worker, starts)
+            lost += 1
+    with db.engine.begin() as connection:
+        connection.execute(FORGET_DEAD_RUNNERS, {"since": since})
+    return resent, lost
+
+
+def _recover_lost_messages(settings, celery_app, now):
+    client = get_client(settings.redis_url)
+    before = now - timedelta(seconds=QUEUED_GRACE_SECONDS)
+    resent = lost = 0
+    after = 0
+    while True:
+        with db.engine.connect() as connection:
+            page = connection.execute(OLD_QUEUED, {"before": before, "after": after}).all()
+        if not page:
+            return resent, lost
+        after = page[-1].id
+        pipeline = client.pipeline(transaction=False)
+        for run in page:
+            pipeline.exists(marker_key(settings, run.id))
+        for run, marked in zip(page, pipeline.execute()):
+            if marked:
+                continue
+            if run.recoveries + 1 < _starts_allowed(settings, run):
+                with db.engine.begin() as connection:
+                    if not connection.execute(RESEND_QUEUED, {"run_id": run.id, "seen": run.recoveries}).rowcount:
+                        continue
+                logger.warning("run %s: its queued message was lost (Redis flushed or restarted); sending it again",
+                               run.id)
+                _send(celery_app, run, allow_overlap=False)
+                resent += 1
+            else:
+                message = ("The run's queued message was lost (Redis flushed or restarted without persistence) "
+                           f"and it was sent {run.recoveries + 1} time(s), its task's maximum; it was not sent again.")
+                with db.engine.begin() as connection:
+                    if connection.execute(LOSE_QUEUED, {"run_id": run.id, "seen": run.recoveries, "now": now,
+                                                        "message": message}).rowcount:
+                        logger.warning("run %s marked lost: its queued message was lost", run.id)
+                        lost += 1
+
+
+def _lose_past_deadline(settings, now):
+    cutoff = now - timedelta(seconds=settings.lost_grace_seconds)
+    with db.engine.connect() as connection:
+        stuck = connection.execute(PAST_DEADLINE, {"cutoff": cutoff}).all()
+    lost = 0
+    for run_id, task_id in stuck:
+        with db.engine.begin() as connection:
+            if not connection.execute(LOSE_PAST_DEADLINE, {"run_id": run_id, "cutoff": cutoff, "now": now}).rowcount:
+                continue
+        release_for_run(settings, task_id, run_id)
+        logger.warning("run %s marked lost: still running past its deadline", run_id)
+        lost += 1
+    return lost
+
+
+def _send(celery_app, run, allow_overlap):
+    """Send a run's message again; a scheduled run's slot goes as its fire time, so its anchor stays put."""
+    kwargs = {"trigger": str(run.trigger), "execution_id": run.id}
+    if allow_overlap:
+        kwargs["allow_overlap"] = True
+    if run.trigger == Trigger.SCHEDULED and run.slot is not None:
+        kwargs["fired_at"] = run.slot.isoformat()
+    celery_app.send_task(EXECUTE_TASK, args=[run.task_id], kwargs=kwargs)
+
+
+# ---- Message markers -----------------------------------------------------------------------------
+
+def marker_key(settings, run_id):
+    """The Redis key that says a message for this run is in the broker."""
+    return f"{settings.redbeat_key_prefix}queued:{run_id}"
+
+
+@before_task_publish.connect(weak=False)
+def mark_published(sender=None, body=None, **kwargs):
+    """Mark every run message (one naming an execution) in the broker's Redis as it is published.
+
+    Every publisher of such a message (the web's Run now and immediate runs, the sweep) does so in an
+    application context whose Redis is the broker.
+    """
+    if sender != EXECUTE_TASK or not has_app_context() or not isinstance(body, (tuple, list)) or len(body) < 2:
+        return
+    run_id = (body[1] or {}).get("execution_id")
+    if run_id is None:
+        return
+    settings = current_app.config["PROMPTBEAT"]
+    get_client(settings.redis_url).set(marker_key(settings, run_id), 1, ex=MARKER_TTL_SECONDS)
+
+
+def message_received(run_id):
+    """A worker took the run's message: from here its run is the runner's, not the broker's."""
+    settings = current_app.config["PROMPTBEAT"]
+    get_client(settings.redis_url).delete(marker_key(settings, run_id))
+
+
+# ---- Redelivered messages ------------------------------------------------------------------------
+
+def drop_redelivered(task_id, execution_id, slot):
+    """Whether a redelivered message's run is already claimed or final: then it is dropped, with one log line.
+
+    The broker hands a message back after the visibility timeout when its worker did not acknowledge
+    it (killed, or a run longer than the timeout). Its run was re-run by recovery or is still
+    running, or finished: only a run still queued is left to this message.
+    """
+    with db.engine.connect() as connection:
+        if execution_id is not None:
+            run_id, status = execution_id, connection.execute(RUN_STATUS, {"run_id": execution_id}).scalar()
+        elif _moment(slot) is not None:
+            row = connection.execute(SLOT_RUN_STATUS, {"task_id": task_id, "slot": _moment(slot)}).one_or_none()
+            run_id, status = (row.id, row.status) if row else (None, None)
+        else:
+            return False
+    if status is None or status == ExecutionStatus.QUEUED:
+        return False
+    logger.info("run %s is already %s; its redelivered message is dropped", run_id, status)
+    return True
+
+
+def _moment(value):
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
