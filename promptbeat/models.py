@@ -278,7 +278,7 @@ class Execution(db.Model):
     # holder of the claim may finish the run, so a worker wrongly thought dead cannot write over a re-run.
     runner: Mapped[str | None] = mapped_column(String(255))
     # How often the run was started again after its worker died or its message was lost (promptbeat.recovery).
-    recoveries: Mapped[int] = mapped_column(default=0, server_default="0")
+    recoveries: Mapped[int] = mapped_column(server_default="0")
 
     task: Mapped[Task] = relationship(back_populates="executions")
 

@@ -15,7 +15,7 @@ from promptbeat.extensions import db
 from promptbeat.models import include_in_schema_of
 from promptbeat.settings import Settings
 
-TABLES = {"alembic_version", "api_tokens", "connections", "executions", "tasks", "users"}
+TABLES = {"alembic_version", "api_tokens", "connections", "executions", "runners", "tasks", "users"}
 
 
 @pytest.fixture
