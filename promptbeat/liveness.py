@@ -23,9 +23,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ExecutionStatus, Runner, utcnow
+from promptbeat.models import Execution, ExecutionStatus, Runner, UTCDateTime
 
 logger = logging.getLogger(__name__)
 EXECUTIONS = Execution.__table__
@@ -38,10 +40,29 @@ CANCEL_SIGNAL = signal.SIGUSR2
 # skipped) is left alone, or its webhook delivery would be cut short.
 ABANDON = frozenset({ExecutionStatus.CANCELLED, ExecutionStatus.LOST})
 
-HEARTBEAT = (update(RUNNERS).where(RUNNERS.c.id == bindparam("runner_id"))
-             .values(heartbeat_at=bindparam("now")))
+
+
+class database_utcnow(FunctionElement):
+    """The database server's clock in UTC: heartbeats are written and judged by one clock, whatever the hosts' skew."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(database_utcnow, "postgresql")
+def _postgresql_utcnow(element, compiler, **kwargs):
+    return "timezone('UTC', clock_timestamp())"
+
+
+@compiles(database_utcnow, "sqlite")
+def _sqlite_utcnow(element, compiler, **kwargs):
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+HEARTBEAT = update(RUNNERS).where(RUNNERS.c.id == bindparam("runner_id")).values(heartbeat_at=database_utcnow())
 REGISTER = insert(RUNNERS).values(id=bindparam("runner_id"), hostname=bindparam("hostname"), pid=bindparam("pid"),
-                                  started_at=bindparam("now"), heartbeat_at=bindparam("now"))
+                                  started_at=database_utcnow(), heartbeat_at=database_utcnow())
+DATABASE_NOW = select(database_utcnow())
 FORGET = RUNNERS.delete().where(RUNNERS.c.id == bindparam("runner_id"))
 IN_FLIGHT_ROWS = select(EXECUTIONS.c.id, EXECUTIONS.c.status, EXECUTIONS.c.runner).where(
     EXECUTIONS.c.id.in_(bindparam("run_ids", expanding=True)))
@@ -135,7 +156,7 @@ def start(flask_app, hostname=None):
             process.runner_id = f"{process.hostname}:{process.pid}:{secrets.token_hex(4)}"
         with flask_app.app_context(), db.engine.begin() as connection:
             connection.execute(REGISTER, {"runner_id": process.runner_id, "hostname": process.hostname,
-                                          "pid": process.pid, "now": utcnow()})
+                                          "pid": process.pid})
         if not process.green and threading.current_thread() is threading.main_thread():
             signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
         process.flask_app = flask_app
@@ -191,8 +212,10 @@ def _watch(process):
     """Heartbeat every heartbeat_seconds; abandon runs in flight that were cancelled or taken from us."""
     settings = process.flask_app.config["PROMPTBEAT"]
     next_beat = time.monotonic() + settings.heartbeat_seconds
-    while not process.stopping:
+    while True:
         time.sleep(WATCH_SECONDS)
+        if process.stopping:
+            return
         try:
             with process.flask_app.app_context():
                 if time.monotonic() >= next_beat:
@@ -205,13 +228,12 @@ def _watch(process):
 
 
 def _heartbeat(process):
-    now = utcnow()
     with db.engine.begin() as connection:
-        if not connection.execute(HEARTBEAT, {"runner_id": process.runner_id, "now": now}).rowcount:
+        if not connection.execute(HEARTBEAT, {"runner_id": process.runner_id}).rowcount:
             # The sweep removed this runner, thinking it dead (a long stall): it comes back as it was.
             logger.warning("runner %s was thought dead; registering again", process.runner_id)
             connection.execute(REGISTER, {"runner_id": process.runner_id, "hostname": process.hostname,
-                                          "pid": process.pid, "now": now})
+                                          "pid": process.pid})
 
 
 def _abandon_taken_runs(process):

@@ -22,7 +22,7 @@ from flask import current_app, has_app_context
 from sqlalchemy import bindparam, or_, select, update
 
 from promptbeat.extensions import db
-from promptbeat.liveness import runner_of
+from promptbeat.liveness import DATABASE_NOW, runner_of
 from promptbeat.models import Execution, ExecutionStatus, Runner, Task, Trigger, utcnow
 from promptbeat.overlap import release_for_run
 from promptbeat.redis_client import get_client
@@ -128,8 +128,9 @@ def _starts_allowed(settings, run):
 
 
 def _recover_dead_runners(settings, celery_app, now):
-    since = now - timedelta(seconds=settings.runner_timeout_seconds)
     with db.engine.connect() as connection:
+        # Heartbeats are judged by the database's clock, which wrote them.
+        since = connection.execute(DATABASE_NOW).scalar() - timedelta(seconds=settings.runner_timeout_seconds)
         running = connection.execute(RUNNING_CLAIMED).all()
         live = set(connection.execute(LIVE_RUNNERS, {"since": since}).scalars()) if running else set()
     resent = lost = 0
