@@ -62,7 +62,8 @@ def main(argv=None):
                 role.stop()
             with app.app_context():
                 db.engine.dispose()
-    print(f"\n{machine()}; pool {options.pool}, call {options.call_seconds} s, settings {options.setting or 'defaults'}")
+    settings = options.setting or "defaults"
+    print(f"\n{machine()}; pool {options.pool}, call {options.call_seconds} s, settings {settings}")
     print(f"SIGKILL to final state over {len(timings)} kills: p50 {statistics.median(timings):.1f} s, "
           f"p99 {percentile(timings, 99):.1f} s, max {max(timings):.1f} s; "
           + ", ".join(f"{s} {outcomes.count(s)}" for s in sorted(set(outcomes))))

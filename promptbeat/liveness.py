@@ -7,10 +7,10 @@ records the claim "<runner id>/<number>"; promptbeat.recovery starts again the r
 silent for PROMPTBEAT_RUNNER_TIMEOUT_SECONDS. Only the holder of a run's claim can finish it.
 
 The same thread polls, once a second, the runs in flight in this process: one cancelled, marked lost
-or claimed by another runner is abandoned: its greenlet or thread gets RunCancelled, which ends the
-model call (the HTTP connection is closed as the exception unwinds) and writes nothing more.
+or claimed by another runner is abandoned: its greenlet (gevent) or main thread (prefork, solo) gets
+RunCancelled, which ends the model call (the HTTP connection is closed as the exception unwinds);
+nothing more is written to it. A thread of the threads pool is not interrupted: its result is not written.
 """
-import ctypes
 import itertools
 import logging
 import os
@@ -247,7 +247,7 @@ def _abandon_taken_runs(process):
         row = rows.get(entry.run_id)
         taken = row is None or row.status in ABANDON or (
             row.status == ExecutionStatus.RUNNING and row.runner != entry.claim)
-        if taken and not entry.interrupted:
+        if taken and not (entry.interrupted or entry.interrupt_requested):
             logger.info("run %s is %s; abandoning its call", entry.run_id,
                         "gone" if row is None else row.status if row.status in ABANDON else "claimed elsewhere")
             _interrupt(process, entry)
@@ -263,9 +263,9 @@ def _interrupt(process, entry):
         entry.interrupt_requested = True
         signal.pthread_kill(entry.target, CANCEL_SIGNAL)
     else:
-        # A thread of the threads pool: raised when it next runs Python code (after its socket read returns).
+        # A thread of the threads pool cannot be interrupted in its socket read: its call runs to its end,
+        # and its result is not written (every write after the claim is conditional on it).
         entry.interrupted = True
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(entry.target), ctypes.py_object(RunCancelled))
 
 
 def _throw_into_greenlet(entry):

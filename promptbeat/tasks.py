@@ -27,7 +27,7 @@ def execute_task(self, task_id, trigger="scheduled", execution_id=None, fired_at
 
 @shared_task(name="promptbeat.sweep_lost_runs", ignore_result=True)
 def sweep_lost_runs_task(fired_at=None):
-    """Send again, or mark lost, runs whose worker died or whose message was lost (beat, every PROMPTBEAT_SWEEP_SECONDS).
+    """Send again, or mark lost, runs whose worker died or message was lost (beat, every PROMPTBEAT_SWEEP_SECONDS).
 
     fired_at is ignored: beat's entries pass it to every task they fire.
     """

@@ -12,6 +12,7 @@ from promptbeat.llm import LLMError
 from promptbeat.models import Connection, Execution, Runner, Task, Trigger, utcnow
 from promptbeat.overlap import lock_key
 from promptbeat.redis_client import get_client
+from promptbeat.settings import ConfigError
 from tests.services import wait_for
 
 
@@ -281,6 +282,13 @@ def test_settings_refuse_a_backoff_past_the_visibility_timeout(app):
     settings = app.config["PROMPTBEAT"]
     with pytest.raises(ConfigError, match="VISIBILITY_TIMEOUT"):
         dataclasses.replace(settings, visibility_timeout=30, retry_max_seconds=60)
+
+
+def test_settings_refuse_a_runner_timeout_that_two_late_heartbeats_would_pass(app):
+    settings = app.config["PROMPTBEAT"]
+    with pytest.raises(ConfigError, match="RUNNER_TIMEOUT"):
+        dataclasses.replace(settings, heartbeat_seconds=5, runner_timeout_seconds=14)
+    assert dataclasses.replace(settings, heartbeat_seconds=5, runner_timeout_seconds=15).runner_timeout_seconds == 15
 
 
 def test_a_redelivered_message_never_takes_over_a_running_run(ctx, fake_llm):
