@@ -96,9 +96,13 @@ OLD_QUEUED = (select(*_RUN_COLUMNS).join(TASKS, TASKS.c.id == EXECUTIONS.c.task_
               .order_by(EXECUTIONS.c.id).limit(PAGE))
 LIVE_RUNNERS = select(RUNNERS.c.id).where(RUNNERS.c.heartbeat_at >= bindparam("since"))
 FORGET_DEAD_RUNNERS = RUNNERS.delete().where(RUNNERS.c.heartbeat_at < bindparam("since"))
-RUN_STATUS = select(EXECUTIONS.c.status).where(EXECUTIONS.c.id == bindparam("run_id"))
-SLOT_RUN_STATUS = select(EXECUTIONS.c.id, EXECUTIONS.c.status).where(
-    EXECUTIONS.c.task_id == bindparam("task_id"), EXECUTIONS.c.slot == bindparam("slot"))
+_REDELIVERED_COLUMNS = (*_RUN_COLUMNS, EXECUTIONS.c.status, EXECUTIONS.c.runner)
+RUN_BY_ID = (select(*_REDELIVERED_COLUMNS).join(TASKS, TASKS.c.id == EXECUTIONS.c.task_id)
+             .where(EXECUTIONS.c.id == bindparam("run_id")))
+RUN_BY_SLOT = (select(*_REDELIVERED_COLUMNS).join(TASKS, TASKS.c.id == EXECUTIONS.c.task_id)
+               .where(EXECUTIONS.c.task_id == bindparam("task_id"), EXECUTIONS.c.slot == bindparam("slot")))
+RUNNER_ALIVE = select(RUNNERS.c.id).where(RUNNERS.c.id == bindparam("runner_id"),
+                                          RUNNERS.c.heartbeat_at >= bindparam("since"))
 
 
 def cancel_run(run_id):
@@ -137,32 +141,41 @@ def _recover_dead_runners(settings, celery_app, now):
     for run in running:
         if runner_of(run.runner) in live:
             continue
-        starts = run.recoveries + 1
-        if starts < _starts_allowed(settings, run):
-            with db.engine.begin() as connection:
-                if not connection.execute(REQUEUE_DEAD, {"run_id": run.id, "claim": run.runner}).rowcount:
-                    continue
-            # The dead run can no longer free its overlap lock; its next delivery would find it held.
-            release_for_run(settings, run.task_id, run.id)
-            logger.warning("run %s: its worker %s stopped mid-run; sending it again (start %d of %d)",
-                           run.id, run.worker, starts + 1, _starts_allowed(settings, run))
+        outcome = _release_dead_run(settings, run, now)
+        if outcome == ExecutionStatus.QUEUED:
             # It was admitted once under its task's overlap policy: a second start continues it.
             _send(celery_app, run, allow_overlap=True)
             resent += 1
-        else:
-            message = (f"The worker running this call ({run.worker}) stopped (killed or crashed) and the run was "
-                       f"started {starts} time(s), its task's maximum; it was not started again.")
-            with db.engine.begin() as connection:
-                if not connection.execute(LOSE_DEAD, {"run_id": run.id, "claim": run.runner, "now": now,
-                                                      "message": message}).rowcount:
-                    continue
-            release_for_run(settings, run.task_id, run.id)
-            logger.warning("run %s marked lost: its worker %s stopped and it was started %d time(s)",
-                           run.id, run.worker, starts)
+        elif outcome == ExecutionStatus.LOST:
             lost += 1
     with db.engine.begin() as connection:
         connection.execute(FORGET_DEAD_RUNNERS, {"since": since})
     return resent, lost
+
+
+def _release_dead_run(settings, run, now):
+    """Put a run whose runner died back in the queue, or mark it lost past its attempts; returns the
+    status it was given, or None if it had moved on meanwhile (finished, re-run, cancelled)."""
+    starts = run.recoveries + 1
+    if starts < _starts_allowed(settings, run):
+        with db.engine.begin() as connection:
+            if not connection.execute(REQUEUE_DEAD, {"run_id": run.id, "claim": run.runner}).rowcount:
+                return None
+        # The dead run can no longer free its overlap lock; its next delivery would find it held.
+        release_for_run(settings, run.task_id, run.id)
+        logger.warning("run %s: its worker %s stopped mid-run; starting it again (start %d of %d)",
+                       run.id, run.worker, starts + 1, _starts_allowed(settings, run))
+        return ExecutionStatus.QUEUED
+    message = (f"The worker running this call ({run.worker}) stopped (killed or crashed) and the run was "
+               f"started {starts} time(s), its task's maximum; it was not started again.")
+    with db.engine.begin() as connection:
+        if not connection.execute(LOSE_DEAD, {"run_id": run.id, "claim": run.runner, "now": now,
+                                              "message": message}).rowcount:
+            return None
+    release_for_run(settings, run.task_id, run.id)
+    logger.warning("run %s marked lost: its worker %s stopped and it was started %d time(s)",
+                   run.id, run.worker, starts)
+    return ExecutionStatus.LOST
 
 
 def _recover_lost_messages(settings, celery_app, now):
@@ -256,24 +269,33 @@ def message_received(run_id):
 
 # ---- Redelivered messages ------------------------------------------------------------------------
 
-def drop_redelivered(task_id, execution_id, slot):
-    """Whether a redelivered message's run is already claimed or final: then it is dropped, with one log line.
+def drop_redelivered(settings, task_id, execution_id, slot):
+    """Whether a redelivered message is dropped (with one log line): its run is final or held by a live runner.
 
-    The broker hands a message back after the visibility timeout when its worker did not acknowledge
-    it (killed, or a run longer than the timeout). Its run was re-run by recovery or is still
-    running, or finished: only a run still queued is left to this message.
+    The broker hands a message back when its worker did not acknowledge it: after the visibility
+    timeout (the worker was killed, or the run outlasted the timeout), or at once when a prefork
+    child died or a soft shutdown gave up on the run. A run still queued is left to this message; a
+    run whose runner is dead (its heartbeat stale or removed at its exit) is put back in the queue
+    for this message to claim, as the sweep would.
     """
     with db.engine.connect() as connection:
         if execution_id is not None:
-            run_id, status = execution_id, connection.execute(RUN_STATUS, {"run_id": execution_id}).scalar()
+            run = connection.execute(RUN_BY_ID, {"run_id": execution_id}).one_or_none()
         elif _moment(slot) is not None:
-            row = connection.execute(SLOT_RUN_STATUS, {"task_id": task_id, "slot": _moment(slot)}).one_or_none()
-            run_id, status = (row.id, row.status) if row else (None, None)
+            run = connection.execute(RUN_BY_SLOT, {"task_id": task_id, "slot": _moment(slot)}).one_or_none()
         else:
             return False
-    if status is None or status == ExecutionStatus.QUEUED:
-        return False
-    logger.info("run %s is already %s; its redelivered message is dropped", run_id, status)
+        if run is None or run.status == ExecutionStatus.QUEUED:
+            return False
+        held = run.status != ExecutionStatus.RUNNING or run.runner is None or connection.execute(
+            RUNNER_ALIVE, {"runner_id": runner_of(run.runner), "since": connection.execute(DATABASE_NOW).scalar()
+                           - timedelta(seconds=settings.runner_timeout_seconds)}).first() is not None
+    status = run.status
+    if not held:
+        status = _release_dead_run(settings, run, utcnow()) or status
+        if status == ExecutionStatus.QUEUED:
+            return False
+    logger.info("run %s is already %s; its redelivered message is dropped", run.id, status)
     return True
 
 

@@ -17,7 +17,7 @@ def execute_task(self, task_id, trigger="scheduled", execution_id=None, fired_at
     if execution_id is not None:
         recovery.message_received(execution_id)
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    if redelivered and recovery.drop_redelivered(task_id, execution_id, slot):
+    if redelivered and recovery.drop_redelivered(current_app.config["PROMPTBEAT"], task_id, execution_id, slot):
         return None
     with liveness.in_flight(current_app._get_current_object(), self.request.hostname):
         return run_once(task_id, trigger=trigger, execution_id=execution_id, fired_at=fired_at,
