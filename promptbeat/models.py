@@ -251,8 +251,26 @@ class Execution(db.Model):
     # The run this one retries (promptbeat.runs.store.create_retry); None for every other run.
     retry_of: Mapped[int | None] = mapped_column(
         ForeignKey("executions.id", ondelete="SET NULL", name="fk_executions_retry_of_executions"))
+    # The claim that holds a running run: "<runner id>/<claim number>" (promptbeat.runs.liveness). Only the
+    # holder of the claim may finish the run, so a worker wrongly thought dead cannot write over a re-run.
+    runner: Mapped[str | None] = mapped_column(String(255))
+    # How often the run was started again after its worker died or its message was lost (promptbeat.runs.recovery).
+    recoveries: Mapped[int] = mapped_column(server_default="0")
 
     task: Mapped[Task] = relationship(back_populates="executions")
+
+
+class Runner(db.Model):
+    """A worker process that runs tasks, and when it last proved it is alive (promptbeat.runs.liveness)."""
+
+    __tablename__ = "runners"
+
+    # "<Celery hostname or host name>:<pid>:<random>", unique across restarts and pid reuse.
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 def render_migration_type(type_, obj, autogen_context):

@@ -78,7 +78,12 @@ class Settings:
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 60.0
     max_run_seconds: int = 900
-    sweep_seconds: int = 60
+    # Liveness (promptbeat.runs.liveness, promptbeat.runs.recovery): every worker process records a heartbeat this
+    # often; one silent for runner_timeout_seconds is dead, and the sweep (every sweep_seconds) starts its
+    # runs again. A worker that dies is noticed within runner_timeout_seconds + sweep_seconds.
+    heartbeat_seconds: float = 5.0
+    runner_timeout_seconds: int = 20
+    sweep_seconds: int = 10
     lost_grace_seconds: int = 30
     fernet_keys: tuple = field(default=(), repr=False)
     prices: dict = field(default_factory=dict)
@@ -118,6 +123,10 @@ class Settings:
             )
         if self.max_attempts < 1:
             raise ConfigError("PROMPTBEAT_MAX_ATTEMPTS must be at least 1.")
+        # Two heartbeats may be late (a busy process, a slow database) before a live worker is thought dead.
+        if self.heartbeat_seconds <= 0 or self.runner_timeout_seconds < 3 * self.heartbeat_seconds:
+            raise ConfigError("PROMPTBEAT_RUNNER_TIMEOUT_SECONDS must be at least three times "
+                              "PROMPTBEAT_HEARTBEAT_SECONDS, which must be above 0.")
 
     @classmethod
     def from_environ(cls, environ=None):
@@ -158,6 +167,8 @@ class Settings:
             retry_base_seconds=_float(environ, "PROMPTBEAT_RETRY_BASE_SECONDS", cls.retry_base_seconds),
             retry_max_seconds=_float(environ, "PROMPTBEAT_RETRY_MAX_SECONDS", cls.retry_max_seconds),
             max_run_seconds=_int(environ, "PROMPTBEAT_MAX_RUN_SECONDS", cls.max_run_seconds),
+            heartbeat_seconds=_float(environ, "PROMPTBEAT_HEARTBEAT_SECONDS", cls.heartbeat_seconds),
+            runner_timeout_seconds=_int(environ, "PROMPTBEAT_RUNNER_TIMEOUT_SECONDS", cls.runner_timeout_seconds),
             sweep_seconds=_int(environ, "PROMPTBEAT_SWEEP_SECONDS", cls.sweep_seconds),
             lost_grace_seconds=_int(environ, "PROMPTBEAT_LOST_GRACE_SECONDS", cls.lost_grace_seconds),
             fernet_keys=tuple(k.strip() for k in (_str(environ, "PROMPTBEAT_FERNET_KEYS") or "").split(",")
@@ -287,7 +298,8 @@ def celery_config(settings):
         "redbeat_redis_url": settings.redis_url,
         "redbeat_redis_options": {},
         "redbeat_key_prefix": settings.redbeat_key_prefix,
-        # A fixed job: mark runs whose worker died mid-call as lost (promptbeat.runs.sweep).
+        # A fixed job: start again, or mark lost, the runs whose worker died or whose message was lost
+        # (promptbeat.runs.recovery.sweep).
         "beat_schedule": {
             "promptbeat-sweep-lost-runs": {
                 "task": "promptbeat.sweep_lost_runs",

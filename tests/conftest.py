@@ -135,6 +135,9 @@ def role_environ(database_url, redis_url, fake_llm):
         "PROMPTBEAT_RETRY_BASE_SECONDS": "0.2",
         "PROMPTBEAT_RETRY_MAX_SECONDS": "3",
         "PROMPTBEAT_SWEEP_SECONDS": "1",
+        # A worker that dies is noticed in seconds; a live one under a loaded test machine is not thought dead.
+        "PROMPTBEAT_HEARTBEAT_SECONDS": "1",
+        "PROMPTBEAT_RUNNER_TIMEOUT_SECONDS": "4",
         "PROMPTBEAT_LOST_GRACE_SECONDS": "1",
     }
 

@@ -1,12 +1,13 @@
-"""Fork hygiene: no database connection crosses a fork; under gevent, psycopg2 cooperates and polls stay cheap.
+"""Process hygiene: no connection crosses a fork, a clean exit ends its heartbeat, psycopg2 and polls fit gevent.
 
 No session outlives a task either: every task runs in its own application context
 (promptbeat.celery_app), and Flask-SQLAlchemy removes the session when that context ends.
 """
 import logging
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
+from promptbeat.runs import liveness
 from promptbeat.extensions import db
 from worker import greenpoll
 
@@ -28,6 +29,15 @@ def connect(flask_app):
         # Connections opened by the parent before fork must not be shared with children.
         with flask_app.app_context():
             db.engine.dispose(close=False)
+
+    # A process that exits cleanly stops being a runner at once (a prefork child, or the worker itself
+    # under the other pools); one that dies is noticed when its heartbeat ages (promptbeat.runs.recovery).
+    worker_process_shutdown.connect(_stop_runner, weak=False)
+    worker_shutdown.connect(_stop_runner, weak=False)
+
+
+def _stop_runner(**kwargs):
+    liveness.stop()
 
 
 def make_psycopg2_cooperative():

@@ -10,7 +10,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from promptbeat.extensions import db
 from promptbeat.models import OverlapPolicy, Task, Trigger, utcnow
-from promptbeat.runs import delivery, lifecycle, overlap, preparation, store
+from promptbeat.runs import delivery, lifecycle, liveness, overlap, preparation, store
 from promptbeat.runs.attempts import call_with_retries
 from promptbeat.runs.overlap import HELD_BY_THIS_RUN, run_guard
 from promptbeat.runs.plan import Start
@@ -28,8 +28,8 @@ def run(request, settings, sleep=time.sleep):
 
     Safe to call twice for the same run: a scheduled fire carries its slot, and only the first
     dispatch of a slot creates a run; only the call that moves a run from queued to running does
-    the work. A message the broker redelivered (its worker died or shut down mid-run) may take over
-    a run still marked running: that run's holder is gone, so it is retried, not stuck.
+    the work. A run left running by a dead worker is put back in the queue by promptbeat.runs.recovery,
+    never taken over here; a redelivered slot message may still claim its slot's run left queued.
 
     This is the worker's hot path, kept to a few statements: hundreds of runs a second share one
     process's CPU. A run's row is only read back when something went unusual.
@@ -82,20 +82,22 @@ def _claim_and_run(request, settings, task, run_id, sleep, exclusive=False):
     # No connection is held during the model call: hundreds of runs share a small pool. remove(), not
     # close(): close() would first build a Session for the many runs that never used one.
     db.session.remove()
+    claim = liveness.claiming(run_id)
     start = Start(model=task.model, started_at=started, worker=request.worker, prompt=plan.prompt,
-                  deadline_at=started + timedelta(seconds=plan.max_run_seconds))
+                  deadline_at=started + timedelta(seconds=plan.max_run_seconds), runner=claim)
     guard = ({"guard_task_id": task.id, "guard_horizon": overlap.horizon(settings, task, started)}
              if exclusive else None)
-    if not store.claim(run_id, start, redelivered=request.redelivered, guard=guard):
+    if not store.claim(run_id, start, guard=guard):
         return _unclaimed(run_id, exclusive)
     if preparation.templated(task):
         preparation.render(plan, task, run_id, settings, started)
 
     result = call_with_retries(plan, run_id, settings, sleep)
     written, counters = store.finish(run_id, {"finished_at": utcnow(), **result.columns()}, result.failed,
-                                     counted=lifecycle.counts(request.trigger))
+                                     counted=lifecycle.counts(request.trigger), claim=claim)
     if not written:
-        logger.info("run %s vanished, was cancelled or was marked lost during the call; result discarded", run_id)
+        logger.info("run %s vanished, was cancelled, marked lost or started again elsewhere during the call; "
+                    "result discarded", run_id)
         return run_id
     logger.info("task %s run %s (%s) %s in %d ms after %d attempt(s)", task.id, run_id, request.trigger,
                 result.status, result.duration_ms, len(result.attempts))

@@ -62,6 +62,8 @@ class Start:
     deadline_at: datetime
     worker: str | None
     prompt: str | None
+    # The claim that holds the run (promptbeat.runs.liveness): only its holder may finish the run.
+    runner: str | None = None
 
     def columns(self):
         return asdict(self)

@@ -8,8 +8,10 @@ class RunStatus(enum.StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
-    # The worker died mid-run (SIGKILL, OOM, lost host) and the run passed its deadline.
+    # Its worker died mid-run and it may not be started again (its attempts are spent), its message was
+    # lost and may not be sent again, or it passed its deadline with its worker stuck.
     LOST = "lost"
+    # Stopped by an operator; its worker abandons the call and writes nothing more.
     CANCELLED = "cancelled"
 
     @property
@@ -18,11 +20,12 @@ class RunStatus(enum.StrEnum):
 
 
 # Which state may go to which. promptbeat.runs.store derives each write's WHERE from this table, so a
-# run in any other state is left as it is. RUNNING -> RUNNING is a redelivered message taking over a
-# run whose worker died mid-call.
+# run in any other state is left as it is. RUNNING -> QUEUED is a run whose worker died, put back to be
+# started again (promptbeat.runs.recovery); QUEUED -> LOST, one whose message was lost past its attempts.
 TRANSITIONS = {
-    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.FAILED, RunStatus.CANCELLED}),
-    RunStatus.RUNNING: frozenset({RunStatus.RUNNING, RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.LOST,
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.FAILED, RunStatus.LOST,
+                                 RunStatus.CANCELLED}),
+    RunStatus.RUNNING: frozenset({RunStatus.QUEUED, RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.LOST,
                                   RunStatus.CANCELLED}),
     RunStatus.SUCCESS: frozenset(),
     RunStatus.FAILED: frozenset(),

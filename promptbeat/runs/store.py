@@ -57,25 +57,28 @@ COUNTED = {failed: {"run_count": TASKS.c.run_count + 1,
                     "consecutive_failures": TASKS.c.consecutive_failures + 1 if failed else 0,
                     "updated_at": TASKS.c.updated_at}
            for failed in (False, True)}
-LOST_MESSAGE = ("The worker running this call stopped (killed or crashed) and the run passed its deadline; "
-                "it was not retried to avoid a duplicate call.")
-# Every run still running past the cutoff, at once.
+LOST_MESSAGE = ("The run passed its deadline (PROMPTBEAT_MAX_RUN_SECONDS or the task's own) with its worker "
+                "stuck or gone; it was not started again.")
+# Every run still running past the cutoff (a live worker stuck beyond its deadline), at once.
 MARK_LOST = (update(EXECUTIONS)
-             .where(or_(false(), *(EXECUTIONS.c.status == s for s in sources(RunStatus.LOST))),
-                    EXECUTIONS.c.deadline_at < bindparam("cutoff"))
+             .where(EXECUTIONS.c.status == RunStatus.RUNNING, EXECUTIONS.c.deadline_at < bindparam("cutoff"))
              .values(status=RunStatus.LOST, error=bindparam("v_error"), error_class=bindparam("v_error_class"),
                      finished_at=bindparam("v_finished_at"))
              .returning(EXECUTIONS.c.id, EXECUTIONS.c.task_id))
+CANCELLED_MESSAGE = "Cancelled by an operator; the model call, if any, was abandoned."
+_LOST_VALUES = ("error", "error_class", "finished_at")
 # The columns a claim sets (promptbeat.runs.plan.Start.columns).
-START_COLUMNS = ("deadline_at", "model", "prompt", "started_at", "worker")
+START_COLUMNS = ("deadline_at", "model", "prompt", "runner", "started_at", "worker")
+# Only the holder of a running run's claim finishes it; a queued run has no claim (NULL), so the
+# condition also holds for it.
+HELD = EXECUTIONS.c.runner.is_not_distinct_from(bindparam("claim"))
 
 
 @functools.cache
 def transition_statement(target, names=(), source=None, exclusive=False):
     """UPDATE a run to target, setting the named columns (bound as v_<name>), if it is in an allowed state.
 
-    source narrows the states the table allows (a claim takes over a running run only when its
-    message was redelivered); exclusive adds the overlap guard's condition.
+    source narrows the states the table allows; exclusive adds the overlap guard's condition.
     """
     allowed = sources(target) if source is None else source
     if not set(allowed) <= set(sources(target)):
@@ -91,6 +94,21 @@ def transition(run_id, target, **values):
     """Move a run to target with the given column values; returns whether it moved (False: gone or not allowed)."""
     names = tuple(sorted(values))
     return bool(_write(transition_statement(RunStatus(target), names), _params(run_id, values)))
+
+
+# A run whose runner died (promptbeat.runs.recovery), under the claim the dead runner held: back to
+# the queue, counting the restart, or lost past its attempts.
+_RUNNER_HELD = EXECUTIONS.c.runner == bindparam("claim")
+REQUEUE_DEAD = (transition_statement(RunStatus.QUEUED, (), (RunStatus.RUNNING,)).where(_RUNNER_HELD)
+                .values(runner=None, started_at=None, deadline_at=None, recoveries=EXECUTIONS.c.recoveries + 1))
+LOSE_DEAD = transition_statement(RunStatus.LOST, _LOST_VALUES, (RunStatus.RUNNING,)).where(_RUNNER_HELD)
+# A queued run whose message was lost: counted as sent again, or lost past its attempts; conditional
+# on the count read, so two sweeps cannot both send it.
+_UNCOUNTED = EXECUTIONS.c.recoveries == bindparam("seen")
+RESEND_QUEUED = (update(EXECUTIONS)
+                 .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == RunStatus.QUEUED, _UNCOUNTED)
+                 .values(recoveries=EXECUTIONS.c.recoveries + 1))
+LOSE_QUEUED = transition_statement(RunStatus.LOST, _LOST_VALUES, (RunStatus.QUEUED,)).where(_UNCOUNTED)
 
 
 def create(task_id, trigger, model):
@@ -125,14 +143,14 @@ def claim_slot(task, slot, trigger, catch_up=False, advance_anchor=False):
         return existing, False
 
 
-def claim(run_id, start, redelivered=False, guard=None):
-    """Move a queued run to running with its Start; returns whether this call claimed it.
+def claim(run_id, start, guard=None):
+    """Move a queued run to running with its Start (and the claim that holds it); returns whether this call claimed it.
 
-    A redelivered message may also take over a run left running (its holder is gone). guard, the
-    overlap guard's parameters, makes the claim exclusive: no other run of the task may be running.
+    Only a queued run is claimed: one left running by a dead worker is put back in the queue by
+    promptbeat.runs.recovery, never taken over. guard, the overlap guard's parameters, makes the
+    claim exclusive: no other run of the task may be running.
     """
-    source = sources(RunStatus.RUNNING) if redelivered else (RunStatus.QUEUED,)
-    statement = transition_statement(RunStatus.RUNNING, START_COLUMNS, source, exclusive=guard is not None)
+    statement = transition_statement(RunStatus.RUNNING, START_COLUMNS, (RunStatus.QUEUED,), exclusive=guard is not None)
     return bool(_write(statement, {**_params(run_id, start.columns()), **(guard or {})}))
 
 
@@ -151,8 +169,8 @@ def record_webhook(run_id, status, attempts):
     return _set(run_id, None, webhook_status=status, webhook_attempts=attempts)
 
 
-def finish(run_id, values, failed, counted):
-    """Move a running run to success or failed with its result; returns (written, counters).
+def finish(run_id, values, failed, counted, claim=None):
+    """Move a running run, held by claim, to success or failed with its result; returns (written, counters).
 
     A counted run is counted on its task in the same statement, only if its result was written;
     counters (promptbeat.runs.lifecycle.stop_after_run's input) is None for a run not counted or
@@ -161,9 +179,9 @@ def finish(run_id, values, failed, counted):
     """
     target = RunStatus.FAILED if failed else RunStatus.SUCCESS
     names = tuple(sorted(values))
-    params = _params(run_id, values)
+    params = {**_params(run_id, values), "claim": claim}
     if not counted:
-        return bool(_write(transition_statement(target, names, (RunStatus.RUNNING,)), params)), None
+        return bool(_write(_finish_statement(target, names), params)), None
     with db.engine.begin() as connection:
         counters = connection.execute(_finish_and_count_statement(target, names), params).one_or_none()
     # No row: the run vanished or was marked lost (or its task, and with it the run, was deleted).
@@ -171,9 +189,13 @@ def finish(run_id, values, failed, counted):
 
 
 @functools.cache
+def _finish_statement(target, names):
+    return transition_statement(target, names, (RunStatus.RUNNING,)).where(HELD)
+
+
+@functools.cache
 def _finish_and_count_statement(target, names):
-    finished = (transition_statement(target, names, (RunStatus.RUNNING,))
-                .returning(EXECUTIONS.c.task_id).cte("finished_run"))
+    finished = _finish_statement(target, names).returning(EXECUTIONS.c.task_id).cte("finished_run")
     return (update(TASKS).where(TASKS.c.id == finished.c.task_id)
             .values(COUNTED[target == RunStatus.FAILED]).returning(*COUNTERS))
 
@@ -191,9 +213,38 @@ def fail_unqueued(run_id, error):
 
 
 def cancel(run_id):
-    """Move a queued or running run to cancelled; returns whether it moved (False: gone or already final)."""
-    return transition(run_id, RunStatus.CANCELLED, finished_at=utcnow(), error="Cancelled.",
+    """Move a queued or running run to cancelled; returns whether it moved (False: gone or already final).
+
+    A queued run's message is dropped when it arrives; a running run's worker abandons the call
+    (promptbeat.runs.liveness) and writes nothing more to it.
+    """
+    return transition(run_id, RunStatus.CANCELLED, finished_at=utcnow(), error=CANCELLED_MESSAGE,
                       error_class="Cancelled")
+
+
+def requeue_dead(run_id, claim):
+    """Put a running run whose runner died back in the queue, counting the restart; returns whether it moved.
+
+    Conditional on the claim the dead runner held: a run finished, re-run or cancelled meanwhile is left as it is.
+    """
+    return bool(_write(REQUEUE_DEAD, {"run_id": run_id, "claim": claim}))
+
+
+def lose_dead(run_id, claim, message, now):
+    """Mark lost a running run whose runner died, past its attempts; returns whether it moved."""
+    return bool(_write(LOSE_DEAD, _params(run_id, {"error": message, "error_class": "WorkerLost", "finished_at": now})
+                       | {"claim": claim}))
+
+
+def count_resend(run_id, seen):
+    """Count a queued run's lost message as sent again; returns whether this call counted it (seen: the count read)."""
+    return bool(_write(RESEND_QUEUED, {"run_id": run_id, "seen": seen}))
+
+
+def lose_queued(run_id, seen, message, now):
+    """Mark lost a queued run whose message was lost, past its attempts; returns whether it moved."""
+    return bool(_write(LOSE_QUEUED, _params(run_id, {"error": message, "error_class": "MessageLost",
+                                                     "finished_at": now}) | {"seen": seen}))
 
 
 def mark_lost(cutoff, now):

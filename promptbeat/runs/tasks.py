@@ -2,11 +2,10 @@
 from celery import shared_task
 from flask import current_app
 
-from promptbeat.runs import store
+from promptbeat.runs import liveness, recovery, store
 from promptbeat.runs.pipeline import run
 from promptbeat.runs.plan import RunRequest
 from promptbeat.runs.states import RunStatus
-from promptbeat.runs.sweep import sweep_lost_runs
 
 # Flower shows the error; the run's page keeps all of it.
 ERROR_CHARS = 500
@@ -25,13 +24,23 @@ def execute_task(self, task_id, trigger="scheduled", execution_id=None, slot=Non
                  allow_overlap=False):
     """Run a task once and record the execution, with the name of the worker node that ran it.
 
-    A redelivered message (its worker died or shut down mid-run) may retry a run left marked running.
+    A redelivered message whose run was already claimed or finished is dropped (promptbeat.runs.recovery).
+    The run can be abandoned while it runs: cancelled, or started again elsewhere (promptbeat.runs.liveness).
     """
+    settings = current_app.config["PROMPTBEAT"]
+    if execution_id is not None:
+        recovery.message_received(execution_id)
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    if redelivered and recovery.drop_redelivered(settings, task_id, execution_id, slot):
+        return f"task {task_id}: redelivered message dropped"
     request = RunRequest.from_message(task_id, trigger, execution_id=execution_id, slot=slot, catch_up=catch_up,
                                       allow_overlap=allow_overlap, redelivered=redelivered,
                                       worker=self.request.hostname)
-    return run_outcome(task_id, run(request, current_app.config["PROMPTBEAT"]))
+    with liveness.in_flight(current_app._get_current_object(), self.request.hostname) as in_flight:
+        run_id = run(request, settings)
+    if in_flight.interrupted:
+        return f"task {task_id} run {in_flight.run_id}: abandoned"
+    return run_outcome(task_id, run_id)
 
 
 def run_outcome(task_id, run_id):
@@ -50,5 +59,5 @@ def run_outcome(task_id, run_id):
 
 @shared_task(name="promptbeat.sweep_lost_runs", ignore_result=True)
 def sweep_lost_runs_task():
-    """Mark runs whose worker died mid-call as lost (fired by beat every PROMPTBEAT_SWEEP_SECONDS)."""
-    return sweep_lost_runs(current_app.config["PROMPTBEAT"])
+    """Send again, or mark lost, runs whose worker died or message was lost (beat, every PROMPTBEAT_SWEEP_SECONDS)."""
+    return recovery.sweep(current_app.config["PROMPTBEAT"], current_app.extensions["celery"])

@@ -14,7 +14,7 @@ from promptbeat.app import create_app
 from promptbeat.extensions import db
 from promptbeat.settings import Settings
 
-TABLES = {"alembic_version", "api_tokens", "connections", "executions", "tasks", "users"}
+TABLES = {"alembic_version", "api_tokens", "connections", "executions", "runners", "tasks", "users"}
 
 
 @pytest.fixture

@@ -5,14 +5,15 @@ from datetime import timedelta
 
 import pytest
 
-from promptbeat.runs import retry
-from promptbeat.runs.sweep import sweep_lost_runs
 from promptbeat.extensions import db
 from promptbeat.llm.client import LLMError
-from promptbeat.models import Connection, Execution, Task, Trigger, utcnow
-from promptbeat.runs.overlap import lock_key
+from promptbeat.models import Connection, Execution, Runner, Task, Trigger, utcnow
 from promptbeat.redis_client import get_client
+from promptbeat.runs import recovery, retry, store
+from promptbeat.runs.overlap import lock_key
+from promptbeat.settings import ConfigError
 from tests.runner import run_and_reload
+from tests.services import wait_for
 
 
 class Waits(list):
@@ -200,7 +201,7 @@ def test_sweep_marks_runs_past_their_deadline_lost_and_leaves_live_ones(ctx):
     db.session.get(Execution, live).status = "running"
     db.session.get(Execution, live).deadline_at = now + timedelta(seconds=60)
     db.session.commit()
-    assert sweep_lost_runs(settings) == 1
+    assert recovery.sweep(settings, ctx.extensions["celery"]) == (0, 1)
     db.session.expire_all()
     assert db.session.get(Execution, dead).status == "lost"
     assert db.session.get(Execution, dead).error_class == "WorkerLost"
@@ -224,7 +225,7 @@ def test_the_sweep_frees_the_overlap_lock_of_a_lost_run_so_the_next_run_goes_ahe
     client = get_client(settings.redis_url)
     client.set(lock_key(settings, dead_task), f"{dead}:dead-worker")
     client.set(lock_key(settings, live_task), f"{live}:live-worker")
-    assert sweep_lost_runs(settings) == 1
+    assert recovery.sweep(settings, ctx.extensions["celery"]) == (0, 1)
     assert client.get(lock_key(settings, dead_task)) is None
     assert client.get(lock_key(settings, live_task)) == f"{live}:live-worker"
     assert run(dead_task).status == "success"
@@ -303,11 +304,97 @@ def test_settings_refuse_a_backoff_past_the_visibility_timeout(app):
         dataclasses.replace(settings, visibility_timeout=30, retry_max_seconds=60)
 
 
-def test_a_redelivered_message_retries_a_run_its_dead_worker_left_running(ctx, fake_llm):
-    task = make_task("Taken over")
+def test_settings_refuse_a_runner_timeout_that_two_late_heartbeats_would_pass(app):
+    settings = app.config["PROMPTBEAT"]
+    with pytest.raises(ConfigError, match="RUNNER_TIMEOUT"):
+        dataclasses.replace(settings, heartbeat_seconds=5, runner_timeout_seconds=14)
+    assert dataclasses.replace(settings, heartbeat_seconds=5, runner_timeout_seconds=15).runner_timeout_seconds == 15
+
+
+def test_a_redelivered_message_never_takes_over_a_running_run(ctx, fake_llm):
+    # A run whose worker died is started again by the sweep, under a new claim; a redelivered message
+    # taking it over could run it twice.
+    task = make_task("Not taken over")
     run_id = queued_run(task)
     db.session.get(Execution, run_id).status = "running"
     db.session.commit()
     execution = run_and_reload(task, trigger=Trigger.MANUAL, execution_id=run_id, redelivered=True, worker="w2@host")
-    assert (execution.status, execution.worker) == ("success", "w2@host")
-    assert len(calls_for(fake_llm, "Taken over")) == 1
+    assert (execution.status, execution.worker) == ("running", None)
+    assert calls_for(fake_llm, "Not taken over") == []
+
+
+def running_under(task_id, claim, started_ago=5):
+    run_id = queued_run(task_id)
+    execution = db.session.get(Execution, run_id)
+    execution.status, execution.runner = "running", claim
+    execution.started_at = utcnow() - timedelta(seconds=started_ago)
+    execution.deadline_at = utcnow() + timedelta(seconds=600)
+    db.session.commit()
+    return run_id
+
+
+def test_the_sweep_sends_again_the_runs_of_a_dead_runner_and_leaves_live_ones(ctx, redis_client):
+    settings = ctx.config["PROMPTBEAT"]
+    task = make_task("Dead runner")
+    last_try = make_task("Dead runner, last attempt", max_attempts=1)
+    now = utcnow()
+    db.session.add_all([Runner(id="live:1:a", hostname="live", pid=1, started_at=now, heartbeat_at=now),
+                        Runner(id="stale:2:b", hostname="stale", pid=2, started_at=now,
+                               heartbeat_at=now - timedelta(seconds=settings.runner_timeout_seconds + 1))])
+    db.session.commit()
+    live = running_under(task, "live:1:a/1")
+    stale = running_under(task, "stale:2:b/7")
+    gone = running_under(last_try, "gone:3:c/1")
+    assert recovery.sweep(settings, ctx.extensions["celery"]) == (1, 1)
+    db.session.expire_all()
+    assert db.session.get(Execution, live).status == "running"
+    again = db.session.get(Execution, stale)
+    assert (again.status, again.runner, again.started_at, again.recoveries) == ("queued", None, None, 1)
+    lost = db.session.get(Execution, gone)
+    assert (lost.status, lost.error_class) == ("lost", "WorkerLost")
+    assert "started 1 time(s), its task's maximum" in lost.error
+    # The run's message is back in the queue, marked; the dead runner is forgotten, the live one kept.
+    assert redis_client.llen("promptbeat") == 1
+    assert redis_client.exists(recovery.marker_key(settings, stale))
+    assert [r.id for r in db.session.execute(db.select(Runner)).scalars()] == ["live:1:a"]
+    assert recovery.sweep(settings, ctx.extensions["celery"]) == (0, 0)
+
+
+def test_a_result_is_written_only_under_the_claim_that_made_the_call(ctx, fake_llm):
+    # A worker thought dead goes on with its call while its run is started again elsewhere: its result
+    # must not land on the run the new claim holds.
+    app = ctx
+    task = make_task("Stale holder [[sleep:1]]")
+    run_id = queued_run(task)
+    finished = threading.Event()
+
+    def deliver():
+        with app.app_context():
+            run_and_reload(task, trigger=Trigger.MANUAL, execution_id=run_id)
+            db.session.remove()
+        finished.set()
+
+    threading.Thread(target=deliver).start()
+    wait_for(lambda: calls_for(fake_llm, "Stale holder"), 10, "the model call")
+    db.session.execute(db.update(Execution).where(Execution.id == run_id).values(runner="elsewhere:9:z/1"))
+    db.session.commit()
+    assert finished.wait(20)
+    db.session.expire_all()
+    execution = db.session.get(Execution, run_id)
+    assert (execution.status, execution.runner, execution.output) == ("running", "elsewhere:9:z/1", None)
+
+
+def test_cancel_ends_a_queued_or_running_run_once(ctx, fake_llm):
+    task = make_task("Cancelled before it ran")
+    queued, running, done = queued_run(task), running_under(task, "w:1:a/1"), queued_run(task)
+    db.session.get(Execution, done).status = "success"
+    db.session.commit()
+    assert [store.cancel(r) for r in (queued, running, done)] == [True, True, False]
+    assert not store.cancel(queued)
+    db.session.expire_all()
+    assert [db.session.get(Execution, r).status for r in (queued, running, done)] == ["cancelled", "cancelled",
+                                                                                      "success"]
+    assert db.session.get(Execution, queued).error == store.CANCELLED_MESSAGE
+    # Its message, when it arrives, runs nothing.
+    assert run_and_reload(task, trigger=Trigger.MANUAL, execution_id=queued).status == "cancelled"
+    assert calls_for(fake_llm, "Cancelled before it ran") == []
