@@ -65,31 +65,59 @@ def test_a_narrowed_transition_may_not_leave_the_table():
         store.transition_statement(RunStatus.RUNNING, (), (RunStatus.SUCCESS,))
 
 
+CLAIM = "w@h:1:ab/1"
 START = Start(model="fake-model", started_at=utcnow(), deadline_at=utcnow() + timedelta(minutes=5), worker="w@h",
-              prompt="Say hi")
+              prompt="Say hi", runner=CLAIM)
 
 
 @pytest.mark.parametrize("source", list(RunStatus))
-def test_a_claim_takes_a_queued_run_and_a_redelivered_one_also_a_running_run(app, source):
+def test_a_claim_takes_only_a_queued_run_and_records_who_holds_it(app, source):
     with app.app_context():
-        task_id = make_task()
-        first, second = run_in(task_id, source), run_in(task_id, source)
-        assert store.claim(first, START) == (source == RunStatus.QUEUED)
-        assert store.claim(second, START, redelivered=True) == (source in (RunStatus.QUEUED, RunStatus.RUNNING))
-        claimed = db.session.get(Execution, second)
-        assert (claimed.worker == "w@h") == (source in (RunStatus.QUEUED, RunStatus.RUNNING))
+        run_id = run_in(make_task(), source)
+        assert store.claim(run_id, START) == (source == RunStatus.QUEUED)
+        claimed = db.session.get(Execution, run_id)
+        assert (claimed.worker, claimed.runner) == (("w@h", CLAIM) if source == RunStatus.QUEUED else (None, None))
 
 
 @pytest.mark.parametrize("source", list(RunStatus))
-def test_only_a_queued_run_is_skipped_and_only_a_running_one_finishes(app, source):
+def test_only_a_queued_run_is_skipped_and_only_a_running_one_finishes_under_its_claim(app, source):
     with app.app_context():
         task_id = make_task()
-        skipped, finished = run_in(task_id, source), run_in(task_id, source)
+        skipped, finished = run_in(task_id, source), run_in(task_id, source, runner=CLAIM)
         assert store.skip(skipped, "because") == (source == RunStatus.QUEUED)
-        written, counters = store.finish(finished, {"output": "hi"}, failed=False, counted=True)
+        # Another claim (a worker thought dead, whose run was started again) writes nothing.
+        assert store.finish(finished, {"output": "late"}, failed=False, counted=True, claim="other:2:cd/1") == (
+            False, None)
+        written, counters = store.finish(finished, {"output": "hi"}, failed=False, counted=True, claim=CLAIM)
         assert written == (source == RunStatus.RUNNING)
         assert (counters is not None) == written
         assert db.session.get(Task, task_id).run_count == (1 if written else 0)
+
+
+@pytest.mark.parametrize("source", list(RunStatus))
+def test_a_dead_runners_run_goes_back_to_the_queue_or_is_lost_only_under_its_claim(app, source):
+    with app.app_context():
+        task_id = make_task()
+        requeued, lost = run_in(task_id, source, runner=CLAIM), run_in(task_id, source, runner=CLAIM)
+        assert not store.requeue_dead(requeued, "other:2:cd/1")
+        assert store.requeue_dead(requeued, CLAIM) == (source == RunStatus.RUNNING)
+        again = db.session.get(Execution, requeued)
+        assert (again.status, again.recoveries, again.runner) == (
+            (RunStatus.QUEUED, 1, None) if source == RunStatus.RUNNING else (source, 0, CLAIM))
+        assert store.lose_dead(lost, CLAIM, "gone", utcnow()) == (source == RunStatus.RUNNING)
+        assert status_of(lost) == (RunStatus.LOST if source == RunStatus.RUNNING else source)
+
+
+@pytest.mark.parametrize("source", list(RunStatus))
+def test_a_queued_run_whose_message_was_lost_is_counted_once_or_lost(app, source):
+    with app.app_context():
+        task_id = make_task()
+        resent, lost = run_in(task_id, source), run_in(task_id, source)
+        assert store.count_resend(resent, 0) == (source == RunStatus.QUEUED)
+        # A second sweep that read the same count does not send it again.
+        assert not store.count_resend(resent, 0)
+        assert store.lose_queued(lost, 0, "message lost", utcnow()) == (source == RunStatus.QUEUED)
+        assert status_of(lost) == (RunStatus.LOST if source == RunStatus.QUEUED else source)
 
 
 @pytest.mark.parametrize("source", list(RunStatus))
