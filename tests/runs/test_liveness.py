@@ -23,7 +23,7 @@ from promptbeat.settings import Settings
 from tests import services
 from tests.services import wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.only_on("postgresql")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
