@@ -27,7 +27,11 @@ WORKER_STOP_TIMEOUT = float(os.environ.get("PROMPTBEAT_DEV_WORKER_STOP_TIMEOUT",
 WAIT_REPORT_SECONDS = 5.0
 # Celery's log lines about one task: "Task <name>[<id>] received", then one that it ended ("... succeeded
 # in", "... raised", "Discarding revoked task: <name>[<id>]").
-TASK_LINE = re.compile(rb"\[([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\]( received)?")
+TASK_LINE = re.compile(rb"(?:Task |revoked task: ).*?\[([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\]"
+                       rb"( received)?")
+# The worker's log reaches this process through a pipe: a moment after SIGTERM, the lines it wrote
+# before are read, and the runs in flight are counted from all of them.
+SETTLE_SECONDS = 0.5
 
 # The processes `start` supervises. argv[0] is looked up in the venv's bin/;
 # {web_port}, {flower_port}, {worker_pool} and {worker_concurrency} are filled in from the environment.
@@ -220,6 +224,7 @@ def stop_worker(proc, hurry):
         return
     signal_process(proc, signal.SIGTERM)
     deadline = time.monotonic() + WORKER_STOP_TIMEOUT
+    hurry.wait(SETTLE_SECONDS)
     while proc.poll() is None and time.monotonic() < deadline and not hurry.is_set():
         if proc.in_flight:
             say(f"waiting for worker to finish {runs_in_flight(proc)} "
