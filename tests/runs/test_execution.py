@@ -1,16 +1,14 @@
 """Running a task in-process with the real openai client against the fake LLM server."""
 import uuid
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
-import celery
 import pytest
 
 from promptbeat.extensions import db
 from promptbeat.fakellm import error_body
 from promptbeat.models import Execution, Task, Trigger
 from promptbeat.settings import Settings
-from tests.runner import run_and_reload
+from tests.runner import run_and_reload, separate_web_app
 
 # A schedule beat will not fire during the test, should a live beat be running in this session.
 NEW_YEAR = {"schedule_type": "crontab", "cron": "0 0 1 1 *", "timezone": "UTC"}
@@ -107,22 +105,6 @@ def test_server_error_is_recorded_as_failed_with_its_message(app, api):
 
     (shown,) = api.get(f"/tasks/{task_id}/executions").get_json()["executions"]
     assert (shown["status"], shown["error"]) == ("failed", execution.error)
-
-
-@contextmanager
-def separate_web_app(settings):
-    """A second web app in this process; the Celery app current before it is current again after."""
-    from web import create_app
-
-    previous = celery.current_app._get_current_object()
-    flask_app = create_app(settings)
-    try:
-        yield flask_app
-    finally:
-        with flask_app.app_context():
-            db.engine.dispose()
-        previous.set_current()
-        previous.set_default()
 
 
 def test_without_an_api_key_or_base_url_the_run_says_what_to_set(app):

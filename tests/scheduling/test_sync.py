@@ -2,10 +2,8 @@
 import json
 import logging
 import time
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
-import celery
 import fakeredis
 import pytest
 from celery import Celery
@@ -18,6 +16,7 @@ from promptbeat.models import Execution, Task
 from promptbeat.scheduling.schedules import TaskSchedule
 from promptbeat.settings import Settings, celery_config
 from promptbeat.scheduling.sync import ReconcileResult, reconcile, remove_entry, sync_task, write_entry
+from tests.runner import separate_web_app
 from tests.services import free_port
 
 SCHEDULE_KEY = "promptbeat::schedule"
@@ -241,22 +240,6 @@ def test_reconcile_is_idempotent(beat_app, redis):
 
     assert reconcile(beat_app, tasks) == ReconcileResult(unchanged=3)
     assert snapshot(redis) == after_first
-
-
-@contextmanager
-def separate_web_app(settings):
-    """A second web app in this process; the Celery app current before it is current again after."""
-    from web import create_app
-
-    previous = celery.current_app._get_current_object()
-    flask_app = create_app(settings)
-    try:
-        yield flask_app
-    finally:
-        with flask_app.app_context():
-            db.engine.dispose()
-        previous.set_current()
-        previous.set_default()
 
 
 def test_a_failed_redis_write_never_fails_the_save(app, api_token, caplog):
