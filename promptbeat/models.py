@@ -200,6 +200,10 @@ class Task(db.Model):
     max_run_seconds: Mapped[int | None]
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
     webhook_format: Mapped[str] = mapped_column(String(16), default=WebhookFormat.JSON)
+    # A JSON Schema the answer must conform to (promptbeat.outputs); None for a plain-text answer.
+    output_schema: Mapped[dict | None] = mapped_column(JSON)
+    # Regular expressions: lines of the answer that match one are left out of the change comparison.
+    ignore_patterns: Mapped[list | None] = mapped_column(JSON)
 
     connection: Mapped[Connection | None] = relationship()
     executions: Mapped[list["Execution"]] = relationship(
@@ -256,6 +260,12 @@ class Execution(db.Model):
     runner: Mapped[str | None] = mapped_column(String(255))
     # How often the run was started again after its worker died or its message was lost (promptbeat.runs.recovery).
     recoveries: Mapped[int] = mapped_column(server_default="0")
+    # The answer parsed as JSON and validated against the task's output_schema, when it has one.
+    parsed_output: Mapped[dict | list | None] = mapped_column(JSON)
+    # Compared with the task's previous successful run: True or False, None for the first one.
+    changed: Mapped[bool | None]
+    # A unified diff (text) or a list of changed paths (structured output) against that previous run.
+    diff: Mapped[str | None] = mapped_column(Text)
 
     task: Mapped[Task] = relationship(back_populates="executions")
 
