@@ -48,7 +48,7 @@ def register(app):
         """Give a user another role; their browser sessions end, so the new rights apply at once."""
         user = _user(email)
         _refused(users.set_role, user, role)
-        audit("user_role_set", user_id=user.id, email=user.email, role=user.role, via_cli=True)
+        audit("user_role_set", user_id=user.id, email=user.email, role=user.role)
         click.echo(f"{user.email} is now {user.role}; their sessions were ended.")
 
     @app.cli.command("reset-password")
@@ -58,7 +58,7 @@ def register(app):
         """Set a user's password without the old one (for a locked-out operator); their sessions end."""
         user = _user(email)
         _refused(users.reset_password, user, password)
-        audit("password_reset", user_id=user.id, email=user.email, via_cli=True)
+        audit("password_reset", user_id=user.id, email=user.email)
         click.echo(f"Password of {user.email} changed; their sessions were ended.")
 
     @app.cli.command("ensure-admin")

@@ -113,4 +113,5 @@ ACCOUNT_WORDS = (
     _l("The current password is not right."), _l("The two new passwords differ."),
     _l("The last active admin cannot become a viewer."), _l("The last active admin cannot be disabled."),
     _l("Write one header a line, as Name: value, each name once."),
+    _l("The password must not contain control characters or line breaks."),
 )

@@ -30,6 +30,9 @@ def check_password(password):
     if len(password) > MAX_PASSWORD_LENGTH:
         raise AccountError("password", "The password must be at most %(count)d characters.",
                            {"count": MAX_PASSWORD_LENGTH})
+    # No keyboard types them, and a NUL or line break is more likely a pasting accident than a choice.
+    if not password.isprintable():
+        raise AccountError("password", "The password must not contain control characters or line breaks.")
 
 
 def normal_email(email):
