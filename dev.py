@@ -43,7 +43,8 @@ SETTLE_SECONDS = 0.5
 CELERY_READY = b" ready."
 
 # The processes `start` supervises. argv[0] is looked up in the venv's bin/;
-# {web_port}, {flower_port}, {worker_pool} and {worker_concurrency} are filled in from the environment.
+# {web_port}, {flower_port}, {worker_pool} and {worker_concurrency} are filled in from the environment,
+# {fakellm_port} with a free port.
 ROLES = [
     ("web", ["gunicorn", "--bind", "127.0.0.1:{web_port}", "--workers", "2", "--threads", "4", "web:create_app()"]),
     # gevent by default: runs wait on the model, so one process keeps hundreds of calls in flight.

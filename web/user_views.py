@@ -44,7 +44,9 @@ def index():
 def create():
     values = {name: request.form.get(name, "") for name in ("email", "role")}
     try:
-        user, _token = users.create_user(values["email"], request.form.get("password", ""), values["role"])
+        # No token: one shown to the admin would be a credential of someone else; admins make their own.
+        user, _token = users.create_user(values["email"], request.form.get("password", ""), values["role"],
+                                         issue_token=False)
     except AccountError as exc:
         return _refused(exc, values)
     audit("user_created", user_id=user.id, email=user.email, role=user.role)

@@ -60,8 +60,8 @@ def find_user(email):
     return db.session.execute(db.select(User).filter_by(email=email)).scalar()
 
 
-def create_user(email, password, role=Role.ADMIN):
-    """Create a user with a first API token; returns (user, plaintext token)."""
+def create_user(email, password, role=Role.ADMIN, issue_token=True):
+    """Create a user, with a first API token unless told not to; returns (user, plaintext token or None)."""
     email = normal_email(email)
     role = check_role(role)
     check_password(password)
@@ -69,8 +69,11 @@ def create_user(email, password, role=Role.ADMIN):
         raise AccountError("email", "A user with this email address exists.")
     user = User(email=email, role=role)
     user.set_password(password)
-    token, plaintext = ApiToken.issue(user)
-    db.session.add_all([user, token])
+    db.session.add(user)
+    plaintext = None
+    if issue_token:
+        token, plaintext = ApiToken.issue(user)
+        db.session.add(token)
     db.session.commit()
     return user, plaintext
 
