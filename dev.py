@@ -1,6 +1,7 @@
 """Developer entry point: `python3 dev.py start` runs the whole system, `python3 dev.py test` runs the tests."""
 
 import argparse
+import base64
 import hashlib
 import os
 import re
@@ -12,15 +13,21 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import venv
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
-INSTANCE = REPO / "instance"
+# Keys, the first admin's sign-in and the private PostgreSQL's data live here; the variable lets
+# tests keep theirs apart from a developer's.
+INSTANCE = Path(os.environ.get("PROMPTBEAT_DEV_INSTANCE") or REPO / "instance").resolve()
 # The private PostgreSQL's data directory: tasks and runs survive a restart of `start`.
 POSTGRES_DATA = INSTANCE / "postgres"
 STAMP_NAME = ".promptbeat-installed"
 STOP_TIMEOUT = 10.0
+# How long start waits for the web answering and the worker ready before it prints how to sign in anyway.
+READY_TIMEOUT = 120.0
+CREDENTIALS_FILE = INSTANCE / "admin_credentials"
 # How long Ctrl-C lets the worker finish its runs in flight before it is killed (their messages stay unacknowledged).
 WORKER_STOP_TIMEOUT = float(os.environ.get("PROMPTBEAT_DEV_WORKER_STOP_TIMEOUT", "60"))
 # How often the wait for the worker is reported.
@@ -32,9 +39,12 @@ TASK_LINE = re.compile(rb"(?:Task |revoked task: ).*?\[([0-9a-f]{8}-[0-9a-f]{4}-
 # The worker's log reaches this process through a pipe: a moment after SIGTERM, the lines it wrote
 # before are read, and the runs in flight are counted from all of them.
 SETTLE_SECONDS = 0.5
+# The line a Celery worker logs once it takes tasks ("celery@host ready.").
+CELERY_READY = b" ready."
 
 # The processes `start` supervises. argv[0] is looked up in the venv's bin/;
-# {web_port}, {flower_port}, {worker_pool} and {worker_concurrency} are filled in from the environment.
+# {web_port}, {flower_port}, {worker_pool} and {worker_concurrency} are filled in from the environment,
+# {fakellm_port} with a free port.
 ROLES = [
     ("web", ["gunicorn", "--bind", "127.0.0.1:{web_port}", "--workers", "2", "--threads", "4", "web:create_app()"]),
     # gevent by default: runs wait on the model, so one process keeps hundreds of calls in flight.
@@ -43,6 +53,8 @@ ROLES = [
     ("beat", ["celery", "-A", "beat", "beat", "--loglevel", "INFO"]),
     ("flower", ["celery", "-A", "worker", "flower", "--address=127.0.0.1", "--port={flower_port}"]),
 ]
+# With --demo: the bundled fake OpenAI-compatible server, so runs need no API key.
+DEMO_ROLE = ("fakellm", ["python", "-m", "promptbeat.fakellm", "--port", "{fakellm_port}"])
 
 _output_lock = threading.Lock()
 
@@ -78,21 +90,30 @@ def bootstrap():
     return bin_dir
 
 
-def read_or_create_secret_key():
-    path = INSTANCE / "secret_key"
+def read_or_create_key(name, generate):
+    """A key kept in instance/<name> (mode 0600): made once, the same on every later start."""
+    path = INSTANCE / name
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
+            handle.write(generate())
     path.chmod(0o600)
     return path.read_text().strip()
 
 
+def fernet_key():
+    """A Fernet key: 32 random bytes, url-safe base64 (what cryptography's Fernet.generate_key makes)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
 def prepare_env():
-    INSTANCE.mkdir(exist_ok=True)
+    INSTANCE.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if "SECRET_KEY" not in env:
-        env["SECRET_KEY"] = read_or_create_secret_key()
+        env["SECRET_KEY"] = read_or_create_key("secret_key", lambda: secrets.token_urlsafe(32))
+    # Connections' API keys are stored encrypted: without a key, saving one would fail.
+    if not env.get("PROMPTBEAT_FERNET_KEYS"):
+        env["PROMPTBEAT_FERNET_KEYS"] = read_or_create_key("fernet_key", fernet_key)
     env.setdefault("PROMPTBEAT_WEB_PORT", "5000")
     env.setdefault("PROMPTBEAT_FLOWER_PORT", "5555")
     return env
@@ -123,10 +144,13 @@ def find_redis_server(bin_dir):
     return shutil.which("redis-server")
 
 
-def pipe_with_prefix(name, stream, in_flight):
-    """Copy a role's output with its tag; note the Celery tasks it received and has not finished."""
+def pipe_with_prefix(name, stream, in_flight, ready):
+    """Copy a role's output with its tag; note the Celery tasks it received and has not finished, and
+    when the role says it is ready."""
     prefix = f"[{name}] ".encode()
     for line in iter(stream.readline, b""):
+        if CELERY_READY in line:
+            ready.set()
         task = TASK_LINE.search(line)
         if task:
             task_id, received = task.groups()
@@ -147,7 +171,9 @@ def spawn(name, argv, env):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     proc.in_flight = set()
-    proc.reader = threading.Thread(target=pipe_with_prefix, args=(name, proc.stdout, proc.in_flight), daemon=True)
+    proc.ready = threading.Event()
+    proc.reader = threading.Thread(target=pipe_with_prefix, args=(name, proc.stdout, proc.in_flight, proc.ready),
+                                   daemon=True)
     proc.reader.start()
     return proc
 
@@ -282,14 +308,67 @@ def _raise_stop(signum, frame):
     raise StopRequested(signal.Signals(signum).name)
 
 
-def start(bin_dir):
+def web_answers(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_until_ready(children, web_port):
+    """Wait until the web answers and the worker is ready; False if a role exits first."""
+    worker = dict(children)["worker"]
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if any(proc.poll() is not None for _, proc in children):
+            return False
+        if worker.ready.is_set() and web_answers(web_port):
+            return True
+        time.sleep(0.5)
+    say(f"web or worker not ready after {READY_TIMEOUT:.0f}s; see their output above")
+    return True
+
+
+def sign_in_lines(web_port):
+    """How to sign in, from the first admin's credentials file while its password is unchanged."""
+    lines = [f"sign in: http://127.0.0.1:{web_port}/login"]
+    sign_in = read_credentials()
+    if sign_in is None:
+        return lines
+    email, password = sign_in
+    lines.append(f"  email:    {email}")
+    if password == "changed":
+        lines.append("  password: changed since it was created; an admin can reset it on the Users page, or "
+                     "run `flask --app web reset-password EMAIL` with this start's DATABASE_URL")
+    else:
+        lines.append(f"  password: {password}   (kept in {CREDENTIALS_FILE} until you change it)")
+    return lines
+
+
+def read_credentials():
+    """(email, password) from the credentials file that `flask ensure-admin` keeps, or None."""
+    try:
+        fields = dict(line.split(": ", 1) for line in CREDENTIALS_FILE.read_text().splitlines() if ": " in line)
+    except OSError:
+        return None
+    if "email" not in fields or "password" not in fields:
+        return None
+    return fields["email"], fields["password"]
+
+
+def start(bin_dir, demo=False):
     env = prepare_env()
     ports = {"web_port": env["PROMPTBEAT_WEB_PORT"], "flower_port": env["PROMPTBEAT_FLOWER_PORT"],
              "worker_pool": env.get("WORKER_POOL", "gevent"),
-             "worker_concurrency": env.get("WORKER_CONCURRENCY", "300")}
+             "worker_concurrency": env.get("WORKER_CONCURRENCY", "300"), "fakellm_port": free_port()}
     children = []
     redis = []
     postgres = "DATABASE_URL" not in env
+    roles = [DEMO_ROLE, *ROLES] if demo else ROLES
+    if demo:
+        # Every run goes to the fake server, whatever key or endpoint the environment names.
+        env.update(OPENAI_BASE_URL=f"http://127.0.0.1:{ports['fakellm_port']}/v1", OPENAI_API_KEY="sk-demo")
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
@@ -298,14 +377,23 @@ def start(bin_dir):
         if postgres:
             start_postgres(bin_dir, env)
         run_step(bin_dir, ["flask", "--app", "web", "db", "upgrade"], env)
-        run_step(bin_dir, ["flask", "--app", "web", "ensure-admin"], env)
-        for name, (program, *args) in ROLES:
+        run_step(bin_dir, ["flask", "--app", "web", "ensure-admin", "--credentials-file", str(CREDENTIALS_FILE)], env)
+        if demo:
+            run_step(bin_dir, ["flask", "--app", "web", "seed-demo"], env)
+        for name, (program, *args) in roles:
             argv = [str(bin_dir / program), *(arg.format(**ports) for arg in args)]
             children.append((name, spawn(name, argv, env)))
+        if not wait_until_ready(children, ports["web_port"]):
+            return supervise(children + redis)
         say(f"web UI:  http://127.0.0.1:{ports['web_port']}/")
-        say(f"API:     http://127.0.0.1:{ports['web_port']}/api")
+        say(f"API:     http://127.0.0.1:{ports['web_port']}/api (docs: /api/docs)")
         say(f"Flower:  http://127.0.0.1:{ports['flower_port']}/")
+        if demo:
+            say(f"demo:    example tasks run against the fake model server on {env['OPENAI_BASE_URL']}")
         say("Ctrl-C stops everything")
+        # Last, so they are the lines on screen once everything is up.
+        for line in sign_in_lines(ports["web_port"]):
+            say(line)
         return supervise(children + redis)
     except StopRequested as stop:
         say(f"{stop} received, stopping everything")
@@ -337,7 +425,10 @@ def run_tests(bin_dir, pytest_args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("start", help="start web, worker, beat and flower (and a private PostgreSQL and Redis)")
+    start_command = commands.add_parser(
+        "start", help="start web, worker, beat and flower (and a private PostgreSQL and Redis)")
+    start_command.add_argument("--demo", action="store_true",
+                               help="also start the bundled fake model server and add example tasks")
     # '+' as prefix so every '-x' style argument is left for pytest.
     test = commands.add_parser("test", help="run pytest; extra arguments go to pytest",
                                prefix_chars="+", add_help=False)
@@ -346,7 +437,7 @@ def main(argv=None):
     bin_dir = bootstrap()
     if args.command == "test":
         run_tests(bin_dir, args.pytest_args)
-    return start(bin_dir)
+    return start(bin_dir, demo=args.demo)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import secrets
 from datetime import datetime, timezone
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -71,13 +72,19 @@ class User(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Part of every session's user id: raising it ends the user's sessions everywhere, server-side.
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    # A disabled user cannot sign in, and their sessions and API tokens are refused.
+    disabled: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
 
     tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
     # Flask-Login protocol.
     is_authenticated = True
-    is_active = True
     is_anonymous = False
+
+    @property
+    def is_active(self):
+        """Flask-Login refuses to sign in an inactive user."""
+        return not self.disabled
 
     def get_id(self):
         """The session's user id, "<id>:<session version>": a session of an older version no longer signs in."""
@@ -87,7 +94,7 @@ class User(db.Model):
         """Sign the user out of every browser."""
         self.session_version = (self.session_version or 0) + 1
 
-    @validates("role", "password_hash")
+    @validates("role", "password_hash", "disabled")
     def _credentials_changed(self, key, value):
         # Sessions carry the rights and the password they were opened with; when those change, they end.
         if getattr(self, key) is not None and value != getattr(self, key):

@@ -1,6 +1,6 @@
 """The web role: pages and a JSON API on the shared core. `flask --app web run`."""
 from promptbeat.app import create_app as create_core_app
-from web import account, api, auth, cli, connection_views, errors, i18n, ops, security, views
+from web import account, api, api_docs, auth, cli, connection_views, errors, i18n, ops, security, user_views, views
 from web.auth import csrf, login_manager
 
 
@@ -17,6 +17,8 @@ def create_app(settings=None, **overrides):
     app.register_blueprint(connection_views.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(api_docs.bp)
+    app.register_blueprint(user_views.bp)
     app.register_blueprint(ops.bp)
     csrf.exempt(api.bp)  # the API authenticates with bearer tokens, never with cookies
     cli.register(app)

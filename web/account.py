@@ -1,8 +1,10 @@
-"""The account page: language, and API tokens created (shown once) and revoked."""
+"""The account page: language, password, and API tokens created (shown once) and revoked."""
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_login import current_user
+from flask_login import current_user, login_user
 
+from promptbeat.accounts import users
+from promptbeat.accounts.users import AccountError
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken
 from promptbeat.validation import CONTROL_IN_LINE
@@ -13,11 +15,12 @@ bp = Blueprint("account", __name__, url_prefix="/account")
 MAX_TOKEN_NAME = 100
 
 
-def _page(new_token=None, status=200):
+def _page(new_token=None, status=200, password_errors=None):
     tokens = db.session.execute(
         db.select(ApiToken).filter_by(user_id=current_user.id).order_by(ApiToken.id.desc())
     ).scalars().all()
-    return render_template("account.html", tokens=tokens, new_token=new_token), status
+    return render_template("account.html", tokens=tokens, new_token=new_token, password_errors=password_errors or {},
+                           min_password_length=users.MIN_PASSWORD_LENGTH), status
 
 
 @bp.get("")
@@ -35,6 +38,25 @@ def language():
     db.session.commit()
     audit("language_changed", language=choice or "browser")
     return redirect(safe_next(request.form.get("next")) or url_for("account.index"))
+
+
+@bp.post("/password")
+def change_password():
+    """Anyone may change their own password, viewers too; the current one proves it is them."""
+    new, repeated = request.form.get("new_password", ""), request.form.get("repeat_password", "")
+    try:
+        if new != repeated:
+            raise AccountError("repeat_password", "The two new passwords differ.")
+        users.change_password(current_user, request.form.get("current_password", ""), new)
+    except AccountError as exc:
+        db.session.rollback()
+        audit("password_change_refused", field=exc.field)
+        return _page(status=422, password_errors={exc.field: _(exc.message, **exc.params)})
+    audit("password_changed")
+    # Every other session ended with the new password; this browser stays signed in under it.
+    login_user(current_user._get_current_object())
+    flash(_("Password changed. You were signed out everywhere else."), "success")
+    return redirect(url_for("account.index"))
 
 
 @bp.post("/tokens")

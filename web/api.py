@@ -1,5 +1,6 @@
 """The JSON API under /api, authenticated with bearer tokens; it behaves as the forms do."""
 from datetime import timedelta
+from importlib import metadata
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 from sqlalchemy import func
@@ -82,6 +83,13 @@ def _check_task_input(data):
 def _check_connection_input(data):
     connection_id = request.view_args.get("connection_id")
     connections.connection_values(data, _connection_or_404(connection_id) if connection_id else None)
+
+
+@bp.get("")
+def index():
+    """Where to start: the version and links to the API's reference; public, like the document."""
+    return jsonify(name="promptbeat", version=metadata.version("promptbeat"),
+                   docs=url_for("api_docs.page", _external=True), openapi=url_for("api.openapi", _external=True))
 
 
 @bp.get("/openapi.json")

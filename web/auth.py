@@ -2,7 +2,7 @@
 import functools
 from datetime import timedelta
 
-from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user, login_user, logout_user
@@ -12,13 +12,13 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Role, User, hash_token, utcnow
+from promptbeat.models import ApiToken, User, hash_token, utcnow
+from web.i18n import LANGUAGES
 from web.security import SignInLimiterUnavailable, audit, safe_next, signin_limiter
 
 bp = Blueprint("auth", __name__)
 # last_used_at is for people to spot stale tokens; minute precision spares a write per request.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
-MIN_PASSWORD_LENGTH = 8
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = _l("Please sign in to see this page.")
@@ -27,7 +27,7 @@ csrf = CSRFProtect()
 LIMITER_RETRY_AFTER_SECONDS = 30
 # Endpoints anyone may reach. The API checks its bearer tokens itself, and /metrics its own
 # optional token (PROMPTBEAT_METRICS_TOKEN) or is switched off (PROMPTBEAT_METRICS=false).
-PUBLIC_ENDPOINTS = {"auth.login", "static", "ops.healthz", "ops.metrics"}
+PUBLIC_ENDPOINTS = {"auth.login", "auth.language", "static", "ops.healthz", "ops.metrics", "ops.favicon"}
 
 
 @login_manager.user_loader
@@ -39,7 +39,7 @@ def load_user(session_user_id):
     if not (user_id.isdigit() and version.isdigit()):
         return None
     user = db.session.get(User, int(user_id))
-    if user is None or user.session_version != int(version):
+    if user is None or user.disabled or user.session_version != int(version):
         return None
     return user
 
@@ -77,10 +77,19 @@ def login():
         email = form.email.data.strip().lower()
         # No address holds a control character, and PostgreSQL refuses to compare text holding NUL.
         user = db.session.execute(db.select(User).filter_by(email=email)).scalar() if email.isprintable() else None
+        if user and user.check_password(form.password.data) and user.disabled:
+            # Said only to whoever knows the password: it tells them whom to ask.
+            audit("sign_in_refused_disabled", email=email)
+            flash(_("This account is disabled. Ask an admin to enable it."), "error")
+            return render_template("login.html", form=form), 403
         if user and user.check_password(form.password.data):
             target = safe_next(request.args.get("next")) or url_for("tasks.index")
-            # A new session on sign-in: nothing set before it (by whoever handed over the cookie) carries on.
+            # A new session on sign-in: nothing set before it (by whoever handed over the cookie) carries
+            # on, except the language chosen on this page, checked again.
+            language = session.get("language")
             session.clear()
+            if language in LANGUAGES:
+                session["language"] = language
             login_user(user)
             audit("sign_in")
             return redirect(target)
@@ -88,6 +97,19 @@ def login():
         audit("sign_in_failed", email=email)
         flash(_("Wrong email or password."), "error")
     return render_template("login.html", form=form)
+
+
+@bp.post("/language")
+def language():
+    """The sign-in page's language menu: kept in the session, as there is no user yet to keep it."""
+    choice = request.form.get("language", "")
+    if choice and choice not in LANGUAGES:
+        abort(400)
+    if choice:
+        session["language"] = choice
+    else:
+        session.pop("language", None)
+    return redirect(safe_next(request.form.get("next")) or url_for("auth.login"))
 
 
 @bp.post("/logout")
@@ -113,6 +135,8 @@ def token_required(view):
         row = db.session.execute(db.select(ApiToken).filter_by(token_hash=hash_token(token.strip()))).scalar()
         if row is None:
             return _unauthorized("The API token is not valid.")
+        if row.user.disabled:
+            return _unauthorized("The API token's user is disabled.")
         if row.last_used_at is None or utcnow() - row.last_used_at > TOKEN_TOUCH_INTERVAL:
             row.last_used_at = utcnow()
             db.session.commit()
@@ -127,22 +151,3 @@ def _unauthorized(message):
     response.status_code = 401
     response.headers["WWW-Authenticate"] = 'Bearer realm="promptbeat"'
     return response
-
-
-def create_user(email, password, role=Role.ADMIN):
-    """Create a user with a first API token; returns (user, plaintext token)."""
-    email = email.strip().lower()
-    if role not in set(Role):
-        raise ValueError(f"the role must be one of {', '.join(Role)}")
-    if "@" not in email:
-        raise ValueError(f"{email!r} is not an email address")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
-    if db.session.execute(db.select(User).filter_by(email=email)).scalar():
-        raise ValueError(f"a user {email} already exists")
-    user = User(email=email, role=str(role))
-    user.set_password(password)
-    token, plaintext = ApiToken.issue(user)
-    db.session.add_all([user, token])
-    db.session.commit()
-    return user, plaintext

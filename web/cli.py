@@ -1,14 +1,16 @@
-"""Admin commands: `flask --app web create-admin EMAIL`, `create-user`, `set-role`, `set-password`, `ensure-admin`."""
-import secrets
-
+"""Admin commands: `flask --app web create-admin EMAIL`, `create-user`, `set-role`, `reset-password`,
+`ensure-admin`, `seed-demo`."""
 import click
 from flask import current_app
 
+from promptbeat import demo
+from promptbeat.accounts import first_admin, users
+from promptbeat.accounts.users import AccountError, create_user
 from promptbeat.llm import connections
 from promptbeat.extensions import db
-from promptbeat.models import Role, Task, User
+from promptbeat.models import Role, Task
 from promptbeat.scheduling.sync import reconcile
-from web.auth import MIN_PASSWORD_LENGTH, create_user
+from web.security import audit
 
 
 def register(app):
@@ -21,7 +23,7 @@ def register(app):
         """Create an admin user; the last line printed is a new API token."""
         try:
             user, token = create_user(email, password)
-        except ValueError as exc:
+        except AccountError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"Created admin {user.email}. API token (shown once):")
         click.echo(token)
@@ -34,7 +36,7 @@ def register(app):
         """Create a user with a role (viewers can look but not change); the last line is an API token."""
         try:
             user, token = create_user(email, password, role=role)
-        except ValueError as exc:
+        except AccountError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"Created {user.role} {user.email}. API token (shown once):")
         click.echo(token)
@@ -45,32 +47,38 @@ def register(app):
     def set_role(email, role):
         """Give a user another role; their browser sessions end, so the new rights apply at once."""
         user = _user(email)
-        user.role = role
-        db.session.commit()
+        _refused(users.set_role, user, role)
+        audit("user_role_set", user_id=user.id, email=user.email, role=user.role)
         click.echo(f"{user.email} is now {user.role}; their sessions were ended.")
 
-    @app.cli.command("set-password")
+    @app.cli.command("reset-password")
     @click.argument("email")
     @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
-    def set_password(email, password):
-        """Set a user's password; their browser sessions end."""
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise click.ClickException(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
+    def reset_password(email, password):
+        """Set a user's password without the old one (for a locked-out operator); their sessions end."""
         user = _user(email)
-        user.set_password(password)
-        db.session.commit()
+        _refused(users.reset_password, user, password)
+        audit("password_reset", user_id=user.id, email=user.email)
         click.echo(f"Password of {user.email} changed; their sessions were ended.")
 
     @app.cli.command("ensure-admin")
-    def ensure_admin():
+    @click.option("--credentials-file", type=click.Path(dir_okay=False),
+                  help="Keep the first admin's sign-in here (mode 0600) until the password is changed.")
+    def ensure_admin(credentials_file):
         """Create admin@localhost with a random password when there are no users yet."""
-        if db.session.execute(db.select(User.id).limit(1)).first():
+        sign_in, token = first_admin.ensure(credentials_file)
+        if token is None:
             return
-        password = secrets.token_urlsafe(12)
-        user, token = create_user("admin@localhost", password)
-        click.echo(f"Created the first user: {user.email} / password {password}")
+        click.echo(f"Created the first user: {sign_in.email}"
+                   + (f" (password in {credentials_file})" if credentials_file else f" / password {sign_in.password}"))
         click.echo("API token (shown once):")
         click.echo(token)
+
+    @app.cli.command("seed-demo")
+    def seed_demo():
+        """Add the demo's example tasks (once: tasks that exist by name are left as they are)."""
+        created = demo.seed()
+        click.echo(f"demo: {len(created)} example task(s) added" if created else "demo: example tasks already there")
 
     @app.cli.command("reconcile")
     def reconcile_command():
@@ -86,7 +94,16 @@ def register(app):
 
 
 def _user(email):
-    user = db.session.execute(db.select(User).filter_by(email=email.strip().lower())).scalar()
+    user = users.find_user(email)
     if user is None:
         raise click.ClickException(f"no user {email.strip().lower()}")
     return user
+
+
+def _refused(change, *args):
+    """Run an account change; its refusal becomes the command's error message."""
+    try:
+        change(*args)
+    except AccountError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None

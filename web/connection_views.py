@@ -28,12 +28,38 @@ def _page(errors=None, values=None, status=200, editing=None):
                            editing=editing, masked_headers=connections.masked_headers), status
 
 
+def _form_headers(data):
+    """Read the headers textarea ("Name: value" a line; a masked value keeps the stored one) into data.
+
+    Left empty on an edit, the stored headers stay; the remove box clears them.
+    """
+    text = request.form.get("extra_headers", "")
+    if request.form.get("remove_headers"):
+        data["extra_headers"] = {}
+        return
+    if not text.strip():
+        return
+    headers = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or name.strip() in headers:
+            raise connections.ConnectionInputError({"extra_headers": "Write one header a line, as Name: value, "
+                                                                     "each name once."})
+        headers[name.strip()] = value.strip()
+    data["extra_headers"] = headers
+
+
 def _failed(exc, data, editing=None):
     db.session.rollback()
     # Messages listed in web.i18n read in the page's language; any other stays in English.
     errors = {field: _(message) for field, message in exc.errors.items()}
     # Secrets are never echoed back into the form, even after a failed save.
-    return _page(errors, {k: v for k, v in data.items() if k != "api_key"}, 422, editing)
+    values = {k: v for k, v in data.items() if k not in ("api_key", "extra_headers")}
+    # Header values are secrets too: only the names come back, with their values masked.
+    values["extra_headers"] = "\n".join(f"{name}: {connections.MASK}" for name in data.get("extra_headers") or {})
+    return _page(errors, values, 422, editing)
 
 
 @bp.get("/")
@@ -46,6 +72,7 @@ def index():
 def create():
     data = {name: request.form.get(name, "") for name in ("name", "base_url", "api_key", "default_model")}
     try:
+        _form_headers(data)
         connection = connections.save_connection(data)
     except connections.ConnectionInputError as exc:
         return _failed(exc, data)
@@ -64,9 +91,8 @@ def update(connection_id):
         data["api_key"] = ""
     elif request.form.get("api_key", "").strip():
         data["api_key"] = request.form["api_key"]
-    if request.form.get("remove_headers"):
-        data["extra_headers"] = {}
     try:
+        _form_headers(data)
         connections.save_connection(data, connection)
     except connections.ConnectionInputError as exc:
         return _failed(exc, data, editing=connection_id)

@@ -1,7 +1,7 @@
 """Two languages, English and Simplified Chinese, from the user's setting or the browser."""
 from datetime import datetime, timezone
 
-from flask import g, request
+from flask import g, request, session
 from flask_babel import Babel, format_timedelta, get_locale, get_translations
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -21,6 +21,9 @@ def select_locale():
         return _browser_locale()
     if current_user and current_user.is_authenticated and current_user.language in LANGUAGES:
         return current_user.language
+    # Chosen on the sign-in page, before there was a user to keep it.
+    if session.get("language") in LANGUAGES:
+        return session["language"]
     return _browser_locale()
 
 
@@ -102,4 +105,13 @@ CONNECTION_WORDS = (
     _l("Put credentials in the API key or a header, not in the URL."),
     _l("The URL now points to another server: give its API key again, or remove the stored one."),
     _l("The URL now points to another server: give the header values again, or remove them."),
+)
+# Messages from promptbeat.accounts.users (and the forms around it) that the account and users pages show.
+ACCOUNT_WORDS = (
+    _l("The password must be at least %(count)d characters."), _l("The password must be at most %(count)d characters."),
+    _l("Give an email address such as name@example.com."), _l("A user with this email address exists."),
+    _l("The current password is not right."), _l("The two new passwords differ."),
+    _l("The last active admin cannot become a viewer."), _l("The last active admin cannot be disabled."),
+    _l("Write one header a line, as Name: value, each name once."),
+    _l("The password must not contain control characters or line breaks."),
 )

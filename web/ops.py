@@ -1,19 +1,27 @@
-"""Operations endpoints without sign-in: /healthz for orchestrators, /metrics for Prometheus."""
+"""Endpoints without sign-in: /healthz for orchestrators, /metrics for Prometheus, /favicon.ico for browsers."""
 import hmac
+from pathlib import Path
 
-from flask import Blueprint, abort, current_app, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from promptbeat import health
 from promptbeat.metrics import PromptbeatCollector
 
 bp = Blueprint("ops", __name__)
+FAVICON = Path(__file__).resolve().parent / "static" / "favicon.svg"
 
 
 @bp.get("/healthz")
 def healthz():
     checks, healthy = health.check_all(current_app)
     return jsonify(status="ok" if healthy else "unavailable", **checks), 200 if healthy else 503
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for it on pages without a <link rel=icon> (JSON, files): the same icon, as SVG."""
+    return Response(FAVICON.read_bytes(), mimetype="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
 
 
 @bp.get("/metrics")

@@ -5,7 +5,7 @@ import unicodedata
 from urllib.parse import urlsplit
 
 import redis
-from flask import abort, current_app, g, jsonify, request
+from flask import abort, current_app, g, has_request_context, jsonify, request
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -67,7 +67,7 @@ def audit(action, **details):
     """One log line per change: who did what to which object."""
     user = getattr(g, "api_user", None) or (current_user if current_user and current_user.is_authenticated else None)
     who = user.email if user is not None else "-"
-    via = "api" if getattr(g, "api_user", None) is not None else "web"
+    via = "api" if getattr(g, "api_user", None) is not None else "web" if has_request_context() else "cli"
     parts = " ".join(f"{key}={value!r}" for key, value in details.items())
     audit_logger.info("user=%s via=%s action=%s %s", who, via, action, parts)
 

@@ -40,7 +40,7 @@ def test_the_shipped_defaults_pass_the_check():
     example = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
     assert Settings.from_environ({**example, "SECRET_KEY": "x"}).max_run_seconds == 900
     document = compose.load()
-    shell = {"SECRET_KEY": "x", "POSTGRES_PASSWORD": "x", "FLOWER_BASIC_AUTH": "a:b"}
+    shell = {"SECRET_KEY": "x", "POSTGRES_PASSWORD": "x", "FLOWER_BASIC_AUTH": "a:b", "PROMPTBEAT_FERNET_KEYS": "k"}
     for name in ("web", "worker", "beat"):
         environment = compose.service(document, name, shell)["environment"]
         assert Settings.from_environ(environment).visibility_timeout == 3600, name

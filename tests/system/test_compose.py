@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from cryptography.fernet import Fernet
 import redis as redis_lib
 from alembic.script import ScriptDirectory
 
@@ -118,7 +119,11 @@ def test_no_secret_is_baked_into_the_image():
 
 def test_a_required_secret_left_unset_stops_compose(document):
     with pytest.raises(compose.InterpolationError, match="SECRET_KEY"):
-        compose.service(document, "web", {"POSTGRES_PASSWORD": "x", "FLOWER_BASIC_AUTH": "a:b"})
+        compose.service(document, "web", {"POSTGRES_PASSWORD": "x", "FLOWER_BASIC_AUTH": "a:b",
+                                          "PROMPTBEAT_FERNET_KEYS": "k"})
+    # Without it no connection's API key could be saved: compose says so before anything starts.
+    with pytest.raises(compose.InterpolationError, match="set PROMPTBEAT_FERNET_KEYS in .env"):
+        compose.service(document, "web", {"POSTGRES_PASSWORD": "x", "FLOWER_BASIC_AUTH": "a:b", "SECRET_KEY": "s"})
 
 
 def seconds(duration):
@@ -211,7 +216,7 @@ def test_compose_services_run_and_come_up_healthy(app, database_url, redis_url, 
         "SECRET_KEY": secrets.token_urlsafe(32), "POSTGRES_PASSWORD": "unused-by-local-trust-auth",
         "FLOWER_BASIC_AUTH": ":".join(flower_auth), "OPENAI_API_KEY": TEST_API_KEY,
         "OPENAI_BASE_URL": fake_llm.url, "PROMPTBEAT_DEFAULT_MODEL": "fake-model", "WORKER_CONCURRENCY": "2",
-        "PROMPTBEAT_BEAT_MAX_LOOP_INTERVAL": "1",
+        "PROMPTBEAT_BEAT_MAX_LOOP_INTERVAL": "1", "PROMPTBEAT_FERNET_KEYS": Fernet.generate_key().decode(),
     }
     runner = ComposeRunner(document, shell_env, database_url, redis_url, tmp_path)
     try:

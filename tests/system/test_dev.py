@@ -19,13 +19,14 @@ pytestmark = pytest.mark.slow
 class DevStart:
     """`python3 dev.py start` against the test database and Redis, in this test's virtualenv."""
 
-    def __init__(self, role_environ, log_path, **extra):
+    def __init__(self, role_environ, log_path, *args, **extra):
         env = services.role_env(role_environ)
         env.update(PROMPTBEAT_VENV=sys.prefix, PROMPTBEAT_WEB_PORT=str(services.free_port()),
                    PROMPTBEAT_FLOWER_PORT=str(services.free_port()), **extra)
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        self.process = subprocess.Popen([sys.executable, "dev.py", "start"], cwd=services.ROOT, env=env,
+        self.web_url = f"http://127.0.0.1:{env['PROMPTBEAT_WEB_PORT']}"
+        self.process = subprocess.Popen([sys.executable, "dev.py", "start", *args], cwd=services.ROOT, env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Connection, Execution, Task, Trigger, utcnow
-from tests.conftest import csrf_token
+from promptbeat.models import ApiToken, Connection, Execution, Task, Trigger, User, utcnow
+from tests.conftest import csrf_token, issue_api_token
 
 WEB_SOURCES = Path(__file__).resolve().parents[2] / "web"
 ADMIN, PASSWORD = "admin@example.com", "correct horse battery"
@@ -20,10 +20,11 @@ SCENARIOS = {}
 
 
 def audited_actions_in_source():
-    """{(via, action)} for every audit() call in web/: the API module audits as "api", the pages as "web"."""
+    """{(via, action)} for every audit() call in web/: the API module audits as "api", the commands as "cli",
+    the pages as "web"."""
     found = set()
     for path in WEB_SOURCES.glob("*.py"):
-        via = "api" if path.stem == "api" else "web"
+        via = {"api": "api", "cli": "cli"}.get(path.stem, "web")
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "audit" and node.args:
                 # The action may be chosen by an expression (pause or disable): every literal in it counts.
@@ -324,6 +325,96 @@ def _(actor):
     connection_id = actor.connection()
     actor.form(f"/connections/{connection_id}/test")
     return ADMIN, {"connection_id": connection_id, "base_url": "http://127.0.0.1:9/v1", "ok": False}
+
+
+VIEWER, VIEWER_PASSWORD = "viewer@example.com", "viewer password 1"
+
+
+def viewer_id(actor, disabled=False):
+    """A viewer (disabled if asked); returns their id."""
+    issue_api_token(actor.app, VIEWER, VIEWER_PASSWORD, role="viewer")
+    with actor.app.app_context():
+        user = db.session.execute(db.select(User).filter_by(email=VIEWER)).scalar_one()
+        user.disabled = disabled
+        db.session.commit()
+        return user.id
+
+
+@scenario("web", "password_changed")
+def _(actor):
+    actor.form("/account/password", current_password=PASSWORD, new_password="a new password",
+               repeat_password="a new password")
+    return ADMIN, {}
+
+
+@scenario("web", "password_change_refused")
+def _(actor):
+    actor.sign_in()
+    actor.signed_in = True
+    token = csrf_token(actor.client.get("/account").get_data(as_text=True))
+    actor.client.post("/account/password", data={"csrf_token": token, "current_password": "wrong",
+                                                 "new_password": "a new password", "repeat_password": "a new password"})
+    return ADMIN, {"field": "current_password"}
+
+
+@scenario("web", "user_created")
+def _(actor):
+    actor.form("/users/", email=VIEWER, role="viewer", password=VIEWER_PASSWORD)
+    return ADMIN, {"email": VIEWER, "role": "viewer"}
+
+
+@scenario("web", "user_role_set")
+def _(actor):
+    user_id = viewer_id(actor)
+    actor.form(f"/users/{user_id}/role", role="admin")
+    return ADMIN, {"user_id": user_id, "email": VIEWER, "role": "admin"}
+
+
+@scenario("web", "user_disabled")
+def _(actor):
+    user_id = viewer_id(actor)
+    actor.form(f"/users/{user_id}/disable")
+    return ADMIN, {"user_id": user_id, "email": VIEWER}
+
+
+@scenario("web", "user_enabled")
+def _(actor):
+    user_id = viewer_id(actor, disabled=True)
+    actor.form(f"/users/{user_id}/enable")
+    return ADMIN, {"user_id": user_id, "email": VIEWER}
+
+
+@scenario("web", "password_reset")
+def _(actor):
+    user_id = viewer_id(actor)
+    actor.form(f"/users/{user_id}/password", password="a new password")
+    return ADMIN, {"user_id": user_id, "email": VIEWER}
+
+
+@scenario("web", "sign_in_refused_disabled")
+def _(actor):
+    viewer_id(actor, disabled=True)
+    page = actor.client.get("/login").get_data(as_text=True)
+    response = actor.client.post("/login", data={"email": VIEWER, "password": VIEWER_PASSWORD,
+                                                  "csrf_token": csrf_token(page)})
+    assert response.status_code == 403
+    return "-", {"email": VIEWER}
+
+
+@scenario("cli", "user_role_set")
+def _(actor):
+    user_id = viewer_id(actor)
+    result = actor.app.test_cli_runner().invoke(args=["set-role", VIEWER, "admin"])
+    assert result.exit_code == 0, result.output
+    return "-", {"user_id": user_id, "email": VIEWER, "role": "admin"}
+
+
+@scenario("cli", "password_reset")
+def _(actor):
+    user_id = viewer_id(actor)
+    result = actor.app.test_cli_runner().invoke(args=["reset-password", VIEWER, "--password", "a new password"])
+    assert result.exit_code == 0, result.output
+    return "-", {"user_id": user_id, "email": VIEWER}
 
 
 def test_every_audited_action_in_the_code_has_a_scenario():

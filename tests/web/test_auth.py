@@ -243,7 +243,7 @@ def test_sign_in_starts_a_new_session(app, client, api_token):
 
 
 def test_a_new_password_ends_existing_sessions(app, signed_in):
-    result = app.test_cli_runner().invoke(args=["set-password", "admin@example.com", "--password", "a new password"])
+    result = app.test_cli_runner().invoke(args=["reset-password", "admin@example.com", "--password", "a new password"])
     assert result.exit_code == 0, result.output
     assert signed_in.get("/account").status_code == 302
     assert login(signed_in, "admin@example.com", "correct horse battery").status_code == 200
@@ -253,6 +253,8 @@ def test_a_new_password_ends_existing_sessions(app, signed_in):
 
 def test_a_new_role_ends_existing_sessions_and_the_same_role_does_not(app, signed_in):
     runner = app.test_cli_runner()
+    # Another admin, so this one is not the last active admin (who keeps the role).
+    assert runner.invoke(args=["create-admin", "other@example.com", "--password", "another admin"]).exit_code == 0
     assert runner.invoke(args=["set-role", "admin@example.com", "admin"]).exit_code == 0
     assert signed_in.get("/account").status_code == 200
     result = runner.invoke(args=["set-role", "admin@example.com", "viewer"])
@@ -277,9 +279,9 @@ def test_changing_the_language_keeps_the_session(signed_in):
     assert signed_in.get("/account").status_code == 200
 
 
-def test_set_role_and_set_password_refuse_unknown_users_and_short_passwords(app):
+def test_set_role_and_reset_password_refuse_unknown_users_and_short_passwords(app):
     runner = app.test_cli_runner()
     assert "no user nobody@example.com" in runner.invoke(args=["set-role", "nobody@example.com", "viewer"]).output
     issue_api_token(app)
-    result = runner.invoke(args=["set-password", "admin@example.com", "--password", "short"])
+    result = runner.invoke(args=["reset-password", "admin@example.com", "--password", "short"])
     assert result.exit_code != 0 and "at least 8 characters" in result.output

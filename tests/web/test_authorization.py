@@ -17,6 +17,8 @@ VIEWER_ALLOWED = {
     "POST /login": "the sign-in form, public to everyone",
     "POST /logout": "ends the viewer's own session",
     "POST /account/language": "the viewer's own display language, a personal preference",
+    "POST /account/password": "the viewer's own password, behind the current one",
+    "POST /language": "the sign-in page's language menu, public to everyone",
     "POST /tasks/preview": "describes a schedule the caller sends; reads nothing stored and writes nothing",
     "POST /api/schedule/preview": "the same read-only preview for API clients",
 }
@@ -28,6 +30,9 @@ PUBLIC = {
     "ops.healthz": "for orchestrators' health checks",
     "ops.metrics": "for Prometheus; guarded by its own optional token (PROMPTBEAT_METRICS_TOKEN)",
     "api.openapi": "the API's contract, public like any API reference",
+    "api.index": "the API's version and where its reference is",
+    "auth.language": "the sign-in page's language menu",
+    "ops.favicon": "the icon browsers ask for on every page",
 }
 
 # Bodies an admin's request would be accepted with, so a missing role check would really change something.
@@ -43,6 +48,9 @@ PAGE_FORMS = {
     "POST /tasks/<int:task_id>/runs/<int:execution_id>/retry": {},
     "POST /account/tokens": {"name": "viewer's token"},
     "POST /connections/": {"name": "Viewer's connection", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-v"},
+    "POST /users/": {"email": "made-by-viewer@example.com", "role": "admin", "password": "a long password"},
+    "POST /users/<int:user_id>/role": {"role": "admin"},
+    "POST /users/<int:user_id>/password": {"password": "a new long password"},
 }
 API_BODIES = {
     "POST /api/tasks": {"name": "Viewer task", "prompt": "p", "schedule_type": "interval", "interval_minutes": 30},
@@ -94,7 +102,9 @@ def objects(app, viewer_token):
         run = Execution(task_id=task.id, status=RunStatus.QUEUED, trigger=Trigger.MANUAL, model="fake-model")
         db.session.add(run)
         db.session.commit()
-        return {"task_id": task.id, "connection_id": connection.id, "token_id": token_id, "execution_id": run.id}
+        # The viewer: promoting, re-enabling or re-keying themselves is what a missing role check would allow.
+        return {"task_id": task.id, "connection_id": connection.id, "token_id": token_id, "execution_id": run.id,
+                "user_id": viewer.id}
 
 
 def snapshot(app):
@@ -160,6 +170,9 @@ def test_the_viewer_allow_list_really_is_open_to_viewers(client, viewer_token):
     assert client.post("/api/schedule/preview", headers=bearer, json=preview).status_code == 200
     assert client.post("/tasks/preview", json=preview, headers={"X-CSRFToken": token}).status_code == 200
     assert client.post("/account/language", data={"csrf_token": token, "language": "en"}).status_code == 302
+    assert client.post("/language", data={"csrf_token": token, "language": "en"}).status_code == 302
+    wrong = {"csrf_token": token, "current_password": "not it", "new_password": "x" * 12, "repeat_password": "x" * 12}
+    assert client.post("/account/password", data=wrong).status_code == 422
     assert client.post("/logout", data={"csrf_token": token}).status_code == 302
 
 

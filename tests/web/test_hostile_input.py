@@ -40,6 +40,7 @@ class Kind(enum.Enum):
     TEMPLATE = "prompt template"  # multi-line text that must compile as a template
     SECRET = "key sent in a header"  # printable ASCII on one line; never shown back
     HEADERS = "object of header values"  # each value a SECRET
+    HEADER_LINES = "header lines of a form"  # "Name: value" a line; text without a colon is no header
     NUMBER = "number in a range"
     CHOICE = "one of a fixed set"
     FLAG = "JSON boolean"
@@ -94,7 +95,8 @@ TEXTS = [
     Hostile("bad-template", "{{ }} {% endfor %}", frozenset({Kind.LINE, Kind.TEXT, Kind.SECRET})),
     # Calendar edges: past the last moment a datetime holds in UTC, before the first, a day that does not
     # exist, and a moment so far ahead that a schedule starting then never fires within any horizon.
-    Hostile("past-9999", "9999-12-31T23:59:59-05:00", PRINTABLE),
+    # "9999-12-31T23: 59:59-05:00" is also a header line: a header name, a colon, a printable value.
+    Hostile("past-9999", "9999-12-31T23:59:59-05:00", PRINTABLE | {Kind.HEADER_LINES}),
     Hostile("before-0001", "0001-01-01T00:00+01:00", PRINTABLE, only_for=MOMENTS),
     Hostile("feb-30", "2025-02-30T09:00", PRINTABLE, only_for=MOMENTS),
     Hostile("year-9999", "9999-12-30T00:00+00:00", PRINTABLE | {Kind.END}, only_for=MOMENTS),
@@ -164,7 +166,7 @@ CONNECTION_KINDS = {"name": Kind.LINE, "base_url": Kind.URL, "api_key": Kind.SEC
                     "extra_headers": Kind.HEADERS}
 FORM_KINDS = {
     "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX},
-    "connection": CONNECTION_KINDS,
+    "connection": {**CONNECTION_KINDS, "extra_headers": Kind.HEADER_LINES},
     "token": {"name": Kind.LINE},
     "language": {"language": Kind.CHOICE, "next": Kind.REDIRECT},
     "login": {"email": Kind.CREDENTIAL, "password": Kind.CREDENTIAL},
@@ -267,6 +269,9 @@ class Case:
             assert value is not None
         elif self.kind is Kind.HEADERS:
             assert (value or {}) == sent
+        elif self.kind is Kind.HEADER_LINES:
+            name, _, text = sent.partition(":")
+            assert value == {name.strip(): text.strip()}
         elif self.kind in (Kind.FLAG, Kind.CHECKBOX):
             assert value is True
 
@@ -548,8 +553,11 @@ def field_error_at(page, field):
 
 
 def connection_error_at(page, field):
-    match = re.search(rf'<input name="{field}"[^>]*>\s*</label>\s*<p class="field-error">(.+?)</p>', page, re.S)
-    return match.group(1) if match else None
+    """The message the connection form shows inside the field's label, or None."""
+    match = re.search(rf'<label class="field[^"]* invalid"><span>[^<]*</span>\s*<(?:input|textarea) name="{field}"'
+                      r'(.*?)</label>', page, re.S)
+    message = match and re.search(r'<span class="field-error">(.+?)</span>', match.group(1), re.S)
+    return message.group(1) if message else None
 
 
 def flash_error(page):

@@ -1,0 +1,1 @@
+"""People's accounts: passwords, roles, disabling, and the first admin's sign-in file."""
