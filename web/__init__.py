@@ -1,6 +1,6 @@
 """The web role: pages and a JSON API on the shared core. `flask --app web run`."""
 from promptbeat.app import create_app as create_core_app
-from web import account, api, auth, cli, connection_views, errors, i18n, ops, security, views
+from web import account, api, auth, cli, connection_views, errors, i18n, ops, run_history, security, times, views
 from web.auth import csrf, login_manager
 
 
@@ -11,6 +11,8 @@ def create_app(settings=None, **overrides):
     login_manager.init_app(app)
     csrf.init_app(app)
     i18n.init_app(app)
+    times.init_app(app)
+    run_history.init_app(app)
     app.before_request(auth.require_sign_in)
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
