@@ -193,5 +193,5 @@ def describe_schedule(task):
 
 @functools.lru_cache(maxsize=4096)
 def _describe_cached(key, language):
-    # Describing a cron expression takes about a millisecond; a dashboard shows many alike.
+    # Describing a cron expression parses it afresh each time; a dashboard shows many alike.
     return descriptions.describe(Task(**dict(zip(DESCRIBED, key))), language)
