@@ -17,6 +17,7 @@ VIEWER_ALLOWED = {
     "POST /login": "the sign-in form, public to everyone",
     "POST /logout": "ends the viewer's own session",
     "POST /account/language": "the viewer's own display language, a personal preference",
+    "POST /account/timezone": "the viewer's own time zone, a personal preference",
     "POST /tasks/preview": "describes a schedule the caller sends; reads nothing stored and writes nothing",
     "POST /api/schedule/preview": "the same read-only preview for API clients",
 }
@@ -160,6 +161,7 @@ def test_the_viewer_allow_list_really_is_open_to_viewers(client, viewer_token):
     assert client.post("/api/schedule/preview", headers=bearer, json=preview).status_code == 200
     assert client.post("/tasks/preview", json=preview, headers={"X-CSRFToken": token}).status_code == 200
     assert client.post("/account/language", data={"csrf_token": token, "language": "en"}).status_code == 302
+    assert client.post("/account/timezone", data={"csrf_token": token, "timezone": "Asia/Shanghai"}).status_code == 302
     assert client.post("/logout", data={"csrf_token": token}).status_code == 302
 
 
