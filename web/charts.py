@@ -19,11 +19,14 @@ def sparkline(values, label, unit="", width=112, height=28, css_class="spark"):
     suffix = f" {unit}" if unit else ""
     plot = width - 36  # room on the right for the scale
     coords = _points(values, plot, height, 3) if len(values) > 1 else [(plot / 2, height / 2)]
-    points = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+    # Formatted and escaped once each: a dashboard page draws a thousand points or more.
+    pairs = [(f"{x:.1f}", f"{y:.1f}") for x, y in coords]
+    points = " ".join(f"{x},{y}" for x, y in pairs)
     count = len(values)
+    named, unit_text = escape(label), escape(suffix)  # the values are the database's integers
     dots = "".join(
-        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5"><title>{escape(label)}: {value:,}{escape(suffix)} ({i + 1}/{count})'
-        f'</title></circle>' for i, ((x, y), value) in enumerate(zip(coords, values)))
+        f'<circle cx="{x}" cy="{y}" r="2.5"><title>{named}: {int(value):,}{unit_text} ({i}/{count})</title></circle>'
+        for i, ((x, y), value) in enumerate(zip(pairs, values), 1))
     title = f"{label}: {min(values):,}–{max(values):,}{suffix}, newest {values[-1]:,}{suffix}"
     return Markup(
         f'<svg class="{css_class}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
