@@ -1,7 +1,7 @@
 """Bulk publishing for beat: a batch of task messages in one Redis command instead of one round trip each.
 
-Celery's send_task costs about a millisecond per message (routing lookups, declarations,
-a sent event); a burst of thousands of due tasks would queue behind it. The first message
+Celery's send_task does routing lookups, declarations and a sent event for every message;
+a burst of thousands of due tasks would queue behind it. The first message
 of each task name is built by Celery and kombu as usual and kept as JSON text; later ones
 fill in only what differs per message (ids, shadow name, body, the arguments' reprs), so
 the worker receives exactly what send_task would have sent. The whole batch goes out in one

@@ -10,7 +10,7 @@ overlap lock and updates its run counters.
     python -m benchmarks.worker_pools --database-url postgresql://postgres@127.0.0.1:5432/pb4
 
 --repeat N runs the chosen scenarios in N rounds and adds a table of their medians: the shared
-machines these ran on changed speed by up to 2x within an hour, so one run says little.
+machines these ran on changed speed within the hour, so one run says little.
 """
 import argparse
 import json

@@ -87,7 +87,7 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     # Headers and body go out as two writes; with Nagle on, the body waits for the client's
-    # delayed ACK and every answer gains about 40 ms.
+    # delayed ACK, so every answer would wait out the client's delayed-ACK timer.
     disable_nagle_algorithm = True
     timeout = 60  # drop idle keep-alive connections so their threads do not pile up
 

@@ -69,6 +69,8 @@ class User(db.Model):
     role: Mapped[str] = mapped_column(String(16), default=Role.ADMIN, server_default=Role.ADMIN)
     # A locale code ("en", "zh_Hans"), or None to follow the browser's Accept-Language.
     language: Mapped[str | None] = mapped_column(String(16))
+    # An IANA zone the pages show times in, or None until the browser reports one (UTC meanwhile).
+    timezone: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Part of every session's user id: raising it ends the user's sessions everywhere, server-side.
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")

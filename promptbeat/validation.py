@@ -7,7 +7,7 @@ from promptbeat.scheduling import schedules
 from promptbeat.runs import delivery, prompts
 from promptbeat.extensions import db
 from promptbeat.models import Connection, OverlapPolicy, ScheduleType, Task, WebhookFormat
-from promptbeat.scheduling.schedules import HHMM
+from promptbeat.scheduling.schedules import TIME_OF_DAY
 
 FIELDS = (
     "name", "prompt", "system_prompt", "model", "temperature", "max_tokens", "schedule_type",
@@ -280,10 +280,12 @@ def _schedule(data, settings, errors, zone):
         schedule["interval_seconds"] = _interval(data, settings, errors)
     elif kind == ScheduleType.FIXED_TIME:
         value = data.get("time")
-        if not isinstance(value, str) or not HHMM.match(value.strip()):
+        match = TIME_OF_DAY.match(value.strip()) if isinstance(value, str) else None
+        if match is None:
             errors["time"] = "Use HH:MM in 24-hour time, for example 09:30."
         else:
-            schedule["fixed_time"] = value.strip()
+            # Stored as HH:MM, the one form beat and the pages read.
+            schedule["fixed_time"] = f"{int(match[1]):02d}:{match[2]}"
     else:
         value = data.get("cron")
         expression = " ".join(value.split()) if isinstance(value, str) else ""

@@ -1,6 +1,7 @@
 """The web role: pages and a JSON API on the shared core. `flask --app web run`."""
 from promptbeat.app import create_app as create_core_app
-from web import account, api, api_docs, auth, cli, connection_views, errors, i18n, ops, security, user_views, views
+from web import (account, api, api_docs, auth, cli, connection_views, errors, i18n, ops, run_history, security, times,
+                 user_views, views)
 from web.auth import csrf, login_manager
 
 
@@ -11,6 +12,8 @@ def create_app(settings=None, **overrides):
     login_manager.init_app(app)
     csrf.init_app(app)
     i18n.init_app(app)
+    times.init_app(app)
+    run_history.init_app(app)
     app.before_request(auth.require_sign_in)
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)

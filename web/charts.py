@@ -9,17 +9,40 @@ def _points(values, width, height, pad):
     return [(pad + i * step, height - pad - (v - low) / span * (height - 2 * pad)) for i, v in enumerate(values)]
 
 
-def sparkline(values, label, width=96, height=24, css_class="spark"):
-    """An inline line chart of values (oldest first) with an accessible label; empty when under two points."""
-    if len(values) < 2:
-        return Markup('<span class="spark-empty" aria-hidden="true">—</span>')
-    points = " ".join(f"{x:.1f},{y:.1f}" for x, y in _points(values, width, height, 2))
-    title = f"{label}: {', '.join(str(v) for v in values[-5:])}"
+def sparkline(values, label, unit="", width=112, height=28, css_class="spark"):
+    """A small line chart of values (oldest first): its scale (max, min) beside it and a tooltip on each point.
+
+    One value is a single dot; none is a dash, which screen readers hear as "no runs yet".
+    """
+    if not values:
+        return Markup(f'<span class="spark-empty" title="{escape(label)}">—</span>')
+    suffix = f" {unit}" if unit else ""
+    plot = width - 36  # room on the right for the scale
+    coords = _points(values, plot, height, 3) if len(values) > 1 else [(plot / 2, height / 2)]
+    # Formatted and escaped once each: a dashboard page draws a thousand points or more.
+    pairs = [(f"{x:.1f}", f"{y:.1f}") for x, y in coords]
+    points = " ".join(f"{x},{y}" for x, y in pairs)
+    count = len(values)
+    named, unit_text = escape(label), escape(suffix)  # the values are the database's integers
+    dots = "".join(
+        f'<circle cx="{x}" cy="{y}" r="2.5"><title>{named}: {int(value):,}{unit_text} ({i}/{count})</title></circle>'
+        for i, ((x, y), value) in enumerate(zip(pairs, values), 1))
+    title = f"{label}: {min(values):,}–{max(values):,}{suffix}, newest {values[-1]:,}{suffix}"
     return Markup(
         f'<svg class="{css_class}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
         f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
-        f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{points}"/></svg>'
+        f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{points}"/><g class="dots">{dots}</g>'
+        f'<text class="tick" x="{plot + 3}" y="9">{_short(max(values))}</text>'
+        f'<text class="tick" x="{plot + 3}" y="{height - 2}">{_short(min(values))}</text></svg>'
     )
+
+
+def _short(value):
+    """A scale label that fits beside a sparkline: 950, 1.2k, 3.4M."""
+    for limit, letter in ((1_000_000, "M"), (1_000, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.1f}".rstrip("0").rstrip(".") + letter
+    return str(value)
 
 
 def line_chart(values, label, unit, width=480, height=140):

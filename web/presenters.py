@@ -1,5 +1,6 @@
 """How tasks and executions are shown: the shapes shared by pages and the API."""
 import functools
+from datetime import datetime, timezone
 
 from flask import current_app
 from flask_babel import get_locale, gettext
@@ -159,7 +160,11 @@ def schedule_preview(data, settings, describe=descriptions.describe):
     task = Task(**validate_schedule(data, settings), enabled=True)
     # An unsaved task has run no times yet: it fires at most max_runs times in all.
     count = min(PREVIEW_COUNT, task.max_runs) if task.max_runs else PREVIEW_COUNT
-    return {"description": describe(task), "runs": schedules.next_runs(task, count)}
+    now = datetime.now(timezone.utc)
+    # Saving an enabled interval task runs it at once (promptbeat.service), a run that counts like a scheduled one.
+    immediate = task.schedule_type == ScheduleType.INTERVAL and (task.start_at is None or task.start_at <= now)
+    runs = ([now] if immediate else []) + schedules.next_runs(task, count - immediate, now=now)
+    return {"description": describe(task), "runs": runs, "immediate": immediate, "timezone": task.timezone}
 
 
 def preview_json(preview):
@@ -188,5 +193,5 @@ def describe_schedule(task):
 
 @functools.lru_cache(maxsize=4096)
 def _describe_cached(key, language):
-    # Describing a cron expression takes about a millisecond; a dashboard shows many alike.
+    # Describing a cron expression parses it afresh each time; a dashboard shows many alike.
     return descriptions.describe(Task(**dict(zip(DESCRIBED, key))), language)

@@ -18,6 +18,8 @@ from web.presenters import (describe_schedule, model_choices, next_run, preview_
                             schedule_problem)
 from web.rendering import markdown_to_html
 from web.security import admin_required, audit, safe_next
+from web.run_history import task_endpoint
+from web.times import viewer_zone
 
 bp = Blueprint("tasks", __name__)
 RUNS_PER_PAGE = 20
@@ -57,6 +59,7 @@ def create():
     form = TaskForm()
     if not form.is_submitted():
         form.model.data = _settings().default_model
+        form.timezone.data = viewer_zone()
     if form.validate_on_submit():
         try:
             task = service.create_task(form.input_data())
@@ -115,7 +118,7 @@ def _form_preview(data):
     try:
         return {"errors": {}, **schedule_preview(data, _settings(), describe_schedule)}
     except TaskInputError as exc:
-        return {"errors": exc.errors, "description": None, "runs": []}
+        return {"errors": exc.errors, "description": None, "runs": [], "immediate": False}
 
 
 @bp.get("/tasks/<int:task_id>")
@@ -132,7 +135,7 @@ def detail(task_id):
     charts = {"duration": line_chart(durations, _("Duration"), "ms"), "tokens": line_chart(tokens, _("Tokens"), "")}
     upcoming = schedules.next_runs(task, 5) if task.enabled else []
     return render_template("tasks/detail.html", task=task, runs=runs, version=version, upcoming=upcoming,
-                           charts=charts)
+                           charts=charts, endpoint=task_endpoint(task))
 
 
 @bp.get("/tasks/<int:task_id>/runs")
@@ -142,7 +145,7 @@ def runs_fragment(task_id):
     runs, version = _runs_page(task)
     if request.args.get("v") == version:
         return "", 204
-    return render_template("tasks/_runs.html", task=task, runs=runs, version=version)
+    return render_template("tasks/_runs.html", task=task, runs=runs, version=version, endpoint=task_endpoint(task))
 
 
 def _runs_page(task):
@@ -270,6 +273,5 @@ def register_filters(app):
     app.jinja_env.filters["markdown"] = markdown_to_html
     app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline, schedule_problem=schedule_problem,
                                  flower_link=flower_link)
-    app.jinja_env.filters["when"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
     # Which runs show Cancel and Retry, from the state machine's own table.
     app.jinja_env.globals.update(cancellable=frozenset(sources(RunStatus.CANCELLED)), retryable=RETRYABLE)

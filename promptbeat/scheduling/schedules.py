@@ -31,6 +31,8 @@ HORIZON = timedelta(days=365 * HORIZON_YEARS + 3)
 # The largest interval or catch-up window a stored row may hold (the database's integer column).
 MAX_SECONDS = 2**31 - 1
 HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# What a person may type for a daily time: the hour with one digit or two ("7:30" or "07:30").
+TIME_OF_DAY = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
 
 # What is wrong with a schedule, in fixed words (the pages translate them).
 NEVER_FIRES = "This schedule never fires: no date matches it (for example 31 February)."
@@ -291,6 +293,11 @@ def _parse(value):
 @functools.cache
 def _zones():
     return frozenset(available_timezones()) | {"UTC"}
+
+
+def known_zones():
+    """Every IANA zone name this machine knows."""
+    return _zones()
 
 
 def known_zone(name):

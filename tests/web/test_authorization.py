@@ -19,6 +19,7 @@ VIEWER_ALLOWED = {
     "POST /account/language": "the viewer's own display language, a personal preference",
     "POST /account/password": "the viewer's own password, behind the current one",
     "POST /language": "the sign-in page's language menu, public to everyone",
+    "POST /account/timezone": "the viewer's own time zone, a personal preference",
     "POST /tasks/preview": "describes a schedule the caller sends; reads nothing stored and writes nothing",
     "POST /api/schedule/preview": "the same read-only preview for API clients",
 }
@@ -173,6 +174,7 @@ def test_the_viewer_allow_list_really_is_open_to_viewers(client, viewer_token):
     assert client.post("/language", data={"csrf_token": token, "language": "en"}).status_code == 302
     wrong = {"csrf_token": token, "current_password": "not it", "new_password": "x" * 12, "repeat_password": "x" * 12}
     assert client.post("/account/password", data=wrong).status_code == 422
+    assert client.post("/account/timezone", data={"csrf_token": token, "timezone": "Asia/Shanghai"}).status_code == 302
     assert client.post("/logout", data={"csrf_token": token}).status_code == 302
 
 

@@ -70,9 +70,9 @@ def contexts():
     charts = {"duration": line_chart([1, 2], HOSTILE, HOSTILE), "tokens": line_chart([1, 2], HOSTILE, HOSTILE)}
     table = dict(page=pages([hostile_task()]), stats=stats, filters=Filters(search=HOSTILE), version=HOSTILE)
     bad_preview = {"errors": {"timezone": HOSTILE, HOSTILE: HOSTILE}, "description": None, "runs": []}
-    good_preview = {"errors": {}, "description": HOSTILE, "runs": [now]}
+    good_preview = {"errors": {}, "description": HOSTILE, "runs": [now, now], "immediate": True, "timezone": HOSTILE}
     task_page = dict(task=hostile_task(), runs=runs, version=HOSTILE, upcoming=[now + timedelta(hours=1)],
-                     charts=charts)
+                     charts=charts, endpoint=HOSTILE)
     connections_page = dict(
         connections=[Connection(id=3, name=HOSTILE, base_url=HOSTILE, default_model=HOSTILE,
                                 api_key_encrypted=HOSTILE, extra_headers={HOSTILE: HOSTILE})],
@@ -88,11 +88,12 @@ def contexts():
                       editing=None, min_password_length=8)
     return {
         "account.html": [dict(tokens=[ApiToken(id=1, name=HOSTILE, created_at=now, last_used_at=now)],
-                              new_token=HOSTILE, min_password_length=8,
+                              new_token=HOSTILE, min_password_length=8, zone_error=HOSTILE,
                               password_errors={"current_password": HOSTILE, "password": HOSTILE,
                                                "repeat_password": HOSTILE})],
         "api_docs.html": [dict(spec_url=HOSTILE, vendor="vendor/swagger-ui", version=HOSTILE)],
         "users.html": [users_page, {**users_page, "editing": 6}, {**users_page, "editing": 7}],
+        "_zone_names.html": [{}],
         "base.html": [{}],
         "connections.html": [connections_page, {**connections_page, "editing": 3}],
         "error.html": [dict(message=HOSTILE)],
@@ -101,10 +102,11 @@ def contexts():
         "tasks/_actions.html": [dict(task=hostile_task(enabled=True), task_urls="/tasks/"),
                                 dict(task=hostile_task(), task_urls="/tasks/")],
         "tasks/_preview.html": [dict(preview=bad_preview), dict(preview=good_preview)],
-        "tasks/_runs.html": [dict(task=hostile_task(), runs=runs, version=HOSTILE),
+        "tasks/_runs.html": [dict(task=hostile_task(), runs=runs, version=HOSTILE, endpoint=HOSTILE),
                              # With Cancel and Retry (for admins) and a retry's link to the run it retries.
                              dict(task=hostile_task(), version=HOSTILE, runs=pages(
-                                 [hostile_run("queued", retry_of=9), hostile_run("failed", worker=HOSTILE)]))],
+                                 [hostile_run("queued", retry_of=9), hostile_run("failed", worker=HOSTILE),
+                                  hostile_run("skipped")]), endpoint=HOSTILE)],
         "tasks/_table.html": [table],
         "tasks/detail.html": [task_page, {**task_page, "task": hostile_task(completed_at=now)}],
         "tasks/form.html": [dict(form=task_form(), task=hostile_task(), preview=bad_preview, models=[HOSTILE]),
@@ -123,7 +125,7 @@ def template_variables(env, name):
 
 
 def signed_in_as(app, role):
-    user = User(id=5, email=HOSTILE, role=role, language=None, session_version=0)
+    user = User(id=5, email=HOSTILE, role=role, language=None, timezone=HOSTILE, session_version=0)
     login_user(user)
     flash(HOSTILE, HOSTILE)
 

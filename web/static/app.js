@@ -7,7 +7,18 @@ function showScheduleFields(root) {
   });
 }
 
+// Send the browser's time zone once, while the user has none, then show the page in it.
+async function reportZone(form) {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (!zone) return;
+  form.elements.timezone.value = zone;
+  const answer = await fetch(form.action, { method: "POST", body: new FormData(form), credentials: "same-origin" });
+  if (answer.ok && zone !== "UTC") window.location.reload();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const detect = document.getElementById("detect-zone");
+  if (detect) reportZone(detect);
   const form = document.querySelector(".task-form");
   if (form) {
     form.addEventListener("change", (event) => {
