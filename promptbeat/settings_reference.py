@@ -80,8 +80,9 @@ ROWS = (
     Row((V("PROMPTBEAT_SWEEP_SECONDS", "sweep_seconds"), V("PROMPTBEAT_LOST_GRACE_SECONDS", "lost_grace_seconds")),
         "how often beat fires the recovery sweep (dead workers, lost messages), and how far past its deadline a run "
         "still running must be to be marked lost"),
-    Row((V("PROMPTBEAT_FERNET_KEYS", "fernet_keys"),),
-        "comma-separated Fernet keys, newest first; required to save a connection with an API key"),
+    Row((V("PROMPTBEAT_FERNET_KEYS", "fernet_keys",
+           default="none; required by compose (`dev.py start` makes one in `instance/fernet_key`)"),),
+        "comma-separated Fernet keys, newest first; encrypt connections' API keys and header values"),
     Row((V("PROMPTBEAT_PRICES", "prices", default="built-in table for common OpenAI models"),),
         'JSON `{"model": [USD per 1M input tokens, USD per 1M output tokens]}`, added to the built-in table'),
     Row((V("PROMPTBEAT_CONNECTION_ALLOW_PRIVATE", "connection_allow_private"),),
