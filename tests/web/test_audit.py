@@ -123,6 +123,12 @@ def _(actor):
     return ADMIN, {"language": "zh_Hans"}
 
 
+@scenario("web", "timezone_changed")
+def _(actor):
+    actor.form("/account/timezone", timezone="Asia/Shanghai")
+    return ADMIN, {"timezone": "Asia/Shanghai", "detected": False}
+
+
 @scenario("web", "api_token_created")
 def _(actor):
     actor.form("/account/tokens", name="reporting")
