@@ -71,6 +71,8 @@ _BASE = "urn:promptbeat:output-schema"
 
 def check(value):
     """A schema as stored (None for none); raises SchemaError. Text is read as JSON (the form sends text)."""
+    if isinstance(value, str):
+        value = value.strip()
     if value in (None, "", {}):
         return None
     if isinstance(value, str):
