@@ -140,6 +140,9 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
             if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
                 return self.send_json(400, error_body("responses must be a list of objects.",
                                                       "invalid_request_error", param="responses"))
+            if not all(isinstance(r.get("content", ""), str) for r in responses):
+                return self.send_json(400, error_body("A response's content must be text.",
+                                                      "invalid_request_error", param="responses"))
             return self.send_json(200, {"queued": fake.queue_responses(responses)})
         if self.path == "/_fake/reset":
             fake.reset()
