@@ -1,7 +1,5 @@
 """A successful run's answer settled before it is recorded: parsed against the task's schema, compared
 with the task's previous successful run."""
-import logging
-
 from sqlalchemy import bindparam, select
 
 from promptbeat.extensions import db
@@ -9,7 +7,6 @@ from promptbeat.models import Execution
 from promptbeat.outputs import changes, schema
 from promptbeat.runs.states import RunStatus
 
-logger = logging.getLogger(__name__)
 EXECUTIONS = Execution.__table__
 OUTPUT_INVALID = "OutputValidationError"
 # The task's newest successful run before this one (the (task_id, id) index walks it backwards).

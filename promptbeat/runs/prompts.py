@@ -79,7 +79,8 @@ def render(text, limits, *, task_name, timezone, run_count, last_output, moment,
             "task": {"name": task_name},
             "run_count": run_count,
             "last_output": last_output or "",
-            "last_changed_at": last_changed_at.astimezone(zone).isoformat(timespec="seconds") if last_changed_at else "",
+            "last_changed_at": (last_changed_at.astimezone(zone).isoformat(timespec="seconds")
+                                if last_changed_at else ""),
         }
         with Budget(limits.max_steps, limits.max_seconds):
             # Chunk by chunk, so that the cap stops a long output as it grows.
