@@ -156,7 +156,9 @@ def compare(task_id):
     rows = []
     if left is not None and right is not None:
         rows = changes.side_by_side(changes.normalised(left.output), changes.normalised(right.output))
-    return render_template("tasks/compare.html", task=task, left=left, right=right, rows=rows, choices=choices)
+    cut = len(rows) > changes.MAX_SIDE_BY_SIDE_ROWS
+    return render_template("tasks/compare.html", task=task, left=left, right=right, choices=choices,
+                           rows=rows[:changes.MAX_SIDE_BY_SIDE_ROWS], cut=cut)
 
 
 @bp.get("/tasks/<int:task_id>")

@@ -1,5 +1,6 @@
 """Change detection: a run's answer against the previous successful run's, as a flag and a bounded diff."""
 import difflib
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,8 @@ MAX_DIFF_CHARS = 64_000
 # differing middle is shown as removed and added whole instead of matched line by line.
 MAX_MATCHED_LINES = 2_000
 CONTEXT_LINES = 3
+# A side-by-side page shows at most this many rows: a page of two 1 MB answers would not be read.
+MAX_SIDE_BY_SIDE_ROWS = 5_000
 MAX_VALUE_CHARS = 200
 CUT_NOTE = "… (diff cut at {limit} characters)"
 
@@ -63,12 +66,11 @@ def unified_diff(before, after):
         end_before, end_after = len(before) - max(0, tail - CONTEXT_LINES), len(after) - max(0, tail - CONTEXT_LINES)
         body = difflib.unified_diff(before[start:end_before], after[start:end_after], "previous", "current",
                                     n=CONTEXT_LINES, lineterm="")
-        text = "\n".join(_renumbered(body, start))
+        lines = _renumbered(body, start)
     else:
-        text = "\n".join(["--- previous", "+++ current",
-                          f"@@ -{head + 1},{len(old)} +{head + 1},{len(new)} @@",
-                          *("-" + line for line in old), *("+" + line for line in new)])
-    return _bounded(text)
+        lines = itertools.chain(["--- previous", "+++ current", f"@@ -{head + 1},{len(old)} +{head + 1},{len(new)} @@"],
+                                ("-" + line for line in old), ("+" + line for line in new))
+    return _bounded("\n".join(_up_to_limit(lines)))
 
 
 def side_by_side(before, after):
@@ -161,6 +163,16 @@ def _shift(part, offset):
     start, comma, length = part[1:].partition(",")
     sign = part[0]
     return f"{sign}{int(start) + offset}{comma}{length}"
+
+
+def _up_to_limit(lines):
+    """The lines until they pass MAX_DIFF_CHARS: the rest of a long diff is never built."""
+    length = 0
+    for line in lines:
+        yield line
+        length += len(line) + 1
+        if length > MAX_DIFF_CHARS:
+            return
 
 
 def _bounded(text):

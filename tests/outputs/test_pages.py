@@ -69,3 +69,12 @@ def test_changes_show_on_a_timeline_and_side_by_side_escaped(app, signed_in, fak
     assert '<tr class="replace"><td><pre>Price: 10</pre></td>' in page
     assert signed_in.get(f"/tasks/{task_id}/compare?a={first.id}&b=0").status_code == 404
     assert signed_in.get(f"/tasks/{task_id}/compare?a=99999999999&b={second.id}").status_code == 404
+
+
+def test_the_side_by_side_view_of_two_long_answers_is_cut(app, signed_in, fake_llm):
+    task_id = add_task(app)
+    script_answers(fake_llm, "\n".join(f"a {n}" for n in range(6000)), "\n".join(f"b {n}" for n in range(6000)))
+    run(app, task_id), run(app, task_id)
+    page = signed_in.get(f"/tasks/{task_id}/compare").get_data(as_text=True)
+    assert page.count('<tr class="replace">') == 5000
+    assert "Only the first 5000 lines are shown." in page

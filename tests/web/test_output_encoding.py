@@ -74,7 +74,7 @@ def contexts():
     changed_run = hostile_run(changed=True, diff=HOSTILE)
     task_page = dict(task=hostile_task(), runs=runs, version=HOSTILE, upcoming=[now + timedelta(hours=1)],
                      charts=charts, timeline=[changed_run])
-    compare_page = dict(task=hostile_task(), left=hostile_run(), right=changed_run, choices=[changed_run],
+    compare_page = dict(task=hostile_task(), left=hostile_run(), right=changed_run, choices=[changed_run], cut=True,
                         rows=[("equal", HOSTILE, HOSTILE), ("replace", HOSTILE, HOSTILE), ("insert", None, HOSTILE)])
     connections_page = dict(
         connections=[Connection(id=3, name=HOSTILE, base_url=HOSTILE, default_model=HOSTILE,
