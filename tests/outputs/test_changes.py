@@ -1,4 +1,5 @@
 """Change detection: the comparison itself, its bounds, and runs recording changed and diff."""
+import random
 import time
 
 import pytest
@@ -56,18 +57,23 @@ def test_deeply_nested_answers_compare_without_recursion():
     assert compare(Answer("", deep, True), Answer("", {"a": 1}, True)).changed is True
 
 
-@pytest.mark.parametrize("shape", ["lines", "one_line", "repeated"])
+@pytest.mark.parametrize("shape", ["lines", "one_line", "repeated", "shuffled"])
 def test_two_one_megabyte_answers_compare_quickly_into_a_bounded_diff(shape):
     if shape == "lines":
         old = "\n".join(f"row {n} {'x' * 40}" for n in range(20_000))
         new = "\n".join(f"row {n} {'y' * 40}" for n in range(20_000))
     elif shape == "one_line":
         old, new = "x" * 1_000_000, "y" * 1_000_000
-    else:
+    elif shape == "repeated":
         old, new = "same\n" * 200_000, "same\nother\n" * 83_000
+    else:
+        # Lines repeating below difflib's junk threshold: its own matching takes quadratic time on these.
+        picker = random.Random(3)
+        values = [f"item {n} {'z' * 20}" for n in range(150)]
+        old, new = ("\n".join(picker.choice(values) for _ in range(34_000)) for _ in range(2))
     begun = time.monotonic()
     change = compare(Answer(old), Answer(new))
-    # Generous for a shared machine; unbounded difflib on these takes minutes.
+    # Generous for a shared machine; plain difflib takes far longer on the shuffled lines.
     assert time.monotonic() - begun < 5
     assert change.changed is True
     assert len(change.diff) <= changes.MAX_DIFF_CHARS + 100
