@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 MODELS = ("fake-model", "gpt-4o-mini")
 INVALID_API_KEY = "sk-invalid"
 ERROR_MODEL = "fake-error-500"
+# Answers 400 to response_format json_schema, as a server without structured outputs does; JSON mode works.
+JSON_MODE_ONLY_MODEL = "fake-json-mode-only"
 # Lazy kind so that "500x2" splits into kind "500" and count 2.
 FAIL_DIRECTIVE = re.compile(r"\[\[fail:([a-z0-9]+?)(?:x(\d+))?\]\]")
 SLEEP_DIRECTIVE = re.compile(r"\[\[sleep:(\d+(?:\.\d+)?)\]\]")
@@ -53,10 +55,11 @@ def message_text(content):
     return content if isinstance(content, str) else ""
 
 
-def completion_body(model, messages):
-    """Build a deterministic chat.completion echoing the last user message."""
+def completion_body(model, messages, content=None):
+    """Build a chat.completion answering content, by default an echo of the last user message."""
     user_texts = [message_text(m.get("content")) for m in messages if m.get("role") == "user"]
-    content = "echo: " + (user_texts[-1] if user_texts else "")
+    if content is None:
+        content = "echo: " + (user_texts[-1] if user_texts else "")
     prompt_tokens = max(1, sum(len(message_text(m.get("content")).split()) for m in messages))
     completion_tokens = len(content.split())
     return {
@@ -68,6 +71,12 @@ def completion_body(model, messages):
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
+
+
+def refuses_format(model, response_format):
+    """Whether the model refuses this response_format (JSON_MODE_ONLY_MODEL refuses json_schema)."""
+    return (model == JSON_MODE_ONLY_MODEL and isinstance(response_format, dict)
+            and response_format.get("type") == "json_schema")
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -130,6 +139,9 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
             responses = payload.get("responses")
             if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
                 return self.send_json(400, error_body("responses must be a list of objects.",
+                                                      "invalid_request_error", param="responses"))
+            if not all(isinstance(r.get("content", ""), str) for r in responses):
+                return self.send_json(400, error_body("A response's content must be text.",
                                                       "invalid_request_error", param="responses"))
             return self.send_json(200, {"queued": fake.queue_responses(responses)})
         if self.path == "/_fake/reset":
@@ -236,12 +248,16 @@ class FakeLLMServer:
         model, messages = payload.get("model", ""), payload["messages"]
         user_texts = [message_text(m.get("content")) for m in messages if m.get("role") == "user"]
         prompt = user_texts[-1] if user_texts else ""
+        refused = refuses_format(model, payload.get("response_format"))
         with self._lock:
             # Only the key's presence is stored, so /_fake/requests cannot leak it.
             self._requests.append({"model": model, "messages": messages, "headers": headers,
+                                   "response_format": payload.get("response_format"),
                                    "authorization_present": bool(key), "time": time.time()})
-            # Pop on arrival so concurrent callers get scripted responses in arrival order.
-            scripted = self._script.pop(0) if self._script and key and key != INVALID_API_KEY else None
+            # Pop on arrival so concurrent callers get scripted responses in arrival order; a request
+            # refused for its response_format leaves the script to the request asked again.
+            scripted = (self._script.pop(0) if self._script and key and key != INVALID_API_KEY and not refused
+                        else None)
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         try:
@@ -259,9 +275,12 @@ class FakeLLMServer:
             return 401, error_body("You didn't provide an API key.", "invalid_request_error", "missing_api_key"), {}
         if key == INVALID_API_KEY:
             return failure_response("401")
+        if refuses_format(model, payload.get("response_format")):
+            return 400, error_body("response_format json_schema is not supported by this model.",
+                                   "invalid_request_error", param="response_format"), {}
         if scripted is not None:
             status = scripted.get("status", 200)
-            default = (completion_body(model, messages) if status < 400
+            default = (completion_body(model, messages, scripted.get("content")) if status < 400
                        else error_body("Scripted error.", "server_error"))
             return status, scripted.get("body", default), scripted.get("headers", {})
         if payload.get("stream"):

@@ -3,6 +3,7 @@ import re
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+from promptbeat.outputs import patterns, schema
 from promptbeat.scheduling import schedules
 from promptbeat.runs import delivery, prompts
 from promptbeat.extensions import db
@@ -15,6 +16,7 @@ FIELDS = (
     "run_at", "start_at", "end_at", "max_runs", "overlap_policy", "catchup_seconds", "auto_pause_after",
     "pause_note",
     "connection_id", "max_attempts", "request_timeout_seconds", "max_run_seconds", "webhook_url", "webhook_format",
+    "output_schema", "ignore_patterns",
 )
 SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone",
                    "run_at", "start_at", "end_at", "max_runs", "catchup_seconds")
@@ -51,7 +53,8 @@ def task_values(task):
         "connection_id": task.connection_id,
         "max_attempts": task.max_attempts, "request_timeout_seconds": task.request_timeout_seconds,
         "max_run_seconds": task.max_run_seconds, "webhook_url": task.webhook_url,
-        "webhook_format": task.webhook_format,
+        "webhook_format": task.webhook_format, "output_schema": task.output_schema,
+        "ignore_patterns": task.ignore_patterns,
     }
     if task.interval_seconds is not None:
         values["interval_seconds"] = task.interval_seconds
@@ -84,6 +87,7 @@ def validate_task(data, settings, base=None):
                                       "Must be one of: skip, allow.")
     clean.update(schedule_values(merged, settings, errors, base))
     clean.update(_execution_options(merged, settings, errors))
+    clean.update(_output_options(merged, errors))
     # Tried with sample values, so that a template past the render budget or the size limit is refused now
     # rather than failing every run.
     limits = prompts.Limits.from_settings(settings)
@@ -343,4 +347,21 @@ def _execution_options(data, settings, errors):
                 options["webhook_url"] = url.strip()
             except delivery.WebhookRefused as exc:
                 errors["webhook_url"] = str(exc)
+    return options
+
+
+def _output_options(data, errors):
+    """The output schema and the ignore patterns of change detection (promptbeat.outputs)."""
+    options = {"output_schema": None, "ignore_patterns": None}
+    try:
+        options["output_schema"] = schema.check(data.get("output_schema"))
+    except schema.SchemaError as exc:
+        errors["output_schema"] = str(exc)
+    value = data.get("ignore_patterns")
+    if isinstance(value, str):
+        value = value.splitlines()  # the form's textarea: one pattern a line
+    try:
+        options["ignore_patterns"] = patterns.check_list(value)
+    except patterns.PatternError as exc:
+        errors["ignore_patterns"] = str(exc)
     return options

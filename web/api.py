@@ -10,6 +10,7 @@ from promptbeat import service
 from promptbeat.llm import connections
 from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution, Task, utcnow
+from promptbeat.outputs import trial
 from promptbeat.validation import TaskInputError, task_values, validate_schedule, validate_task
 from web import api_models as models
 from web.api_spec import MAX_BODY_BYTES, ApiError, document, operation
@@ -120,6 +121,19 @@ def create_task(json: models.TaskInput):
     response, status = _one(task, 201)
     response.headers["Location"] = url_for("api.get_task", task_id=task.id)
     return response, status
+
+
+@bp.post("/tasks/test")
+@token_required
+@admin_required
+@operation("testTask", {"HTTP_200": models.TaskTrial}, body=models.TaskInput, admin=True,
+           also_check=_check_task_input, tags=["tasks"])
+def test_task(json: models.TaskInput):
+    """Test run: render the prompt, call the model once and check the answer against the schema; saves nothing"""
+    data = json.model_dump(mode="json", exclude_unset=True)
+    result = trial.run(data, _settings())
+    audit("task_tested", connection_id=data.get("connection_id"), model=data.get("model"), ok=result.error is None)
+    return jsonify(result.json())
 
 
 @bp.get(TASK)

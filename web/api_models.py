@@ -73,6 +73,12 @@ class TaskInput(ScheduleInput):
     max_run_seconds: int | None = None
     webhook_url: Text | None = None
     webhook_format: Format | None = None
+    output_schema: dict[str, Any] | None = Field(
+        None, description="A JSON Schema (draft 2020-12) the answer must conform to; null for plain text.",
+        examples=[{"type": "object", "properties": {"price": {"type": "number"}}, "required": ["price"]}])
+    ignore_patterns: list[Text] | None = Field(
+        None, description="Regular expressions (RE2): matching lines (or, for structured output, field paths) "
+                          "are left out of change detection.", examples=[["^Updated at "]])
 
 
 class PauseInput(ApiInput):
@@ -150,6 +156,8 @@ class ExecutionBrief(ApiOutput):
     webhook_status: str | None
     retry_of: int | None = Field(description="The run this one retries; null unless it is a retry.")
     worker: str | None = Field(description="The Celery worker node (name@host) that ran it; null until claimed.")
+    changed: bool | None = Field(description="Whether the answer differs from the task's previous successful run's; "
+                                             "null for the first, and for runs that did not succeed.")
 
 
 class Execution(ExecutionBrief):
@@ -159,6 +167,9 @@ class Execution(ExecutionBrief):
     prompt: str | None = Field(description="The prompt as sent, after its variables were rendered.")
     attempts: list[dict[str, Any]] = Field(description="One entry per model call.")
     webhook_attempts: list[dict[str, Any]] = Field(description="One entry per webhook delivery attempt.")
+    parsed_output: Any = Field(description="The answer parsed as JSON and validated, for a task with an output_schema.")
+    diff: str | None = Field(description="How the answer changed: a unified diff, or one line per added (+), removed "
+                                         "(-) and changed (~) field path for structured output; null when unchanged.")
 
 
 class Task(ApiOutput):
@@ -202,6 +213,8 @@ class Task(ApiOutput):
     max_run_seconds: int | None
     webhook_url: str | None
     webhook_format: WebhookFormat | None
+    output_schema: dict[str, Any] | None
+    ignore_patterns: list[str] | None
 
 
 class TaskList(ApiOutput):
@@ -219,6 +232,22 @@ class RunQueued(ApiOutput):
 class SchedulePreview(ApiOutput):
     description: str
     next_runs: list[datetime]
+
+
+class CallUsage(ApiOutput):
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+
+
+class TaskTrial(ApiOutput):
+    """A test run's answer: nothing is saved. error says why there is no usable answer (the call failed, or
+    the answer does not conform to the schema, in which case output still shows it)."""
+
+    output: str | None
+    parsed_output: Any = None
+    error: str | None
+    usage: CallUsage | None
 
 
 class Usage(ApiOutput):

@@ -54,6 +54,7 @@ TYPE_MESSAGES = {
     "bool_type": "Must be true or false.",
     "bool_parsing": "Must be true or false.",
     "dict_type": "Must be an object.",
+    "list_type": "Must be a list.",
 }
 
 

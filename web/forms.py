@@ -1,4 +1,5 @@
 """The task form: WTForms for rendering and CSRF, the shared validator for the rules."""
+import json
 import math
 from zoneinfo import ZoneInfo
 
@@ -52,6 +53,8 @@ class TaskForm(FlaskForm):
     webhook_url = StringField(_l("Webhook URL (optional)"))
     webhook_format = SelectField(_l("Webhook body"), choices=[SelectChoice("json", "JSON"),
                                                              SelectChoice("slack", _l("Slack text"))], default="json")
+    output_schema = TextAreaField(_l("Output schema (optional JSON Schema)"))
+    ignore_patterns = TextAreaField(_l("Ignore lines matching (optional, one regular expression a line)"))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -64,7 +67,7 @@ class TaskForm(FlaskForm):
         data = {name: getattr(self, name).data for name in (
             "name", "prompt", "system_prompt", "model", "temperature", "max_tokens",
             "schedule_type", "time", "cron", "timezone", "enabled", "overlap_policy", "connection_id",
-            "max_attempts", "webhook_url", "webhook_format",
+            "max_attempts", "webhook_url", "webhook_format", "output_schema", "ignore_patterns",
         )}
         for name in OPTIONAL_INPUTS:
             data[name] = (getattr(self, name).data or "").strip() or None
@@ -130,4 +133,6 @@ class TaskForm(FlaskForm):
             form.max_attempts.data = str(task.max_attempts or "")
             form.webhook_url.data = task.webhook_url or ""
             form.webhook_format.data = task.webhook_format
+            form.output_schema.data = json.dumps(task.output_schema, indent=2) if task.output_schema else ""
+            form.ignore_patterns.data = "\n".join(task.ignore_patterns or [])
         return form

@@ -113,6 +113,8 @@ def task_json(task, last_execution=None):
         "max_run_seconds": task.max_run_seconds,
         "webhook_url": task.webhook_url,
         "webhook_format": task.webhook_format,
+        "output_schema": task.output_schema,
+        "ignore_patterns": task.ignore_patterns,
     }
     if task.schedule_type != ScheduleType.INTERVAL:
         data["interval_minutes"] = None
@@ -143,12 +145,15 @@ def execution_json(execution, brief=False):
         "webhook_status": execution.webhook_status,
         "retry_of": execution.retry_of,
         "worker": execution.worker,
+        "changed": execution.changed,
     }
     if not brief:
         data["output"] = execution.output
         data["prompt"] = execution.prompt
         data["attempts"] = execution.attempts or []
         data["webhook_attempts"] = execution.webhook_attempts or []
+        data["parsed_output"] = execution.parsed_output
+        data["diff"] = execution.diff
     return data
 
 

@@ -1,4 +1,6 @@
 """The pages: dashboard, task detail with its runs, the task form, one-click actions, live fragments."""
+import json
+
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
@@ -7,6 +9,7 @@ from promptbeat.runs import message_ids
 from promptbeat.scheduling import schedules
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task
+from promptbeat.outputs import changes, schema as output_schemas, trial
 from promptbeat.runs.states import RETRYABLE, RunStatus, sources
 from promptbeat.validation import TaskInputError
 from web import dashboard
@@ -24,6 +27,7 @@ from web.times import viewer_zone
 bp = Blueprint("tasks", __name__)
 RUNS_PER_PAGE = 20
 CHART_RUNS = 50
+TIMELINE_RUNS = 20
 
 
 def _task_or_404(task_id):
@@ -121,6 +125,45 @@ def _form_preview(data):
         return {"errors": exc.errors, "description": None, "runs": [], "immediate": False}
 
 
+@bp.post("/tasks/test")
+@admin_required
+def test_run():
+    """The form's Test run (JSON for web/static/app.js): the task as typed, tried once, nothing saved."""
+    form = TaskForm(meta={"csrf": False}, formdata=request.form)
+    try:
+        result = trial.run(form.input_data(), _settings())
+    except TaskInputError as exc:
+        return jsonify(error="validation_failed", message=_("Some fields are invalid."),
+                       fields={field: translate_message(message) for field, message in exc.errors.items()}), 422
+    audit("task_tested", connection_id=form.connection_id.data, ok=result.error is None)
+    return jsonify(result.json())
+
+
+@bp.get("/tasks/<int:task_id>/compare")
+def compare(task_id):
+    """Two runs of a task side by side, with what changed between them.
+
+    a and b are run ids; b alone compares it with the successful run before it; neither, the last two.
+    """
+    task = _task_or_404(task_id)
+    finished = db.select(Execution).filter_by(task_id=task.id, status=RunStatus.SUCCESS).order_by(Execution.id.desc())
+    picked = [request.args.get(name, type=int) for name in ("a", "b")]
+    if picked[1] is None:
+        newest = db.session.execute(finished.limit(2)).scalars().all()[::-1]
+        picked = [run.id for run in newest] if len(newest) == 2 else [None, None]
+    elif picked[0] is None:
+        picked[0] = db.session.execute(finished.with_only_columns(Execution.id)
+                                       .where(Execution.id < picked[1]).limit(1)).scalar()
+    left, right = (_run_of_task_or_404(task, run_id) if run_id is not None else None for run_id in picked)
+    choices = db.session.execute(finished.limit(CHART_RUNS)).scalars().all()
+    rows = []
+    if left is not None and right is not None:
+        rows = changes.side_by_side(changes.normalised(left.output), changes.normalised(right.output))
+    cut = len(rows) > changes.MAX_SIDE_BY_SIDE_ROWS
+    return render_template("tasks/compare.html", task=task, left=left, right=right, choices=choices,
+                           rows=rows[:changes.MAX_SIDE_BY_SIDE_ROWS], cut=cut)
+
+
 @bp.get("/tasks/<int:task_id>")
 def detail(task_id):
     task = _task_or_404(task_id)
@@ -134,8 +177,11 @@ def detail(task_id):
     tokens = [r.total_tokens for r in chart_rows if r.total_tokens is not None]
     charts = {"duration": line_chart(durations, _("Duration"), "ms"), "tokens": line_chart(tokens, _("Tokens"), "")}
     upcoming = schedules.next_runs(task, 5) if task.enabled else []
+    timeline = db.session.execute(
+        db.select(Execution).filter_by(task_id=task.id, changed=True).order_by(Execution.id.desc()).limit(TIMELINE_RUNS)
+    ).scalars().all()
     return render_template("tasks/detail.html", task=task, runs=runs, version=version, upcoming=upcoming,
-                           charts=charts, endpoint=task_endpoint(task))
+                           charts=charts, endpoint=task_endpoint(task), timeline=timeline)
 
 
 @bp.get("/tasks/<int:task_id>/runs")
@@ -198,7 +244,7 @@ def run(task_id):
 
 
 def _run_of_task_or_404(task, execution_id):
-    run = db.session.get(Execution, execution_id) if execution_id <= MAX_ID else None
+    run = db.session.get(Execution, execution_id) if 0 < execution_id <= MAX_ID else None
     if run is None or run.task_id != task.id:
         abort(404)
     return run
@@ -272,6 +318,6 @@ def register_filters(app):
     app.jinja_env.filters["describe"] = describe_schedule
     app.jinja_env.filters["markdown"] = markdown_to_html
     app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline, schedule_problem=schedule_problem,
-                                 flower_link=flower_link)
+                                 flower_link=flower_link, schema_example=json.dumps(output_schemas.EXAMPLE, indent=2))
     # Which runs show Cancel and Retry, from the state machine's own table.
     app.jinja_env.globals.update(cancellable=frozenset(sources(RunStatus.CANCELLED)), retryable=RETRYABLE)

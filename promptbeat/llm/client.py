@@ -136,7 +136,8 @@ def redact(message, *secrets):
     return message
 
 
-def complete(endpoint, *, model, prompt, system_prompt=None, temperature=None, max_tokens=None, timeout=120.0):
+def complete(endpoint, *, model, prompt, system_prompt=None, temperature=None, max_tokens=None, timeout=120.0,
+             response_format=None):
     """Run one chat completion (one attempt); raises LLMError with a readable message on any failure."""
     client = client_for(endpoint)
     params = {"model": model, "messages": build_messages(prompt, system_prompt), "timeout": timeout}
@@ -144,6 +145,8 @@ def complete(endpoint, *, model, prompt, system_prompt=None, temperature=None, m
         params["temperature"] = temperature
     if max_tokens is not None:
         params["max_tokens"] = max_tokens
+    if response_format is not None:
+        params["response_format"] = response_format
     try:
         return _create(client, params)
     except LLMError as exc:

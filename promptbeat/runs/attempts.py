@@ -3,6 +3,7 @@ import logging
 import time
 
 from promptbeat.llm import client as llm
+from promptbeat.outputs import asking
 from promptbeat.models import utcnow
 from promptbeat.runs import retry, store
 from promptbeat.runs.limits import llm_call_slot
@@ -38,9 +39,10 @@ def _attempt(plan, run_id, settings, sleep):
         try:
             # The cap on calls in flight across all workers holds per attempt, not during backoff.
             with llm_call_slot(settings):
-                completion = llm.complete(
+                completion = asking.complete(
                     plan.endpoint, model=plan.model, prompt=plan.prompt, system_prompt=plan.system_prompt,
                     temperature=plan.temperature, max_tokens=plan.max_tokens, timeout=timeout,
+                    output_schema=plan.output_schema,
                 )
         except llm.LLMError as exc:
             record.update(ms=int((time.monotonic() - call_begun) * 1000), error_class=exc.error_class, error=str(exc))

@@ -20,9 +20,16 @@ return 0
 """
 
 
+class CapReached(Exception):
+    """No place under the cap freed within the wait allowed."""
+
+
 @contextmanager
-def llm_call_slot(settings, poll=0.2):
-    """Wait until fewer than max_concurrent_llm_calls calls are in flight, then hold a lease."""
+def llm_call_slot(settings, poll=0.2, max_wait=None):
+    """Wait until fewer than max_concurrent_llm_calls calls are in flight, then hold a lease.
+
+    With max_wait (seconds), give up with CapReached after that long instead of waiting on.
+    """
     cap = settings.max_concurrent_llm_calls
     if cap <= 0:
         yield
@@ -32,10 +39,13 @@ def llm_call_slot(settings, poll=0.2):
     lease = secrets.token_hex(8)
     lease_seconds = settings.llm_timeout_seconds * 2 + 60
     waited = False
+    give_up = None if max_wait is None else time.monotonic() + max_wait
     while True:
         now = time.time()
         if client.eval(ACQUIRE, 1, key, now, cap, now + lease_seconds, lease):
             break
+        if give_up is not None and time.monotonic() >= give_up:
+            raise CapReached(f"{cap} LLM calls are in flight (PROMPTBEAT_MAX_CONCURRENT_LLM_CALLS); try again shortly.")
         if not waited:
             logger.info("%d LLM calls in flight (the cap); waiting for one to finish", cap)
             waited = True

@@ -10,6 +10,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from promptbeat.extensions import db
 from promptbeat.models import OverlapPolicy, Task, Trigger, utcnow
+from promptbeat.outputs import answers
 from promptbeat.runs import delivery, lifecycle, liveness, overlap, preparation, store
 from promptbeat.runs.attempts import call_with_retries
 from promptbeat.runs.overlap import HELD_BY_THIS_RUN, run_guard
@@ -93,6 +94,8 @@ def _claim_and_run(request, settings, task, run_id, sleep, exclusive=False):
         preparation.render(plan, task, run_id, settings, started)
 
     result = call_with_retries(plan, run_id, settings, sleep)
+    # Parsed, validated and compared before the finish, so that one UPDATE records all of it.
+    answers.settle(task, run_id, result)
     written, counters = store.finish(run_id, {"finished_at": utcnow(), **result.columns()}, result.failed,
                                      counted=lifecycle.counts(request.trigger), claim=claim)
     if not written:

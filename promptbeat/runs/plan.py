@@ -47,6 +47,8 @@ class CallPlan:
     timeout: float
     max_run_seconds: int
     endpoint: object = None
+    # The JSON Schema the answer must conform to (promptbeat.outputs.schema); None for plain text.
+    output_schema: dict | None = None
     # None until rendered; a templated prompt is rendered after the claim.
     prompt: str | None = None
     # (error class, message) when the run must fail without a call.
@@ -83,6 +85,10 @@ class Result:
     completion_tokens: int | None = None
     total_tokens: int | None = None
     cost_usd: float | None = None
+    # Set by promptbeat.outputs.answers for a successful call: the parsed answer and how it changed.
+    parsed_output: object = None
+    changed: bool | None = None
+    diff: str | None = None
 
     @property
     def failed(self):

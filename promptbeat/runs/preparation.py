@@ -16,7 +16,8 @@ def call_plan(task, settings, started):
                     temperature=task.temperature, max_tokens=task.max_tokens,
                     max_attempts=task.max_attempts or settings.max_attempts,
                     timeout=task.request_timeout_seconds or settings.llm_timeout_seconds,
-                    max_run_seconds=task.max_run_seconds or settings.max_run_seconds)
+                    max_run_seconds=task.max_run_seconds or settings.max_run_seconds,
+                    output_schema=task.output_schema or None)
     try:
         plan.endpoint = endpoint_for(task, settings)
     except crypto.CryptoError as exc:
@@ -40,7 +41,8 @@ def render(plan, task, run_id, settings, started):
     After the claim, not before: a template that runs out of its budget fails its own run, which
     shows as running meanwhile, instead of holding its worker with nothing to show for it.
     """
-    values = _values(task, started, _run_count(task.id, run_id), _last_output(task.id, run_id))
+    values = _values(task, started, _run_count(task.id, run_id), _last_output(task.id, run_id),
+                     _last_changed_at(task.id, run_id))
     db.session.remove()
     limits = prompts.Limits.from_settings(settings)
     try:
@@ -53,9 +55,9 @@ def render(plan, task, run_id, settings, started):
     store.record_prompt(run_id, plan.prompt)
 
 
-def _values(task, started, run_count=0, last_output=None):
+def _values(task, started, run_count=0, last_output=None, last_changed_at=None):
     return {"task_name": task.name, "timezone": task.timezone, "moment": started, "run_count": run_count,
-            "last_output": last_output}
+            "last_output": last_output, "last_changed_at": last_changed_at}
 
 
 def _run_count(task_id, run_id):
@@ -67,5 +69,15 @@ def _last_output(task_id, run_id):
     return db.session.execute(
         db.select(Execution.output)
         .where(Execution.task_id == task_id, Execution.id < run_id, Execution.status == RunStatus.SUCCESS)
+        .order_by(Execution.id.desc()).limit(1)
+    ).scalar()
+
+
+def _last_changed_at(task_id, run_id):
+    """When the task's output last changed: the newest successful run whose answer changed, or its first one."""
+    return db.session.execute(
+        db.select(Execution.finished_at)
+        .where(Execution.task_id == task_id, Execution.id < run_id, Execution.status == RunStatus.SUCCESS,
+               Execution.changed.is_not(False))
         .order_by(Execution.id.desc()).limit(1)
     ).scalar()

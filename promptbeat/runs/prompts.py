@@ -1,4 +1,4 @@
-"""Prompt variables, rendered in a bounded Jinja sandbox: {{ now }}, {{ task.name }}, ..."""
+"""Prompt variables, rendered in a bounded Jinja sandbox: {{ now }}, {{ task.name }}, {{ last_output }}, ..."""
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
 from zoneinfo import ZoneInfo
@@ -10,6 +10,8 @@ from promptbeat.runs.metered import Budget, BudgetExceeded, MeteredEnvironment
 # Sandboxed and immutable: a prompt cannot reach Python internals or change what it is given.
 # StrictUndefined makes a misspelt variable an error instead of silently empty text.
 _environment = MeteredEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+# English whatever the server's locale, so that a prompt reads the same on every machine.
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 # What a template is tried with when it is saved.
 SAMPLE_OUTPUT = "A sample answer from the model."
 
@@ -47,16 +49,18 @@ def check(text, limits, *, task_name=""):
     except RecursionError:
         raise PromptTemplateError("Template error: the template is nested too deeply.") from None
     try:
+        now = datetime.now(dt_timezone.utc)
         render(text, limits, task_name=task_name, timezone="UTC", run_count=1, last_output=SAMPLE_OUTPUT,
-               moment=datetime.now(dt_timezone.utc))
+               moment=now, last_changed_at=now)
     except PromptLimitError:
         raise
     except PromptTemplateError:
         pass
 
 
-def render(text, limits, *, task_name, timezone, run_count, last_output, moment):
-    """The prompt as sent: now/today in the task's time zone, the task's name, its count of runs and last output.
+def render(text, limits, *, task_name, timezone, run_count, last_output, moment, last_changed_at=None):
+    """The prompt as sent: now/today/time/weekday in the task's time zone, the task's name, its count of
+    runs, its last output and when that output last changed (in the task's zone; "" before any).
 
     Rendering stops, with PromptLimitError, as soon as it passes limits.
     """
@@ -65,13 +69,18 @@ def render(text, limits, *, task_name, timezone, run_count, last_output, moment)
         return text  # nothing to render: keep the common case free
     chunks, length = [], 0
     try:
-        local = moment.astimezone(ZoneInfo(timezone))
+        zone = ZoneInfo(timezone)
+        local = moment.astimezone(zone)
         context = {
             "now": local.isoformat(timespec="seconds"),
             "today": local.date().isoformat(),
+            "time": local.strftime("%H:%M"),
+            "weekday": WEEKDAYS[local.weekday()],
             "task": {"name": task_name},
             "run_count": run_count,
             "last_output": last_output or "",
+            "last_changed_at": (last_changed_at.astimezone(zone).isoformat(timespec="seconds")
+                                if last_changed_at else ""),
         }
         with Budget(limits.max_steps, limits.max_seconds):
             # Chunk by chunk, so that the cap stops a long output as it grows.

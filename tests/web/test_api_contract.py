@@ -7,6 +7,8 @@ from werkzeug.test import EnvironBuilder
 from promptbeat.extensions import db
 from promptbeat.models import Execution, OverlapPolicy, ScheduleType, Trigger, WebhookFormat
 from promptbeat.runs.states import RunStatus
+from tests.outputs.fakes import script_answers
+from tests.runs.test_execution import run
 
 CRONTAB = {"name": "Weekday briefing", "prompt": "Brief me", "schedule_type": "crontab", "cron": "0 9 * * 1-5",
            "timezone": "Europe/Berlin", "enabled": False}
@@ -52,7 +54,7 @@ def test_document_lists_every_api_route(app):
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert routes == documented
     operation_ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
-    assert len(operation_ids) == len(set(operation_ids)) == 22
+    assert len(operation_ids) == len(set(operation_ids)) == 23
 
 
 def test_document_enums_are_the_code_enums(client):
@@ -122,3 +124,15 @@ def test_error_answers_validate(checked):
     assert checked.get("/usage?days=99999999999999999999").status_code == 400
     assert checked.get("/tasks/1/executions?limit=0").status_code in (400, 404)
     assert checked.post("/executions/999/cancel").status_code == 404
+
+
+def test_structured_runs_and_test_runs_validate(app, checked, fake_llm):
+    schema = {"type": "object", "properties": {"price": {"type": "number"}}}
+    task = checked.post("/tasks", json={**CRONTAB, "output_schema": schema, "ignore_patterns": ["^x"]}).get_json()
+    script_answers(fake_llm, '{"price": 1}', '{"price": 2}', '{"price": 3}', "no JSON")
+    run(app, task["id"]), run(app, task["id"])
+    runs = checked.get(f"/tasks/{task['id']}/executions").get_json()["executions"]
+    assert [(r["changed"], r["parsed_output"]) for r in runs] == [(True, {"price": 2}), (None, {"price": 1})]
+    assert runs[0]["diff"] == "~ $.price: 1 → 2"
+    assert checked.post("/tasks/test", json={**CRONTAB, "output_schema": schema}).get_json()["error"] is None
+    assert checked.post("/tasks/test", json={**CRONTAB, "output_schema": schema}).get_json()["error"]

@@ -53,10 +53,15 @@ class Kind(enum.Enum):
     URL = "http(s) URL"
     CREDENTIAL = "sign-in credential"  # never matches: the sign-in fails with a message
     REDIRECT = "page to return to"  # followed only to a path of this site
+    SCHEMA = "JSON Schema object"  # an object the metaschema accepts; the form's text must be one as JSON
+    PATTERNS = "list of regular expressions"  # each one line that RE2 compiles
+    PATTERN_LINES = "regular expressions, one a line"  # the form's textarea of PATTERNS
 
 
 PRINTABLE = frozenset({Kind.LINE, Kind.TEXT, Kind.TEMPLATE, Kind.SECRET})
 UNICODE = frozenset({Kind.LINE, Kind.TEXT, Kind.TEMPLATE})  # not SECRET: a header value is ASCII
+# Text that RE2 compiles, line by line: a pattern field takes it (and stores it as a list of lines).
+AS_PATTERNS = frozenset({Kind.PATTERN_LINES})
 MARKUP = "<script>alert(1)</script><b>bold</b>"
 
 
@@ -86,22 +91,22 @@ NUMBERS = frozenset({Kind.NUMBER})
 MOMENTS = frozenset({Kind.START, Kind.END})
 TEXTS = [
     Hostile("nul", "before\x00after"),
-    Hostile("crlf", "line one\r\nline two", frozenset({Kind.TEXT, Kind.TEMPLATE})),
+    Hostile("crlf", "line one\r\nline two", frozenset({Kind.TEXT, Kind.TEMPLATE}) | AS_PATTERNS),
     Hostile("1mb", "x" * 2**20),
     Hostile("crlf-in-url", "https://hooks.example.com/a\r\nX-Forged: 1", only_for=frozenset({Kind.URL})),
-    Hostile("rtl-emoji", "Report \u202egnp.exe\u202c 🚀 👩‍👩‍👧", UNICODE),
-    Hostile("markup", MARKUP, PRINTABLE),
-    Hostile("printf", "%d %s %(name)s {0} %%", PRINTABLE),
-    Hostile("bad-template", "{{ }} {% endfor %}", frozenset({Kind.LINE, Kind.TEXT, Kind.SECRET})),
+    Hostile("rtl-emoji", "Report \u202egnp.exe\u202c 🚀 👩‍👩‍👧", UNICODE | AS_PATTERNS),
+    Hostile("markup", MARKUP, PRINTABLE | AS_PATTERNS),
+    Hostile("printf", "%d %s %(name)s {0} %%", PRINTABLE | AS_PATTERNS),
+    Hostile("bad-template", "{{ }} {% endfor %}", frozenset({Kind.LINE, Kind.TEXT, Kind.SECRET}) | AS_PATTERNS),
     # Calendar edges: past the last moment a datetime holds in UTC, before the first, a day that does not
     # exist, and a moment so far ahead that a schedule starting then never fires within any horizon.
     # "9999-12-31T23: 59:59-05:00" is also a header line: a header name, a colon, a printable value.
-    Hostile("past-9999", "9999-12-31T23:59:59-05:00", PRINTABLE | {Kind.HEADER_LINES}),
+    Hostile("past-9999", "9999-12-31T23:59:59-05:00", PRINTABLE | AS_PATTERNS | {Kind.HEADER_LINES}),
     Hostile("before-0001", "0001-01-01T00:00+01:00", PRINTABLE, only_for=MOMENTS),
     Hostile("feb-30", "2025-02-30T09:00", PRINTABLE, only_for=MOMENTS),
     Hostile("year-9999", "9999-12-30T00:00+00:00", PRINTABLE | {Kind.END}, only_for=MOMENTS),
     # Text where a number is expected.
-    Hostile("nan-text", "NaN", PRINTABLE),
+    Hostile("nan-text", "NaN", PRINTABLE | AS_PATTERNS),
     Hostile("1e308-text", "1e308", PRINTABLE, only_for=NUMBERS),
     Hostile("99-digits", "9" * 99, PRINTABLE, only_for=NUMBERS),
 ]
@@ -109,10 +114,11 @@ TEXTS = [
 SHOWN = {"crlf", "rtl-emoji", "markup", "printf", "bad-template"}
 # JSON only: values of the wrong type, or numbers no field holds.
 JSON_ONLY = [
-    Hostile("list", ["a"]),
-    Hostile("empty-list", []),
-    Hostile("object", {"a": 1}),
-    Hostile("empty-object", {}, frozenset({Kind.HEADERS})),
+    Hostile("list", ["a"], frozenset({Kind.PATTERNS})),
+    Hostile("empty-list", [], frozenset({Kind.PATTERNS})),
+    # Unknown keywords are allowed in a JSON Schema: {"a": 1} is one that any value conforms to.
+    Hostile("object", {"a": 1}, frozenset({Kind.SCHEMA})),
+    Hostile("empty-object", {}, frozenset({Kind.HEADERS, Kind.SCHEMA})),
     Hostile("true", True, frozenset({Kind.FLAG})),
     Hostile("negative", -1),
     Hostile("big-int", 10**30, only_for=NUMBERS),
@@ -159,13 +165,14 @@ TASK_KINDS = {
     "max_runs": Kind.NUMBER, "overlap_policy": Kind.CHOICE, "catchup_seconds": Kind.NUMBER,
     "auto_pause_after": Kind.NUMBER, "pause_note": Kind.TEXT, "connection_id": Kind.NUMBER,
     "max_attempts": Kind.NUMBER, "request_timeout_seconds": Kind.NUMBER, "max_run_seconds": Kind.NUMBER,
-    "webhook_url": Kind.URL, "webhook_format": Kind.CHOICE,
+    "webhook_url": Kind.URL, "webhook_format": Kind.CHOICE, "output_schema": Kind.SCHEMA,
+    "ignore_patterns": Kind.PATTERNS,
 }
 TASK_REQUIRED = {"name", "prompt"}
 CONNECTION_KINDS = {"name": Kind.LINE, "base_url": Kind.URL, "api_key": Kind.SECRET, "default_model": Kind.LINE,
                     "extra_headers": Kind.HEADERS}
 FORM_KINDS = {
-    "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX},
+    "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX, "ignore_patterns": Kind.PATTERN_LINES},
     "connection": {**CONNECTION_KINDS, "extra_headers": Kind.HEADER_LINES},
     "token": {"name": Kind.LINE},
     "language": {"language": Kind.CHOICE, "next": Kind.REDIRECT},
@@ -175,7 +182,7 @@ FORM_KINDS = {
 BODY_OPERATIONS = {
     ("post", "/tasks"), ("patch", "/tasks/{task_id}"), ("post", "/tasks/{task_id}/disable"),
     ("post", "/tasks/{task_id}/pause"), ("post", "/tasks/{task_id}/run"), ("post", "/schedule/preview"),
-    ("post", "/connections"), ("patch", "/connections/{connection_id}"),
+    ("post", "/connections"), ("patch", "/connections/{connection_id}"), ("post", "/tasks/test"),
 }
 
 
@@ -368,6 +375,22 @@ def test_create_task(app, api, signed_in, subtests):
 
             case.expect(response, api_refusal(field), accepted)
     check_task_list(signed_in)
+
+
+def test_test_run(app, api, subtests):
+    """A test run takes what create takes; an accepted one answers 200 and, like a refused one, writes nothing."""
+    api.get("/tasks")
+    for field, kind, hostile in cases(TASK_KINDS, validation.FIELDS):
+        with subtests.test(case_id(field, hostile)):
+            case = Case(app, field, kind, hostile, required=field in TASK_REQUIRED)
+            response = api.post("/tasks/test", json=task_body(field, hostile.value))
+
+            def accepted(response):
+                assert response.status_code == 200
+                assert set(response.get_json()) == {"output", "parsed_output", "error", "usage"}
+                assert snapshot(app) == case.before, "a test run changed the database"
+
+            case.expect(response, api_refusal(field), accepted)
 
 
 def test_update_task(app, api, signed_in, subtests):

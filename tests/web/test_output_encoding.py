@@ -71,8 +71,11 @@ def contexts():
     table = dict(page=pages([hostile_task()]), stats=stats, filters=Filters(search=HOSTILE), version=HOSTILE)
     bad_preview = {"errors": {"timezone": HOSTILE, HOSTILE: HOSTILE}, "description": None, "runs": []}
     good_preview = {"errors": {}, "description": HOSTILE, "runs": [now, now], "immediate": True, "timezone": HOSTILE}
+    changed_run = hostile_run(changed=True, diff=HOSTILE)
     task_page = dict(task=hostile_task(), runs=runs, version=HOSTILE, upcoming=[now + timedelta(hours=1)],
-                     charts=charts, endpoint=HOSTILE)
+                     charts=charts, endpoint=HOSTILE, timeline=[changed_run])
+    compare_page = dict(task=hostile_task(), left=hostile_run(), right=changed_run, choices=[changed_run], cut=True,
+                        rows=[("equal", HOSTILE, HOSTILE), ("replace", HOSTILE, HOSTILE), ("insert", None, HOSTILE)])
     connections_page = dict(
         connections=[Connection(id=3, name=HOSTILE, base_url=HOSTILE, default_model=HOSTILE,
                                 api_key_encrypted=HOSTILE, extra_headers={HOSTILE: HOSTILE})],
@@ -108,7 +111,8 @@ def contexts():
                                  [hostile_run("queued", retry_of=9), hostile_run("failed", worker=HOSTILE),
                                   hostile_run("skipped")]), endpoint=HOSTILE)],
         "tasks/_table.html": [table],
-        "tasks/detail.html": [task_page, {**task_page, "task": hostile_task(completed_at=now)}],
+        "tasks/detail.html": [task_page, {**task_page, "task": hostile_task(completed_at=now), "timeline": []}],
+        "tasks/compare.html": [compare_page, {**compare_page, "left": None, "right": None, "rows": []}],
         "tasks/form.html": [dict(form=task_form(), task=hostile_task(), preview=bad_preview, models=[HOSTILE]),
                             dict(form=task_form(), task=None, preview=good_preview, models=[HOSTILE])],
         "tasks/list.html": [table],

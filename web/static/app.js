@@ -65,3 +65,36 @@ document.addEventListener("htmx:afterSwap", () => {
   });
   window.__openOutputs = [];
 });
+
+// The task form's Test run: the form as it stands, sent once; the answer is shown as text, never as HTML.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.test-run");
+  if (!button) return;
+  const box = document.getElementById("test-result");
+  const error = box.querySelector(".test-error");
+  const output = box.querySelector(".test-output");
+  const usage = box.querySelector(".test-usage");
+  const label = button.textContent;
+  button.disabled = true;
+  button.textContent = button.dataset.busy;
+  let body = null;
+  try {
+    const response = await fetch(button.dataset.url, {method: "POST", body: new FormData(button.form),
+                                                      headers: {"Accept": "application/json"}});
+    body = await response.json();
+  } catch (failure) {
+    body = {error: button.dataset.failed};
+  } finally {
+    button.disabled = false;
+    button.textContent = label;
+  }
+  const problems = body.fields ? Object.entries(body.fields).map(([field, text]) => `${field}: ${text}`) : [];
+  const message = [body.error && !body.fields ? body.error : body.message, ...problems].filter(Boolean).join("\n");
+  error.textContent = message;
+  error.hidden = !message;
+  const shown = body.parsed_output != null ? JSON.stringify(body.parsed_output, null, 2) : (body.output || "");
+  output.textContent = shown;
+  output.hidden = !shown;
+  usage.textContent = body.usage ? `${body.usage.total_tokens ?? "?"} tokens` : "";
+  box.hidden = false;
+});
