@@ -164,11 +164,6 @@ def record_attempts(run_id, attempts):
     return _set(run_id, RunStatus.RUNNING, attempts=list(attempts))
 
 
-def record_webhook(run_id, status, attempts):
-    """Record how a finished run's result was delivered to its webhook."""
-    return _set(run_id, None, webhook_status=status, webhook_attempts=attempts)
-
-
 def finish(run_id, values, failed, counted, claim=None):
     """Move a running run, held by claim, to success or failed with its result; returns (written, counters).
 

@@ -94,8 +94,7 @@ class Actor:
 
 
 TASK_FORM = {"name": "Form task", "prompt": "p", "model": "fake-model", "temperature": "0.7",
-             "schedule_type": "crontab", "cron": "0 9 * * *", "timezone": "UTC", "overlap_policy": "skip",
-             "webhook_format": "json"}
+             "schedule_type": "crontab", "cron": "0 9 * * *", "timezone": "UTC", "overlap_policy": "skip"}
 
 
 @scenario("web", "sign_in")

@@ -33,7 +33,7 @@ PUBLIC = {
 # Bodies an admin's request would be accepted with, so a missing role check would really change something.
 TASK_FORM = {"name": "Changed by a viewer", "prompt": "p", "model": "fake-model", "temperature": "0.7",
              "schedule_type": "interval", "interval_minutes": "30", "timezone": "UTC", "enabled": "y",
-             "overlap_policy": "skip", "webhook_format": "json"}
+             "overlap_policy": "skip"}
 PAGE_FORMS = {
     "POST /tasks/new": TASK_FORM,
     "POST /tasks/<int:task_id>/edit": TASK_FORM,

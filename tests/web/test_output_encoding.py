@@ -168,7 +168,7 @@ def test_form_and_flash_show_hostile_input_as_text(app, signed_in):
     page = signed_in.get("/tasks/new").get_data(as_text=True)
     response = signed_in.post("/tasks/new", data={
         "csrf_token": csrf_token(page), "name": HOSTILE, "prompt": HOSTILE, "schedule_type": "fixed_time",
-        "time": "09:00", "timezone": HOSTILE, "temperature": "0.7", "overlap_policy": "skip", "webhook_format": "json",
+        "time": "09:00", "timezone": HOSTILE, "temperature": "0.7", "overlap_policy": "skip", "notify_on": "every",
     })
     assert response.status_code == 422
     html = response.get_data(as_text=True)
