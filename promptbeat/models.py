@@ -184,8 +184,8 @@ class Channel(db.Model):
     url: Mapped[str | None] = mapped_column(String(2000))
     # The Standard Webhooks signing secret ("whsec_..."), Fernet-encrypted (promptbeat.llm.crypto).
     secret_encrypted: Mapped[str | None] = mapped_column(Text)
-    # Email: the addresses a run is sent to.
-    to: Mapped[list | None] = mapped_column(JSON)
+    # Email: the addresses a run is sent to (the API's "to").
+    recipients: Mapped[list | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

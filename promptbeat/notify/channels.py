@@ -75,7 +75,7 @@ def channel_values(data, channel=None):
             errors["to"] = "Only email channels have recipients."
     elif kind == ChannelKind.EMAIL:
         if channel is None or "to" in data:
-            values["to"] = _addresses(data.get("to"), errors)
+            values["recipients"] = _addresses(data.get("to"), errors)
         for field in ("url", "secret"):
             if data.get(field) is not None:
                 errors[field] = "Email channels have no " + ("URL." if field == "url" else "signing secret.")
@@ -199,7 +199,7 @@ def channel_json(channel, revealed=None):
         "name": channel.name,
         "kind": channel.kind,
         "url": channel.url,
-        "to": list(channel.to or []),
+        "to": list(channel.recipients or []),
         "has_secret": bool(channel.secret_encrypted),
     }
     if revealed is not None:

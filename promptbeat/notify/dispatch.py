@@ -103,8 +103,8 @@ def attempt(run_id, channel_id, message_id, reasons, number, settings):
 
 def _send(channel, task, execution, message_id, reasons, settings, number):
     if channel.kind == ChannelKind.EMAIL:
-        return email.send(settings, email.message(settings, channel.to or [], task, execution, reasons),
-                          channel.to or [])
+        return email.send(settings, email.message(settings, channel.recipients or [], task, execution, reasons),
+                          channel.recipients or [])
     try:
         secret = secret_of(channel, settings)
     except crypto.CryptoError as exc:

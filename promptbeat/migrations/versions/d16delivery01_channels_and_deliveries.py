@@ -32,7 +32,7 @@ def upgrade():
         sa.Column('kind', sa.String(length=16), nullable=False),
         sa.Column('url', sa.String(length=2000), nullable=True),
         sa.Column('secret_encrypted', sa.Text(), nullable=True),
-        sa.Column('to', sa.JSON(), nullable=True),
+        sa.Column('recipients', sa.JSON(), nullable=True),
         sa.Column('created_at', sa.DateTime(), nullable=False),
         sa.Column('updated_at', sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint('id'),
