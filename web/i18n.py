@@ -99,6 +99,14 @@ DATA_WORDS = (
     _l("Must be one of: skip, allow."), _l("active"), _l("paused"), _l("completed"),
     _l("The search cannot contain NUL characters."),
 )
+# Channel and notify-rule messages from promptbeat.notify.channels and promptbeat.validation that pages show.
+CHANNEL_WORDS = (
+    _l("A channel with this name exists."), _l("Use an http(s) URL such as https://hooks.example.com/promptbeat."),
+    _l("Give a list of one or more email addresses."),
+    _l("Each address must be a plain address such as ops@example.com (no name, comma or line break)."),
+    _l("Must be one of: webhook, slack, email."),
+    _l("Must be a list of: every, change, failure, recovery, auto_pause."),
+)
 # Connection messages from promptbeat.llm.connections and promptbeat.llm.crypto that the connections page shows.
 CONNECTION_WORDS = (
     _l("A connection with this name exists."), _l("Use an http(s) URL such as https://api.openai.com/v1."),
