@@ -192,6 +192,17 @@ def secret_of(channel, settings):
     return crypto.decrypt(settings, channel.secret_encrypted) if channel.secret_encrypted else None
 
 
+def rotate_secrets():
+    """Re-encrypt every channel's signing secret under the first PROMPTBEAT_FERNET_KEYS key; returns how many."""
+    settings = current_app.config["PROMPTBEAT"]
+    count = 0
+    for channel in db.session.execute(db.select(Channel).where(Channel.secret_encrypted.is_not(None))).scalars():
+        channel.secret_encrypted = crypto.rotate(settings, channel.secret_encrypted)
+        count += 1
+    db.session.commit()
+    return count
+
+
 def channel_json(channel, revealed=None):
     """A channel as the API returns it: whether it has a secret, never the secret, except the one revealed now."""
     data = {

@@ -119,3 +119,19 @@ def test_changes_are_audited_without_the_secret(api, caplog):
     assert [line.split("action=")[1].split()[0] for line in actions] == ["channel_created", "channel_updated",
                                                                          "channel_deleted"]
     assert "whsec_" not in caplog.text
+
+
+def test_rotate_keys_re_encrypts_channel_secrets(app, api, swap_settings):
+    from cryptography.fernet import Fernet
+
+    channel = api.post("/channels", json={"name": "Rotated", "kind": "webhook",
+                                          "url": "https://hooks.example.com/a"}).get_json()
+    old = app.config["PROMPTBEAT"].fernet_keys
+    new = Fernet.generate_key().decode()
+    swap_settings(fernet_keys=(new, *old))
+    result = app.test_cli_runner().invoke(args=["rotate-keys"])
+    assert result.exit_code == 0 and "re-encrypted 1 channel secret(s)" in result.output
+    swap_settings(fernet_keys=(new,))
+    with app.app_context():
+        stored = db.session.get(Channel, channel["id"]).secret_encrypted
+        assert crypto.decrypt(app.config["PROMPTBEAT"], stored) == channel["secret"]
