@@ -88,7 +88,7 @@ def update(channel_id):
     if channel.kind == "webhook" and request.form.get("new_secret"):
         data["secret"] = ""
     try:
-        _, revealed = channels.save_channel(data, channel)
+        channel, revealed = channels.save_channel(data, channel)
     except channels.ChannelInputError as exc:
         return _failed(exc, data, editing=channel_id)
     audit("channel_updated", channel_id=channel_id, fields=sorted(data))

@@ -5,7 +5,7 @@ The routes come from app.url_map, so a route added later is exercised without an
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Connection, Execution, Task, Trigger, User, utcnow
+from promptbeat.models import ApiToken, Channel, Connection, Execution, Task, Trigger, User, utcnow
 from promptbeat.runs.states import RunStatus
 from tests.conftest import csrf_token, issue_api_token
 
@@ -86,6 +86,8 @@ def objects(app, viewer_token):
         task = Task(name="Feed", prompt="p", model="fake-model", schedule_type="crontab", cron="0 9 * * *",
                     timezone="UTC", enabled=False, anchor_at=utcnow())
         connection = Connection(name="Local", base_url="http://127.0.0.1:9/v1")
+        channel = Channel(name="Hook", kind="slack", url="http://127.0.0.1:9/hook")
+        task.channels = [channel]
         db.session.add_all([task, connection])
         db.session.commit()
         viewer = db.session.execute(db.select(User).filter_by(email=VIEWER)).scalar_one()
@@ -94,7 +96,8 @@ def objects(app, viewer_token):
         run = Execution(task_id=task.id, status=RunStatus.QUEUED, trigger=Trigger.MANUAL, model="fake-model")
         db.session.add(run)
         db.session.commit()
-        return {"task_id": task.id, "connection_id": connection.id, "token_id": token_id, "execution_id": run.id}
+        return {"task_id": task.id, "connection_id": connection.id, "token_id": token_id, "execution_id": run.id,
+                "channel_id": channel.id}
 
 
 def snapshot(app):
