@@ -103,8 +103,7 @@ def attempt(run_id, channel_id, message_id, reasons, number, settings):
 
 def _send(channel, task, execution, message_id, reasons, settings, number):
     if channel.kind == ChannelKind.EMAIL:
-        return email.send(settings, email.message(settings, channel.recipients or [], task, execution, reasons),
-                          channel.recipients or [])
+        return email.deliver(settings, channel.recipients or [], task, execution, reasons)
     try:
         secret = secret_of(channel, settings)
     except crypto.CryptoError as exc:

@@ -2,6 +2,7 @@
 import html
 import smtplib
 import socket
+import ssl
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import make_msgid
@@ -39,15 +40,20 @@ def message(settings, to, task, execution, reasons):
     return mail
 
 
-def send(settings, mail, to):
-    """Send mail once through the configured SMTP server; 4xx replies and network errors are worth another try."""
+def deliver(settings, to, task, execution, reasons):
+    """Send a finished run's email once through the configured SMTP server.
+
+    4xx replies and network errors are worth another try; 5xx replies and a missing configuration are not.
+    """
     if not settings.smtp_host or not settings.smtp_from:
         return Outcome.failure("PROMPTBEAT_SMTP_HOST and PROMPTBEAT_SMTP_FROM must be set to send email.",
                                retryable=False)
+    mail = message(settings, to, task, execution, reasons)
     try:
         with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_SECONDS) as smtp:
             if settings.smtp_starttls:
-                smtp.starttls()
+                # A verifying context: smtplib's own default checks neither the certificate nor the name.
+                smtp.starttls(context=ssl.create_default_context())
             if settings.smtp_username:
                 smtp.login(settings.smtp_username, settings.smtp_password or "")
             refused = smtp.send_message(mail, settings.smtp_from, list(to))

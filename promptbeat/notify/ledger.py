@@ -1,11 +1,15 @@
 """The delivery ledger: one row per attempt per run and channel, and the per-channel summary a run shows."""
 from dataclasses import dataclass
 
+import logging
+
 from sqlalchemy import func, insert
+from sqlalchemy.exc import IntegrityError
 
 from promptbeat.extensions import db
 from promptbeat.models import Delivery, DeliveryStatus, utcnow
 
+logger = logging.getLogger(__name__)
 DELIVERIES = Delivery.__table__
 
 
@@ -19,12 +23,17 @@ class Target:
 
 
 def record(execution_id, target, attempt, status, outcome):
-    """Write one attempt; returns its row's id."""
-    with db.engine.begin() as connection:
-        return connection.execute(insert(DELIVERIES).values(
-            execution_id=execution_id, channel_id=target.channel_id, channel_name=target.name, kind=target.kind,
-            attempt=attempt, status=DeliveryStatus(status), code=outcome.code, detail=outcome.detail, at=utcnow(),
-        ).returning(DELIVERIES.c.id)).scalar_one()
+    """Write one attempt; returns its row's id, or None when the run or the channel was deleted during the attempt."""
+    try:
+        with db.engine.begin() as connection:
+            return connection.execute(insert(DELIVERIES).values(
+                execution_id=execution_id, channel_id=target.channel_id, channel_name=target.name, kind=target.kind,
+                attempt=attempt, status=DeliveryStatus(status), code=outcome.code, detail=outcome.detail, at=utcnow(),
+            ).returning(DELIVERIES.c.id)).scalar_one()
+    except IntegrityError:
+        logger.info("attempt %d of run %s to channel %s not recorded: the run or the channel was deleted meanwhile",
+                    attempt, execution_id, target.channel_id)
+        return None
 
 
 def summaries(execution_ids):

@@ -211,3 +211,15 @@ def test_a_deleted_channel_stays_in_the_ledger_under_its_name(app, api, fake_llm
     (delivery,) = deliveries_of(api, task_id, run_id)
     assert (delivery["channel_id"], delivery["channel"], delivery["status"]) == (None, "Kept", "delivered")
     assert api.get(f"/tasks/{task_id}").get_json()["channel_ids"] == []
+
+
+def test_email_without_an_smtp_server_configured_fails_once_with_a_message(app, api, fake_llm, redis_client,
+                                                                           swap_settings):
+    swap_settings(smtp_host=None, smtp_from=None)
+    channel = create_channel(api, name="Unconfigured", kind="email", to=["ops@example.com"])
+    task_id = make_task(app, [channel["id"]])
+    run_id, status = run_once(app, task_id)
+    assert len(drain(app, redis_client)) == 1
+    (delivery,) = deliveries_of(api, task_id, run_id)
+    assert (status, delivery["status"], delivery["attempts"]) == ("success", "failed", 1)
+    assert "PROMPTBEAT_SMTP_HOST" in delivery["detail"]
