@@ -175,8 +175,8 @@ def _queue_runs(engine, runs):
         connection.execute(text("DELETE FROM tasks"))
         task_id = connection.execute(text(
             "INSERT INTO tasks (name, prompt, model, temperature, schedule_type, interval_seconds, timezone, enabled, "
-            "created_at, updated_at, webhook_format, overlap_policy) VALUES ('bench', 'Benchmark prompt', 'fake-model', "
-            "0.7, 'interval', 600, 'UTC', true, now(), now(), 'json', 'allow') RETURNING id")).scalar()
+            "created_at, updated_at, overlap_policy) VALUES ('bench', 'Benchmark prompt', 'fake-model', "
+            "0.7, 'interval', 600, 'UTC', true, now(), now(), 'allow') RETURNING id")).scalar()
         # overlap_policy allow: hundreds of runs of one task in flight at once is the point here.
         ids = connection.execute(text(
             "INSERT INTO executions (task_id, status, trigger, created_at) "
@@ -191,8 +191,8 @@ def _queue_scheduled_tasks(engine, count):
         connection.execute(text("DELETE FROM tasks"))
         return connection.execute(text(
             "INSERT INTO tasks (name, prompt, model, temperature, schedule_type, interval_seconds, timezone, enabled, "
-            "created_at, updated_at, webhook_format, overlap_policy) SELECT 'bench ' || n, 'Benchmark prompt', "
-            "'fake-model', 0.7, 'interval', 600, 'UTC', true, now(), now(), 'json', 'skip' "
+            "created_at, updated_at, overlap_policy) SELECT 'bench ' || n, 'Benchmark prompt', "
+            "'fake-model', 0.7, 'interval', 600, 'UTC', true, now(), now(), 'skip' "
             "FROM generate_series(1, :n) AS n RETURNING id"), {"n": count}).scalars().all()
 
 

@@ -12,7 +12,8 @@ from sqlalchemy import case, func
 
 from promptbeat.extensions import db
 from promptbeat.health import redis_client
-from promptbeat.models import Execution, Task, Trigger
+from promptbeat.models import ChannelKind, DeliveryStatus, Execution, Task, Trigger
+from promptbeat.notify import ledger
 from promptbeat.runs.states import RunStatus
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class PromptbeatCollector:
             try:
                 yield from self._run_metrics()
                 yield self._enabled_tasks()
+                yield self._delivery_attempts()
             finally:
                 db.session.remove()
         yield from self._queue_metrics()
@@ -88,6 +90,19 @@ class PromptbeatCollector:
         gauge = GaugeMetricFamily("promptbeat_enabled_tasks", "Tasks that are enabled (scheduled).")
         gauge.add_metric([], count)
         return gauge
+
+    def _delivery_attempts(self):
+        counts = ledger.attempts_by_status()
+        # Every kind and status has its series from the start, so an alert on failed deliveries can be written
+        # before the first one.
+        attempts = CounterMetricFamily(
+            "promptbeat_delivery_attempts",
+            "Delivery attempts to channels, by channel kind and outcome (failed: no more attempts will be made).",
+            labels=["kind", "status"])
+        for kind in ChannelKind:
+            for status in DeliveryStatus:
+                attempts.add_metric([str(kind), str(status)], counts.get((str(kind), str(status)), 0))
+        return attempts
 
     def _queue_metrics(self):
         celery = self.app.extensions["celery"]

@@ -4,7 +4,8 @@ import hashlib
 import secrets
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (JSON, Column, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator,
+                        UniqueConstraint)
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -138,9 +139,28 @@ class ApiToken(db.Model):
         return cls(user=user, name=name, token_hash=hash_token(plaintext)), plaintext
 
 
-class WebhookFormat(enum.StrEnum):
-    JSON = "json"
+class ChannelKind(enum.StrEnum):
+    WEBHOOK = "webhook"
     SLACK = "slack"
+    EMAIL = "email"
+
+
+class NotifyOn(enum.StrEnum):
+    """When a task's channels are told about a run (promptbeat.notify.rules)."""
+
+    EVERY = "every"
+    CHANGE = "change"
+    FAILURE = "failure"
+    RECOVERY = "recovery"
+    AUTO_PAUSE = "auto_pause"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """The outcome of one delivery attempt: delivered, failed with another attempt to come, or failed for good."""
+
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    FAILED = "failed"
 
 
 class Connection(db.Model):
@@ -160,6 +180,31 @@ class Connection(db.Model):
     @property
     def has_api_key(self):
         return bool(self.api_key_encrypted)
+
+
+class Channel(db.Model):
+    """Where a task's runs are delivered: a webhook (JSON or Slack) or email; its secret is stored only encrypted."""
+
+    __tablename__ = "channels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str | None] = mapped_column(String(2000))
+    # The Standard Webhooks signing secret ("whsec_..."), Fernet-encrypted (promptbeat.llm.crypto).
+    secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    # Email: the addresses a run is sent to (the API's "to").
+    recipients: Mapped[list | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+# Which channels a task delivers to; deleting either side removes the pairing.
+task_channels = db.Table(
+    "task_channels",
+    Column("task_id", Integer, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("channel_id", Integer, ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
 
 
 class Task(db.Model):
@@ -207,14 +252,16 @@ class Task(db.Model):
     max_attempts: Mapped[int | None]
     request_timeout_seconds: Mapped[float | None]
     max_run_seconds: Mapped[int | None]
-    webhook_url: Mapped[str | None] = mapped_column(String(2000))
-    webhook_format: Mapped[str] = mapped_column(String(16), default=WebhookFormat.JSON)
+    # When its channels are told about a run: a list of NotifyOn values.
+    notify_on: Mapped[list] = mapped_column(JSON, default=lambda: [NotifyOn.EVERY], server_default='["every"]')
     # A JSON Schema the answer must conform to (promptbeat.outputs); None for a plain-text answer.
     output_schema: Mapped[dict | None] = mapped_column(JSON)
     # Regular expressions: lines of the answer that match one are left out of the change comparison.
     ignore_patterns: Mapped[list | None] = mapped_column(JSON)
 
     connection: Mapped[Connection | None] = relationship()
+    channels: Mapped[list[Channel]] = relationship(secondary=task_channels, order_by=Channel.id,
+                                                   passive_deletes=True)
     executions: Mapped[list["Execution"]] = relationship(
         back_populates="task", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -258,9 +305,6 @@ class Execution(db.Model):
     attempts: Mapped[list | None] = mapped_column(JSON)
     # Past this moment a run still marked running is dead: the sweeper marks it lost.
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    webhook_status: Mapped[str | None] = mapped_column(String(16))
-    # One entry per delivery attempt: {"attempt", "at", "status" or "error"}.
-    webhook_attempts: Mapped[list | None] = mapped_column(JSON)
     # The run this one retries (promptbeat.runs.store.create_retry); None for every other run.
     retry_of: Mapped[int | None] = mapped_column(
         ForeignKey("executions.id", ondelete="SET NULL", name="fk_executions_retry_of_executions"))
@@ -277,6 +321,31 @@ class Execution(db.Model):
     diff: Mapped[str | None] = mapped_column(Text)
 
     task: Mapped[Task] = relationship(back_populates="executions")
+
+
+class Delivery(db.Model):
+    """One attempt to deliver a run to a channel (promptbeat.notify.ledger): the ledger keeps every one."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_execution_id_id", "execution_id", "id"),
+        # /metrics counts the latest attempt of every run and channel by status.
+        Index("ix_deliveries_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    # NULL once the channel is deleted; its name stays, so the history still says where it went.
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"), index=True)
+    channel_name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))
+    # The HTTP status code, or the SMTP reply code.
+    code: Mapped[int | None]
+    # The receiver's or SMTP server's reply, or the error, cut short.
+    detail: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Runner(db.Model):

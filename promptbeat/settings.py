@@ -90,8 +90,18 @@ class Settings:
     webhook_allow_private: bool = False
     # Local model servers (Ollama, vLLM) live at private addresses, so connections may use them unless forbidden.
     connection_allow_private: bool = True
-    webhook_attempts: int = 3
+    # Deliveries to channels (promptbeat.notify): attempts per run and channel, the first retry's wait
+    # (doubled at each further one), and seconds per webhook attempt.
+    delivery_attempts: int = 5
+    delivery_retry_seconds: float = 30.0
     webhook_timeout_seconds: float = 10.0
+    # Email channels send through this SMTP server; without a host, email deliveries fail with a message.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_from: str | None = None
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_starttls: bool = True
     db_pool_size: int = 20
     https: bool = False
     proxy_hops: int = 0
@@ -121,6 +131,8 @@ class Settings:
                 f"({self.max_run_seconds} + {self.sweep_seconds} + {self.lost_grace_seconds} = {run_bound} s), "
                 "or a run still in progress would be handed to a second worker."
             )
+        if self.delivery_attempts < 1:
+            raise ConfigError("PROMPTBEAT_DELIVERY_ATTEMPTS must be at least 1.")
         if self.max_attempts < 1:
             raise ConfigError("PROMPTBEAT_MAX_ATTEMPTS must be at least 1.")
         # Two heartbeats may be late (a busy process, a slow database) before a live worker is thought dead.
@@ -177,8 +189,15 @@ class Settings:
             webhook_allow_private=_bool(environ, "PROMPTBEAT_WEBHOOK_ALLOW_PRIVATE", cls.webhook_allow_private),
             connection_allow_private=_bool(environ, "PROMPTBEAT_CONNECTION_ALLOW_PRIVATE",
                                            cls.connection_allow_private),
-            webhook_attempts=_int(environ, "PROMPTBEAT_WEBHOOK_ATTEMPTS", cls.webhook_attempts),
+            delivery_attempts=_int(environ, "PROMPTBEAT_DELIVERY_ATTEMPTS", cls.delivery_attempts),
+            delivery_retry_seconds=_float(environ, "PROMPTBEAT_DELIVERY_RETRY_SECONDS", cls.delivery_retry_seconds),
             webhook_timeout_seconds=_float(environ, "PROMPTBEAT_WEBHOOK_TIMEOUT", cls.webhook_timeout_seconds),
+            smtp_host=_str(environ, "PROMPTBEAT_SMTP_HOST"),
+            smtp_port=_int(environ, "PROMPTBEAT_SMTP_PORT", cls.smtp_port),
+            smtp_from=_str(environ, "PROMPTBEAT_SMTP_FROM"),
+            smtp_username=_str(environ, "PROMPTBEAT_SMTP_USERNAME"),
+            smtp_password=_str(environ, "PROMPTBEAT_SMTP_PASSWORD"),
+            smtp_starttls=_bool(environ, "PROMPTBEAT_SMTP_STARTTLS", cls.smtp_starttls),
             db_pool_size=_int(environ, "PROMPTBEAT_DB_POOL_SIZE", cls.db_pool_size),
             https=_bool(environ, "PROMPTBEAT_HTTPS", cls.https),
             proxy_hops=_int(environ, "PROMPTBEAT_PROXY_HOPS", cls.proxy_hops),

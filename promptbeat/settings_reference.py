@@ -89,9 +89,22 @@ ROWS = (
         "allow connection URLs in private, loopback and link-local ranges (local servers such as Ollama); `false` "
         "refuses them at save and at every call (see [the address policy](operations.md#connections-and-api-keys))"),
     Row((V("PROMPTBEAT_WEBHOOK_ALLOW_PRIVATE", "webhook_allow_private"),),
-        "allow webhook targets in private, loopback and link-local ranges"),
-    Row((V("PROMPTBEAT_WEBHOOK_ATTEMPTS", "webhook_attempts"), V("PROMPTBEAT_WEBHOOK_TIMEOUT", "webhook_timeout_seconds")),
-        "delivery attempts per run, and seconds per attempt"),
+        "allow webhook and Slack channel URLs in private, loopback and link-local ranges"),
+    Row((V("PROMPTBEAT_WEBHOOK_TIMEOUT", "webhook_timeout_seconds"),), "seconds per webhook delivery attempt"),
+    Row((V("PROMPTBEAT_DELIVERY_ATTEMPTS", "delivery_attempts"),
+         V("PROMPTBEAT_DELIVERY_RETRY_SECONDS", "delivery_retry_seconds")),
+        "delivery attempts per run and channel, and the wait before the first retry (doubled at each further one); "
+        "deliveries run after the run is final and never fail or delay it "
+        "([delivery](operations.md#notifications-and-delivery))"),
+    Row((V("PROMPTBEAT_SMTP_HOST", "smtp_host"), V("PROMPTBEAT_SMTP_PORT", "smtp_port")),
+        "the SMTP server email channels send through; without a host, email deliveries fail with a message in the "
+        "ledger"),
+    Row((V("PROMPTBEAT_SMTP_FROM", "smtp_from"),), "the sender address of notification emails; required for email "
+                                                    "channels"),
+    Row((V("PROMPTBEAT_SMTP_USERNAME", "smtp_username"), V("PROMPTBEAT_SMTP_PASSWORD", "smtp_password")),
+        "SMTP credentials, when the server asks for them (the password is never logged)"),
+    Row((V("PROMPTBEAT_SMTP_STARTTLS", "smtp_starttls"),),
+        "upgrade the SMTP connection with STARTTLS before sending (`false` for a local relay without TLS)"),
     Row((V("PROMPTBEAT_DB_POOL_SIZE", "db_pool_size"),),
         "most PostgreSQL connections per process, opened as needed and kept; runs hold one only while writing"),
     Row((V("PROMPTBEAT_HTTPS", "https"),),

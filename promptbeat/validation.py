@@ -5,9 +5,9 @@ from zoneinfo import ZoneInfo
 
 from promptbeat.outputs import patterns, schema
 from promptbeat.scheduling import schedules
-from promptbeat.runs import delivery, prompts
+from promptbeat.runs import prompts
 from promptbeat.extensions import db
-from promptbeat.models import Connection, OverlapPolicy, ScheduleType, Task, WebhookFormat
+from promptbeat.models import Channel, Connection, NotifyOn, OverlapPolicy, ScheduleType, Task
 from promptbeat.scheduling.schedules import TIME_OF_DAY
 
 FIELDS = (
@@ -15,7 +15,7 @@ FIELDS = (
     "interval_minutes", "interval_seconds", "time", "cron", "timezone", "enabled",
     "run_at", "start_at", "end_at", "max_runs", "overlap_policy", "catchup_seconds", "auto_pause_after",
     "pause_note",
-    "connection_id", "max_attempts", "request_timeout_seconds", "max_run_seconds", "webhook_url", "webhook_format",
+    "connection_id", "max_attempts", "request_timeout_seconds", "max_run_seconds", "notify_on", "channel_ids",
     "output_schema", "ignore_patterns",
 )
 SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone",
@@ -30,6 +30,8 @@ CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_TEMPERATURE = 2.0
 MAX_TOKENS = 1_000_000
+MAX_TASK_CHANNELS = 20
+NOTIFY_MESSAGE = "Must be a list of: every, change, failure, recovery, auto_pause."
 
 
 class TaskInputError(ValueError):
@@ -52,8 +54,8 @@ def task_values(task):
         "auto_pause_after": task.auto_pause_after, "pause_note": task.pause_note,
         "connection_id": task.connection_id,
         "max_attempts": task.max_attempts, "request_timeout_seconds": task.request_timeout_seconds,
-        "max_run_seconds": task.max_run_seconds, "webhook_url": task.webhook_url,
-        "webhook_format": task.webhook_format, "output_schema": task.output_schema,
+        "max_run_seconds": task.max_run_seconds, "notify_on": list(task.notify_on or []),
+        "channel_ids": [channel.id for channel in task.channels], "output_schema": task.output_schema,
         "ignore_patterns": task.ignore_patterns,
     }
     if task.interval_seconds is not None:
@@ -321,32 +323,18 @@ def _interval(data, settings, errors):
 
 
 def _execution_options(data, settings, errors):
-    """Connection, retry bounds, timeouts and webhook: the per-task knobs of a run."""
+    """Connection, retry bounds, timeouts, notify rules and channels: the per-task knobs of a run."""
     options = {
         "max_attempts": _number(data, "max_attempts", errors, int, 1, MAX_ATTEMPTS, default=None),
         "request_timeout_seconds": _number(data, "request_timeout_seconds", errors, float, 1, 3600, default=None),
         # Bounded by the setting, which itself stays under the broker's visibility timeout.
         "max_run_seconds": _number(data, "max_run_seconds", errors, int, 5, settings.max_run_seconds, default=None),
         "connection_id": _number(data, "connection_id", errors, int, 1, 2**31 - 1, default=None),
-        "webhook_format": _choice(data, "webhook_format", errors, WebhookFormat, WebhookFormat.JSON,
-                                  "Must be one of: json, slack."),
-        "webhook_url": None,
     }
     if options["connection_id"] and db.session.get(Connection, options["connection_id"]) is None:
         errors["connection_id"] = f"No connection with id {options['connection_id']}."
-    url = data.get("webhook_url")
-    if url not in (None, ""):
-        if not isinstance(url, str) or len(url) > 2000:
-            errors["webhook_url"] = "Must be a URL of at most 2000 characters."
-        elif CONTROL_IN_LINE.search(url.strip()):
-            # A line break in the URL would be stored and reach the request line it is sent in.
-            errors["webhook_url"] = "Must be one line, without control characters."
-        else:
-            try:
-                delivery.check_target(url.strip(), settings.webhook_allow_private)
-                options["webhook_url"] = url.strip()
-            except delivery.WebhookRefused as exc:
-                errors["webhook_url"] = str(exc)
+    options["notify_on"] = _notify_on(data, errors)
+    options["channels"] = _channels(data, errors)
     return options
 
 
@@ -365,3 +353,34 @@ def _output_options(data, errors):
     except patterns.PatternError as exc:
         errors["ignore_patterns"] = str(exc)
     return options
+
+
+def _notify_on(data, errors):
+    """When the task's channels are told: a list of NotifyOn values, each once; absent means every run."""
+    value = data.get("notify_on")
+    if value is None:
+        return [NotifyOn.EVERY]
+    if not isinstance(value, list) or len(value) > len(NotifyOn) or not all(
+            isinstance(rule, str) and rule in set(NotifyOn) for rule in value):
+        errors["notify_on"] = NOTIFY_MESSAGE
+        return [NotifyOn.EVERY]
+    return list(dict.fromkeys(NotifyOn(rule) for rule in value))
+
+
+def _channels(data, errors):
+    """The channels a list of ids names; every id must be a channel's."""
+    value = data.get("channel_ids")
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_TASK_CHANNELS or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= 2**31 - 1 for i in value):
+        errors["channel_ids"] = f"Must be a list of at most {MAX_TASK_CHANNELS} channel ids."
+        return []
+    ids = list(dict.fromkeys(value))
+    found = {channel.id: channel for channel in
+             db.session.execute(db.select(Channel).where(Channel.id.in_(ids))).scalars()} if ids else {}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        errors["channel_ids"] = f"No channel with id {missing[0]}."
+        return []
+    return [found[i] for i in ids]

@@ -9,9 +9,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from promptbeat import service
 from promptbeat.llm import connections
 from promptbeat.extensions import db
-from promptbeat.models import Connection, Execution, Task, utcnow
+from promptbeat.models import Channel, Connection, Execution, Task, utcnow
+from promptbeat.notify import channels, dispatch, ledger
 from promptbeat.outputs import trial
 from promptbeat.validation import TaskInputError, task_values, validate_schedule, validate_task
+from promptbeat.runs.states import RunStatus
 from web import api_models as models
 from web.api_spec import MAX_BODY_BYTES, ApiError, document, operation
 from web.auth import token_required
@@ -22,6 +24,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 TASK = "/tasks/<int:task_id>"
 EXECUTION = "/executions/<int:execution_id>"
 CONNECTION = "/connections/<int:connection_id>"
+CHANNEL = "/channels/<int:channel_id>"
 
 
 @bp.before_request
@@ -45,6 +48,11 @@ def invalid_input(exc):
 
 @bp.errorhandler(connections.ConnectionInputError)
 def invalid_connection(exc):
+    return jsonify(error="validation_failed", message="Some fields are invalid.", fields=exc.errors), 422
+
+
+@bp.errorhandler(channels.ChannelInputError)
+def invalid_channel(exc):
     return jsonify(error="validation_failed", message="Some fields are invalid.", fields=exc.errors), 422
 
 
@@ -245,7 +253,9 @@ def list_executions(task_id, query: models.PageQuery):
     """Runs, newest first"""
     _task_or_404(task_id)
     rows = db.select(Execution).filter_by(task_id=task_id).order_by(Execution.id.desc()).limit(query.limit)
-    return jsonify(executions=[execution_json(e) for e in db.session.execute(rows).scalars()])
+    executions = db.session.execute(rows).scalars().all()
+    deliveries = ledger.summaries([e.id for e in executions])
+    return jsonify(executions=[execution_json(e, deliveries=deliveries[e.id]) for e in executions])
 
 
 def _execution_or_404(execution_id):
@@ -409,3 +419,92 @@ def test_connection(connection_id):
     # Audited: the test sends the stored key to the connection's URL.
     audit("connection_tested", connection_id=connection_id, base_url=connection.base_url, ok=result["ok"])
     return jsonify(result)
+
+
+@bp.post(f"{EXECUTION}/resend")
+@token_required
+@admin_required
+@operation("resendExecution", {"HTTP_202": models.Resent}, admin=True, item=True, conflict=True,
+           tags=["executions"])
+def resend_execution(execution_id):
+    """Deliver a finished run again to each of its task's channels now, whatever its notify rules"""
+    execution = _execution_or_404(execution_id)
+    if not RunStatus(execution.status).is_final:
+        raise ApiError(409, "conflict", f"Execution {execution_id} is {execution.status}; only a finished run can "
+                                        "be sent again.")
+    if not execution.task.channels:
+        raise ApiError(409, "conflict", f"The task of execution {execution_id} has no channels to deliver to.")
+    channel_ids = dispatch.resend(execution)
+    audit("run_resent", task_id=execution.task_id, execution_id=execution_id, channel_ids=channel_ids)
+    return jsonify(execution_id=execution_id, channel_ids=channel_ids), 202
+
+
+def _channel_or_404(channel_id):
+    channel = db.session.get(Channel, channel_id) if channel_id <= models.MAX_ID else None
+    if channel is None:
+        raise ApiError(404, "not_found", f"No channel with id {channel_id}.")
+    return channel
+
+
+def _check_channel_input(data):
+    channel_id = request.view_args.get("channel_id")
+    channels.channel_values(data, _channel_or_404(channel_id) if channel_id else None)
+
+
+@bp.get("/channels")
+@token_required
+@operation("listChannels", {"HTTP_200": models.ChannelList}, tags=["channels"])
+def list_channels():
+    """List channels (never their secrets)"""
+    rows = db.session.execute(db.select(Channel).order_by(Channel.name)).scalars()
+    return jsonify(channels=[channels.channel_json(c) for c in rows])
+
+
+@bp.post("/channels")
+@token_required
+@admin_required
+@operation("createChannel", {"HTTP_201": models.Channel}, body=models.ChannelInput, admin=True,
+           also_check=_check_channel_input, tags=["channels"])
+def create_channel(json: models.ChannelInput):
+    """Add a webhook, Slack or email channel; a webhook's generated secret is in this answer only"""
+    channel, revealed = channels.save_channel(json.model_dump(mode="json", exclude_unset=True))
+    audit("channel_created", channel_id=channel.id, name=channel.name, kind=channel.kind)
+    return jsonify(channels.channel_json(channel, revealed)), 201
+
+
+@bp.get(CHANNEL)
+@token_required
+@operation("getChannel", {"HTTP_200": models.Channel}, item=True, tags=["channels"])
+def get_channel(channel_id):
+    """Read a channel"""
+    return jsonify(channels.channel_json(_channel_or_404(channel_id)))
+
+
+@bp.patch(CHANNEL)
+@token_required
+@admin_required
+@operation("updateChannel", {"HTTP_200": models.Channel}, body=models.ChannelInput, admin=True, item=True,
+           also_check=_check_channel_input, tags=["channels"])
+def update_channel(channel_id, json: models.ChannelInput):
+    """Update a channel (partial); "secret": "" makes a new secret, returned in this answer only"""
+    channel = _channel_or_404(channel_id)
+    data = json.model_dump(mode="json", exclude_unset=True)
+    try:
+        saved, revealed = channels.save_channel(data, channel)
+    except channels.ChannelInputError:
+        db.session.rollback()
+        raise
+    audit("channel_updated", channel_id=channel_id, fields=sorted(data))
+    return jsonify(channels.channel_json(saved, revealed))
+
+
+@bp.delete(CHANNEL)
+@token_required
+@admin_required
+@operation("deleteChannel", {"HTTP_204": None}, admin=True, item=True, tags=["channels"])
+def delete_channel(channel_id):
+    """Delete; tasks stop delivering to it, and the ledger keeps its past deliveries under its name"""
+    db.session.delete(_channel_or_404(channel_id))
+    db.session.commit()
+    audit("channel_deleted", channel_id=channel_id)
+    return "", 204

@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from promptbeat.models import OverlapPolicy, ScheduleType, Trigger, WebhookFormat
+from promptbeat.models import ChannelKind, DeliveryStatus, NotifyOn, OverlapPolicy, ScheduleType, Trigger
 from promptbeat.runs.states import RunStatus
 
 # Ids beyond the columns' range cannot exist; the routes refuse them before asking the database.
@@ -17,7 +17,8 @@ Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
 # JSON has no enum type: a member arrives as its string, which strict mode would refuse.
 ScheduleKind = Annotated[ScheduleType, Field(strict=False)]
 Overlap = Annotated[OverlapPolicy, Field(strict=False)]
-Format = Annotated[WebhookFormat, Field(strict=False)]
+Kind = Annotated[ChannelKind, Field(strict=False)]
+Rule = Annotated[NotifyOn, Field(strict=False)]
 # Documented as date-time so that generated clients and fuzzers send real moments; an ISO 8601 time
 # without an offset (read in the task's zone) is accepted too.
 Moment = Annotated[Text, Field(description="ISO 8601; without an offset it is read in the task's time zone.",
@@ -71,14 +72,17 @@ class TaskInput(ScheduleInput):
     max_attempts: int | None = None
     request_timeout_seconds: float | None = None
     max_run_seconds: int | None = None
-    webhook_url: Text | None = None
-    webhook_format: Format | None = None
     output_schema: dict[str, Any] | None = Field(
         None, description="A JSON Schema (draft 2020-12) the answer must conform to; null for plain text.",
         examples=[{"type": "object", "properties": {"price": {"type": "number"}}, "required": ["price"]}])
     ignore_patterns: list[Text] | None = Field(
         None, description="Regular expressions (RE2): matching lines (or, for structured output, field paths) "
                           "are left out of change detection.", examples=[["^Updated at "]])
+    notify_on: list[Rule] | None = Field(
+        None, max_length=len(NotifyOn),
+        description="When the task's channels are told about a run: every, change (a first run counts as a change), "
+                    "failure, recovery (the first success after a failure), auto_pause. Left out on create: every.")
+    channel_ids: list[int] | None = Field(None, max_length=20, description="The channels runs are delivered to.")
 
 
 class PauseInput(ApiInput):
@@ -101,6 +105,19 @@ class ConnectionInput(ApiInput):
     api_key: Text | None = None
     default_model: Text | None = None
     extra_headers: dict[str, Text] | None = None
+
+
+class ChannelInput(ApiInput):
+    """A channel to create, or the fields to change (partial). The secret is write-only: a webhook created
+    without one gets a generated one (returned once), and "secret": "" makes a new one."""
+
+    name: Text | None = None
+    kind: Kind | None = Field(None, description="webhook, slack or email; cannot change once created.")
+    url: Text | None = Field(None, description="Webhook and Slack: where runs are POSTed.",
+                             examples=["https://hooks.example.com/promptbeat"])
+    secret: Text | None = Field(None, description="Webhook: a Standard Webhooks secret (whsec_ and base64).")
+    to: list[Text] | None = Field(None, max_length=20, description="Email: the recipients' addresses.",
+                                  examples=[["ops@example.com"]])
 
 
 class Query(BaseModel):
@@ -132,6 +149,19 @@ class ErrorBody(ApiOutput):
     fields: dict[str, str] | None = Field(None, description="For 422: a message per invalid field.")
 
 
+class DeliverySummary(ApiOutput):
+    """A run's delivery to one channel, from the ledger."""
+
+    channel_id: int | None = Field(description="Null once the channel was deleted; the ledger keeps its name.")
+    channel: str = Field(description="The channel's name when the attempts were made.")
+    status: DeliveryStatus = Field(description="Of the latest attempt: delivered, retrying (another attempt is "
+                                               "scheduled) or failed (no more attempts).")
+    attempts: int
+    code: int | None = Field(description="The HTTP status or SMTP reply code of the latest attempt, if any.")
+    detail: str | None = Field(description="The receiver's or SMTP server's reply, or the error.")
+    at: datetime
+
+
 class ExecutionBrief(ApiOutput):
     """A run without its output, as shown in a task's last_run."""
 
@@ -153,7 +183,6 @@ class ExecutionBrief(ApiOutput):
     cost_usd: float | None
     error_class: str | None
     attempt_count: int
-    webhook_status: str | None
     retry_of: int | None = Field(description="The run this one retries; null unless it is a retry.")
     worker: str | None = Field(description="The Celery worker node (name@host) that ran it; null until claimed.")
     changed: bool | None = Field(description="Whether the answer differs from the task's previous successful run's; "
@@ -166,10 +195,11 @@ class Execution(ExecutionBrief):
     output: str | None
     prompt: str | None = Field(description="The prompt as sent, after its variables were rendered.")
     attempts: list[dict[str, Any]] = Field(description="One entry per model call.")
-    webhook_attempts: list[dict[str, Any]] = Field(description="One entry per webhook delivery attempt.")
     parsed_output: Any = Field(description="The answer parsed as JSON and validated, for a task with an output_schema.")
     diff: str | None = Field(description="How the answer changed: a unified diff, or one line per added (+), removed "
                                          "(-) and changed (~) field path for structured output; null when unchanged.")
+    deliveries: list[DeliverySummary] = Field(
+        description="One entry per channel the run was delivered to: its latest attempt and how many there were.")
 
 
 class Task(ApiOutput):
@@ -211,10 +241,10 @@ class Task(ApiOutput):
     max_attempts: int | None
     request_timeout_seconds: float | None
     max_run_seconds: int | None
-    webhook_url: str | None
-    webhook_format: WebhookFormat | None
     output_schema: dict[str, Any] | None
     ignore_patterns: list[str] | None
+    notify_on: list[NotifyOn]
+    channel_ids: list[int]
 
 
 class TaskList(ApiOutput):
@@ -291,6 +321,29 @@ class Connection(ApiOutput):
 
 class ConnectionList(ApiOutput):
     connections: list[Connection]
+
+
+class Channel(ApiOutput):
+    """Where runs are delivered: whether it has a signing secret, never the secret (except once, on create)."""
+
+    id: int
+    name: str
+    kind: ChannelKind
+    url: str | None
+    to: list[str]
+    has_secret: bool
+    secret: str | None = Field(None, description="Only in the answer that made it: the webhook signing secret.")
+
+
+class ChannelList(ApiOutput):
+    channels: list[Channel]
+
+
+class Resent(ApiOutput):
+    """The channels a run is being delivered to again."""
+
+    execution_id: int
+    channel_ids: list[int]
 
 
 class ConnectionCheck(ApiOutput):

@@ -8,6 +8,7 @@ from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
 from werkzeug.exceptions import BadRequest
 
 from promptbeat.llm.connections import ConnectionInputError
+from promptbeat.notify.channels import ChannelInputError
 from promptbeat.validation import TaskInputError
 from web.api_models import ErrorBody
 
@@ -55,6 +56,7 @@ TYPE_MESSAGES = {
     "bool_parsing": "Must be true or false.",
     "dict_type": "Must be an object.",
     "list_type": "Must be a list.",
+    "too_long": "The list is too long.",
 }
 
 
@@ -105,7 +107,7 @@ def _refuse(query, also_check, req, resp, error, instance, model_adapter):
         # each mistyped field set to true, which they refuse without running the rules built on it.
         try:
             also_check({**request.get_json(), **dict.fromkeys(fields, True)})
-        except (TaskInputError, ConnectionInputError) as exc:
+        except (TaskInputError, ConnectionInputError, ChannelInputError) as exc:
             fields = {**exc.errors, **fields}
     raise ApiError(422, "validation_failed", INVALID, fields)
 

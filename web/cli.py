@@ -8,7 +8,8 @@ from promptbeat.accounts import first_admin, users
 from promptbeat.accounts.users import AccountError, create_user
 from promptbeat.llm import connections
 from promptbeat.extensions import db
-from promptbeat.models import Role, Task
+from promptbeat.models import Role, Task, User
+from promptbeat.notify import channels
 from promptbeat.scheduling.sync import reconcile
 from web.security import audit
 
@@ -89,8 +90,9 @@ def register(app):
 
     @app.cli.command("rotate-keys")
     def rotate_keys_command():
-        """Re-encrypt every stored API key under the first PROMPTBEAT_FERNET_KEYS key."""
+        """Re-encrypt every stored API key and channel signing secret under the first PROMPTBEAT_FERNET_KEYS key."""
         click.echo(f"re-encrypted {connections.rotate_keys()} API key(s) under the first key")
+        click.echo(f"re-encrypted {channels.rotate_secrets()} channel secret(s) under the first key")
 
 
 def _user(email):

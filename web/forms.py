@@ -6,10 +6,11 @@ from zoneinfo import ZoneInfo
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, RadioField, SelectChoice, SelectField, StringField, TextAreaField
+from wtforms import (BooleanField, RadioField, SelectChoice, SelectField, SelectMultipleField, StringField,
+                     TextAreaField, widgets)
 
 from promptbeat.extensions import db
-from promptbeat.models import Connection
+from promptbeat.models import Channel, Connection
 from promptbeat.validation import TaskInputError, validate_task
 
 SCHEDULE_CHOICES = [
@@ -21,6 +22,13 @@ SCHEDULE_CHOICES = [
 OVERLAP_CHOICES = [
     SelectChoice("skip", _l("Skip a run while the previous one is still running")),
     SelectChoice("allow", _l("Allow runs to overlap")),
+]
+NOTIFY_CHOICES = [
+    SelectChoice("every", _l("Every run")),
+    SelectChoice("change", _l("The output changed (a first run counts)")),
+    SelectChoice("failure", _l("A run failed")),
+    SelectChoice("recovery", _l("The first success after a failure")),
+    SelectChoice("auto_pause", _l("The task was paused automatically")),
 ]
 # Optional inputs passed to the validator as typed (blank means "not set").
 OPTIONAL_INPUTS = ("run_at", "start_at", "end_at", "max_runs", "catchup_seconds", "auto_pause_after")
@@ -50,25 +58,32 @@ class TaskForm(FlaskForm):
     enabled = BooleanField(_l("Enabled"), default=True)
     connection_id = SelectField(_l("Connection"), default="")
     max_attempts = StringField(_l("Attempts at most (optional)"))
-    webhook_url = StringField(_l("Webhook URL (optional)"))
-    webhook_format = SelectField(_l("Webhook body"), choices=[SelectChoice("json", "JSON"),
-                                                             SelectChoice("slack", _l("Slack text"))], default="json")
     output_schema = TextAreaField(_l("Output schema (optional JSON Schema)"))
     ignore_patterns = TextAreaField(_l("Ignore lines matching (optional, one regular expression a line)"))
+    # Checkboxes, so that several can be picked; validate_choice is off: the shared validator decides.
+    notify_on = SelectMultipleField(_l("Notify when"), choices=NOTIFY_CHOICES, default=["every"],
+                                    widget=widgets.ListWidget(prefix_label=False),
+                                    option_widget=widgets.CheckboxInput(), validate_choice=False)
+    channel_ids = SelectMultipleField(_l("Channels"), widget=widgets.ListWidget(prefix_label=False),
+                                      option_widget=widgets.CheckboxInput(), validate_choice=False)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         names = db.session.execute(db.select(Connection.id, Connection.name).order_by(Connection.name)).all()
         self.connection_id.choices = [SelectChoice("", _l("Default (OPENAI_BASE_URL)"))] + [
             SelectChoice(str(i), name) for i, name in names]
+        channels = db.session.execute(db.select(Channel.id, Channel.name).order_by(Channel.name)).all()
+        self.channel_ids.choices = [SelectChoice(str(i), name) for i, name in channels]
 
     def input_data(self):
         """The submitted values, shaped as the shared validator expects."""
         data = {name: getattr(self, name).data for name in (
             "name", "prompt", "system_prompt", "model", "temperature", "max_tokens",
             "schedule_type", "time", "cron", "timezone", "enabled", "overlap_policy", "connection_id",
-            "max_attempts", "webhook_url", "webhook_format", "output_schema", "ignore_patterns",
+            "max_attempts", "notify_on", "output_schema", "ignore_patterns",
         )}
+        # A channel id that is not a number is passed on as typed, for the validator to refuse.
+        data["channel_ids"] = [int(v) if v.isdigit() and len(v) < 11 else v for v in self.channel_ids.data or []]
         for name in OPTIONAL_INPUTS:
             data[name] = (getattr(self, name).data or "").strip() or None
         if self.schedule_type.data == "interval":
@@ -131,8 +146,8 @@ class TaskForm(FlaskForm):
             form.enabled.data = task.enabled
             form.connection_id.data = str(task.connection_id or "")
             form.max_attempts.data = str(task.max_attempts or "")
-            form.webhook_url.data = task.webhook_url or ""
-            form.webhook_format.data = task.webhook_format
             form.output_schema.data = json.dumps(task.output_schema, indent=2) if task.output_schema else ""
             form.ignore_patterns.data = "\n".join(task.ignore_patterns or [])
+            form.notify_on.data = list(task.notify_on or [])
+            form.channel_ids.data = [str(channel.id) for channel in task.channels]
         return form

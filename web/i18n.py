@@ -6,6 +6,7 @@ from flask_babel import Babel, format_timedelta, get_locale, get_translations
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from promptbeat.models import DeliveryStatus
 from promptbeat.runs.states import RunStatus
 
 LANGUAGES = {"en": "English", "zh_Hans": "简体中文"}
@@ -64,9 +65,15 @@ def status_words():
     return {str(status): str(word) for status, word in RUN_STATUS_WORDS.items()}
 
 
+def delivery_words():
+    """Each delivery status's word in the page's language, keyed by its value."""
+    return {str(status): str(word) for status, word in DELIVERY_STATUS_WORDS.items()}
+
+
 def init_app(app):
     babel.init_app(app, locale_selector=select_locale, default_translation_directories="translations")
-    app.jinja_env.globals.update(LANGUAGES=LANGUAGES, html_lang=html_lang, status_words=status_words)
+    app.jinja_env.globals.update(LANGUAGES=LANGUAGES, html_lang=html_lang, status_words=status_words,
+                                 delivery_words=delivery_words)
     app.jinja_env.filters["ago"] = relative_time
     app.jinja_env.filters["message"] = translate_message
 
@@ -77,6 +84,10 @@ RUN_STATUS_WORDS = {
     RunStatus.QUEUED: _l("queued"), RunStatus.RUNNING: _l("running"), RunStatus.SUCCESS: _l("success"),
     RunStatus.FAILED: _l("failed"), RunStatus.SKIPPED: _l("skipped"), RunStatus.LOST: _l("lost"),
     RunStatus.CANCELLED: _l("cancelled"),
+}
+DELIVERY_STATUS_WORDS = {
+    DeliveryStatus.DELIVERED: _l("delivered"), DeliveryStatus.RETRYING: _l("retrying"),
+    DeliveryStatus.FAILED: _l("delivery failed"),
 }
 # Words that reach templates as data (trigger, role, messages); listed so extraction finds them.
 DATA_WORDS = (
@@ -90,6 +101,14 @@ DATA_WORDS = (
     _l("Use an ISO 8601 date and time, for example 2030-01-31T09:00 or 2030-01-31T09:00+01:00."),
     _l("Must be one of: skip, allow."), _l("active"), _l("paused"), _l("completed"),
     _l("The search cannot contain NUL characters."),
+)
+# Channel and notify-rule messages from promptbeat.notify.channels and promptbeat.validation that pages show.
+CHANNEL_WORDS = (
+    _l("A channel with this name exists."), _l("Use an http(s) URL such as https://hooks.example.com/promptbeat."),
+    _l("Give a list of one or more email addresses."),
+    _l("Each address must be a plain address such as ops@example.com (no name, comma or line break)."),
+    _l("Must be one of: webhook, slack, email."),
+    _l("Must be a list of: every, change, failure, recovery, auto_pause."),
 )
 # Connection messages from promptbeat.llm.connections and promptbeat.llm.crypto that the connections page shows.
 CONNECTION_WORDS = (

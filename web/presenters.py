@@ -9,6 +9,7 @@ from sqlalchemy import func
 
 from promptbeat.scheduling import descriptions, schedules
 from promptbeat.extensions import db
+from promptbeat.notify import ledger
 from promptbeat.models import SCHEDULE_TYPES, Execution, ScheduleType, Task
 from promptbeat.validation import validate_schedule
 
@@ -111,18 +112,21 @@ def task_json(task, last_execution=None):
         "max_attempts": task.max_attempts,
         "request_timeout_seconds": task.request_timeout_seconds,
         "max_run_seconds": task.max_run_seconds,
-        "webhook_url": task.webhook_url,
-        "webhook_format": task.webhook_format,
         "output_schema": task.output_schema,
         "ignore_patterns": task.ignore_patterns,
+        "notify_on": list(task.notify_on or []),
+        "channel_ids": [channel.id for channel in task.channels],
     }
     if task.schedule_type != ScheduleType.INTERVAL:
         data["interval_minutes"] = None
     return data
 
 
-def execution_json(execution, brief=False):
-    """An execution as the API returns it; brief leaves out the output."""
+def execution_json(execution, brief=False, deliveries=None):
+    """An execution as the API returns it; brief leaves out the output and deliveries.
+
+    deliveries, the run's ledger summary (promptbeat.notify.ledger.summaries), is read when not given.
+    """
     data = {
         "id": execution.id,
         "task_id": execution.task_id,
@@ -142,7 +146,6 @@ def execution_json(execution, brief=False):
         "cost_usd": execution.cost_usd,
         "error_class": execution.error_class,
         "attempt_count": len(execution.attempts or []),
-        "webhook_status": execution.webhook_status,
         "retry_of": execution.retry_of,
         "worker": execution.worker,
         "changed": execution.changed,
@@ -151,9 +154,11 @@ def execution_json(execution, brief=False):
         data["output"] = execution.output
         data["prompt"] = execution.prompt
         data["attempts"] = execution.attempts or []
-        data["webhook_attempts"] = execution.webhook_attempts or []
         data["parsed_output"] = execution.parsed_output
         data["diff"] = execution.diff
+        if deliveries is None:
+            deliveries = ledger.summaries([execution.id])[execution.id]
+        data["deliveries"] = deliveries
     return data
 
 

@@ -5,6 +5,7 @@ from flask import Blueprint, abort, current_app, flash, jsonify, redirect, rende
 from flask_babel import gettext as _
 
 from promptbeat import service
+from promptbeat.notify import dispatch, ledger
 from promptbeat.runs import message_ids
 from promptbeat.scheduling import schedules
 from promptbeat.extensions import db
@@ -167,7 +168,7 @@ def compare(task_id):
 @bp.get("/tasks/<int:task_id>")
 def detail(task_id):
     task = _task_or_404(task_id)
-    runs, version = _runs_page(task)
+    runs, version, deliveries = _runs_page(task)
     chart_rows = db.session.execute(
         db.select(Execution.duration_ms, Execution.total_tokens)
         .where(Execution.task_id == task.id, Execution.status == RunStatus.SUCCESS)
@@ -181,25 +182,29 @@ def detail(task_id):
         db.select(Execution).filter_by(task_id=task.id, changed=True).order_by(Execution.id.desc()).limit(TIMELINE_RUNS)
     ).scalars().all()
     return render_template("tasks/detail.html", task=task, runs=runs, version=version, upcoming=upcoming,
-                           charts=charts, endpoint=task_endpoint(task), timeline=timeline)
+                           charts=charts, endpoint=task_endpoint(task), timeline=timeline, deliveries=deliveries)
 
 
 @bp.get("/tasks/<int:task_id>/runs")
 def runs_fragment(task_id):
     """The runs list alone; 204 when nothing changed since the version the browser has."""
     task = _task_or_404(task_id)
-    runs, version = _runs_page(task)
+    runs, version, deliveries = _runs_page(task)
     if request.args.get("v") == version:
         return "", 204
-    return render_template("tasks/_runs.html", task=task, runs=runs, version=version, endpoint=task_endpoint(task))
+    return render_template("tasks/_runs.html", task=task, runs=runs, version=version, endpoint=task_endpoint(task),
+                           deliveries=deliveries)
 
 
 def _runs_page(task):
     page = dashboard.page_number(request.args)
     query = db.select(Execution).filter_by(task_id=task.id).order_by(Execution.id.desc())
     runs = db.paginate(query, page=page, per_page=RUNS_PER_PAGE, error_out=False)
-    version = "-".join(f"{r.id}{r.status[0]}" for r in runs.items)[:200] or "0"
-    return runs, version
+    deliveries = ledger.summaries([r.id for r in runs.items])
+    # A new delivery attempt changes the version too, so its outcome shows without a reload.
+    attempts = sum(d["attempts"] for entries in deliveries.values() for d in entries)
+    version = ("-".join(f"{r.id}{r.status[0]}" for r in runs.items)[:200] + f"d{attempts}") if runs.items else "0"
+    return runs, version, deliveries
 
 
 @bp.post("/tasks/<int:task_id>/enable")
@@ -280,6 +285,20 @@ def retry_run(task_id, execution_id):
     return _back(task)
 
 
+@bp.post("/tasks/<int:task_id>/runs/<int:execution_id>/resend")
+@admin_required
+def resend_run(task_id, execution_id):
+    task = _task_or_404(task_id)
+    run = _run_of_task_or_404(task, execution_id)
+    if not RunStatus(run.status).is_final or not task.channels:
+        flash(_("Only a finished run of a task with channels can be sent again."), "error")
+        return _back(task)
+    channel_ids = dispatch.resend(run)
+    audit("run_resent", task_id=task.id, execution_id=run.id, channel_ids=channel_ids)
+    flash(_("Run #%(id)d is being sent again to %(count)d channel(s).", id=run.id, count=len(channel_ids)), "success")
+    return _back(task)
+
+
 @bp.post("/tasks/<int:task_id>/delete")
 @admin_required
 def delete(task_id):
@@ -320,4 +339,5 @@ def register_filters(app):
     app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline, schedule_problem=schedule_problem,
                                  flower_link=flower_link, schema_example=json.dumps(output_schemas.EXAMPLE, indent=2))
     # Which runs show Cancel and Retry, from the state machine's own table.
-    app.jinja_env.globals.update(cancellable=frozenset(sources(RunStatus.CANCELLED)), retryable=RETRYABLE)
+    app.jinja_env.globals.update(cancellable=frozenset(sources(RunStatus.CANCELLED)), retryable=RETRYABLE,
+                                 final_statuses=frozenset(status for status in RunStatus if status.is_final))

@@ -10,8 +10,9 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from promptbeat.extensions import db
 from promptbeat.models import OverlapPolicy, Task, Trigger, utcnow
+from promptbeat.notify import dispatch
 from promptbeat.outputs import answers
-from promptbeat.runs import delivery, lifecycle, liveness, overlap, preparation, store
+from promptbeat.runs import lifecycle, liveness, overlap, preparation, store
 from promptbeat.runs.attempts import call_with_retries
 from promptbeat.runs.overlap import HELD_BY_THIS_RUN, run_guard
 from promptbeat.runs.plan import Start
@@ -104,10 +105,9 @@ def _claim_and_run(request, settings, task, run_id, sleep, exclusive=False):
         return run_id
     logger.info("task %s run %s (%s) %s in %d ms after %d attempt(s)", task.id, run_id, request.trigger,
                 result.status, result.duration_ms, len(result.attempts))
-    if counters is not None:
-        _stop_if_last(task.id, run_id, request.trigger, counters, result.error)
-    if task.webhook_url:
-        delivery.deliver_result(run_id, task.id, task.webhook_url, task.webhook_format, settings, sleep)
+    auto_paused = counters is not None and _stop_if_last(task.id, run_id, request.trigger, counters, result.error)
+    # Queued, not sent: deliveries run in their own Celery tasks once the run is final (promptbeat.notify).
+    dispatch.after_run(run_id, task, auto_paused)
     return run_id
 
 
@@ -126,10 +126,11 @@ def _unclaimed(run_id, exclusive):
 
 
 def _stop_if_last(task_id, run_id, trigger, counters, error):
-    """Pause or complete the task if the run just counted was its last (promptbeat.runs.lifecycle.stop_after_run)."""
+    """Pause or complete the task if the run just counted was its last (promptbeat.runs.lifecycle.stop_after_run);
+    returns whether it paused the task automatically."""
     stop = lifecycle.stop_after_run(counters, trigger, error)
     if not stop:
-        return
+        return False
     try:
         task = db.session.get(Task, task_id)
         if task is not None:
@@ -137,9 +138,11 @@ def _stop_if_last(task_id, run_id, trigger, counters, error):
                 setattr(task, column, value)
             db.session.commit()
             sync_task(current_app.extensions["celery"], task, reset_phase=False)
+            return "pause_note" in stop
     except (StaleDataError, OperationalError):
         db.session.rollback()
         logger.info("task %s changed or was deleted while run %s ran; it was not stopped", task_id, run_id)
+    return False
 
 
 def _read_task(task_id):

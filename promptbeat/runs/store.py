@@ -164,11 +164,6 @@ def record_attempts(run_id, attempts):
     return _set(run_id, RunStatus.RUNNING, attempts=list(attempts))
 
 
-def record_webhook(run_id, status, attempts):
-    """Record how a finished run's result was delivered to its webhook."""
-    return _set(run_id, None, webhook_status=status, webhook_attempts=attempts)
-
-
 def finish(run_id, values, failed, counted, claim=None):
     """Move a running run, held by claim, to success or failed with its result; returns (written, counters).
 
@@ -274,16 +269,15 @@ def outcome_of(run_id):
 
 
 def _set(run_id, status, **values):
-    """Set columns that are not its state on a run (in status, or any when None); returns whether it was there."""
+    """Set columns that are not its state on a run in status; returns whether it was there."""
     names = tuple(sorted(values))
     return bool(_write(_set_statement(status, names), _params(run_id, values)))
 
 
 @functools.cache
 def _set_statement(status, names):
-    statement = (update(EXECUTIONS).where(EXECUTIONS.c.id == bindparam("run_id"))
-                 .values({name: bindparam("v_" + name) for name in names}))
-    return statement.where(EXECUTIONS.c.status == status) if status is not None else statement
+    return (update(EXECUTIONS).where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == status)
+            .values({name: bindparam("v_" + name) for name in names}))
 
 
 def _run_row(task_id, trigger, model, slot=None, catch_up=False, retry_of=None):

@@ -14,7 +14,8 @@ from promptbeat.app import create_app
 from promptbeat.extensions import db
 from promptbeat.settings import Settings
 
-TABLES = {"alembic_version", "api_tokens", "connections", "executions", "runners", "tasks", "users"}
+TABLES = {"alembic_version", "api_tokens", "channels", "connections", "deliveries", "executions", "runners",
+          "task_channels", "tasks", "users"}
 
 
 @pytest.fixture
@@ -67,3 +68,37 @@ def test_downgrade_to_base_and_upgrade_again(fresh_database_url):
         assert set(inspect(db.engine).get_table_names()) == {"alembic_version"}
         upgrade()
         assert schema_differences() == []
+
+
+def test_each_task_webhook_becomes_a_channel_notified_on_every_run(fresh_database_url):
+    from sqlalchemy import text
+
+    with app_context_on(fresh_database_url):
+        upgrade(revision="c16output001")
+        with db.engine.begin() as connection:
+            for name, url, kind in [("a", "https://hooks.example.com/x", "json"), ("b", "https://hooks.example.com/x",
+                                                                                  "json"),
+                                    ("c", "https://hooks.example.com/x", "slack"), ("d", None, "json")]:
+                connection.execute(text(
+                    "INSERT INTO tasks (name, prompt, model, temperature, schedule_type, cron, timezone, enabled, "
+                    "created_at, updated_at, run_count, overlap_policy, consecutive_failures, webhook_url, "
+                    "webhook_format) VALUES (:name, 'p', 'm', 0.7, 'crontab', '0 9 * * *', 'UTC', false, now(), now(), "
+                    "0, 'skip', 0, :url, :kind)"), {"name": name, "url": url, "kind": kind})
+        upgrade()
+        with db.engine.connect() as connection:
+            channels = connection.execute(text("SELECT id, kind, url, secret_encrypted FROM channels ORDER BY id")).all()
+            picked = connection.execute(text(
+                "SELECT t.name, c.kind FROM task_channels tc JOIN tasks t ON t.id = tc.task_id "
+                "JOIN channels c ON c.id = tc.channel_id ORDER BY t.name")).all()
+            rules = connection.execute(text("SELECT DISTINCT notify_on::text FROM tasks")).scalars().all()
+        # One channel per distinct URL and format, unsigned; every task keeps being told about every run.
+        assert [(kind, url, secret) for _, kind, url, secret in channels] == [
+            ("webhook", "https://hooks.example.com/x", None), ("slack", "https://hooks.example.com/x", None)]
+        assert [tuple(row) for row in picked] == [("a", "webhook"), ("b", "webhook"), ("c", "slack")]
+        assert rules == ['["every"]']
+        downgrade(revision="c16output001")
+        with db.engine.connect() as connection:
+            back = connection.execute(text("SELECT name, webhook_url, webhook_format FROM tasks ORDER BY name")).all()
+        assert [tuple(row) for row in back] == [("a", "https://hooks.example.com/x", "json"),
+                                                ("b", "https://hooks.example.com/x", "json"),
+                                                ("c", "https://hooks.example.com/x", "slack"), ("d", None, "json")]

@@ -1,5 +1,6 @@
 """Connections: keys encrypted at rest and never shown, rotation, the test action, tasks that use them."""
 import logging
+import re
 import secrets
 
 import pytest
@@ -159,18 +160,22 @@ def test_the_key_never_reaches_a_response_page_log_or_record(app, api, signed_in
         assert header not in text, f"the header value leaked into the {where}"
 
 
-def test_task_form_picks_a_connection_and_a_webhook(app, api, signed_in, fake_llm):
+def test_task_form_picks_a_connection_and_channels(app, api, signed_in, fake_llm):
     connection = api.post("/connections", json={"name": "Form pick", "base_url": fake_llm.url}).get_json()
+    channel = api.post("/channels", json={"name": "Form hook", "kind": "slack",
+                                          "url": "http://127.0.0.1:9/hook"}).get_json()
     page = signed_in.get("/tasks/new").get_data(as_text=True)
     assert "Form pick" in page
     response = signed_in.post("/tasks/new", data={
         "csrf_token": csrf_token(page), "name": "Picked", "prompt": "p", "model": "fake-model", "temperature": "0.7",
         "schedule_type": "crontab", "cron": "0 9 * * *", "timezone": "UTC", "enabled": "y",
-        "connection_id": str(connection["id"]), "max_attempts": "2", "webhook_url": "http://127.0.0.1:9/hook",
-        "webhook_format": "slack"})
+        "connection_id": str(connection["id"]), "max_attempts": "2", "channel_ids": str(channel["id"]),
+        "notify_on": ["failure", "recovery"]})
     assert response.status_code == 302, response.get_data(as_text=True)
     task_id = int(response.headers["Location"].rstrip("/").split("/")[-1])
     task = api.get(f"/tasks/{task_id}").get_json()
-    assert (task["connection_id"], task["max_attempts"], task["webhook_format"]) == (connection["id"], 2, "slack")
+    assert (task["connection_id"], task["max_attempts"], task["channel_ids"], task["notify_on"]) == (
+        connection["id"], 2, [channel["id"]], ["failure", "recovery"])
     edit = signed_in.get(f"/tasks/{task_id}/edit").get_data(as_text=True)
-    assert 'value="http://127.0.0.1:9/hook"' in edit
+    assert re.search(rf'<input checked id="channel_ids-0" name="channel_ids" type="checkbox" value="{channel["id"]}"',
+                     edit)

@@ -1,5 +1,6 @@
 """Worker-side rules, run in-process against the fake LLM server: slots, overlap, bounds, pause, caps."""
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -10,7 +11,7 @@ from sqlalchemy import update
 
 from promptbeat.scheduling.entries import entry_key
 from promptbeat.extensions import db
-from promptbeat.models import Execution, ScheduleType, Task, Trigger, utcnow
+from promptbeat.models import Channel, Execution, ScheduleType, Task, Trigger, utcnow
 from promptbeat.runs.limits import llm_call_slot
 from promptbeat.settings import Settings, engine_options
 from tests.conftest import csrf_token
@@ -320,7 +321,7 @@ def test_run_now_works_on_a_paused_fixed_time_task_with_an_explicit_override(app
     assert api.post(f"/tasks/{task_id}/run", json={"allow_overlap": "yes"}).status_code == 422
 
 
-def test_a_run_needs_one_database_connection_at_a_time(app, role_environ, fake_llm):
+def test_a_run_needs_one_database_connection_at_a_time(app, role_environ, fake_llm, redis_client):
     # Hundreds of runs in flight share a worker's small pool: a run that kept one connection while
     # it waited for another could wait forever, and so could every other run holding one.
     from promptbeat.app import create_app
@@ -331,14 +332,21 @@ def test_a_run_needs_one_database_connection_at_a_time(app, role_environ, fake_l
     scheduled = make_task(app)  # overlap policy skip: the slot claim, the anchor, the overlap guard
     skipped = make_task(app)
     # A templated prompt (two reads for its variables), a retry (its attempts shown while it waits)
-    # and a webhook (read, delivered to a closed port, recorded); then an auto-pause (task reloaded).
-    busy = make_task(app, prompt="Run {{ run_count }} [[fail:500x1]]", webhook_url="http://127.0.0.1:9/hook")
+    # and a channel (its rules read, its delivery queued); then an auto-pause (task reloaded).
+    busy = make_task(app, prompt="Run {{ run_count }} [[fail:500x1]]")
+    with app.app_context():
+        hook = Channel(name="closed port", kind="webhook", url="http://127.0.0.1:9/hook")
+        task = db.session.get(Task, busy)
+        task.channels.append(hook)
+        db.session.commit()
     pausing = make_task(app, prompt="[[fail:401]]", auto_pause_after=1)
     try:
         assert fire(worker_app, scheduled)[1] == "success"
         assert fire(worker_app, busy)[1] == "success"
         (run,) = executions(app, busy)
-        assert (len(run.attempts), run.webhook_status) == (2, "failed")
+        assert len(run.attempts) == 2
+        queued = [json.loads(message)["headers"]["task"] for message in redis_client.lrange("promptbeat", 0, -1)]
+        assert queued.count("promptbeat.deliver") == 1
         assert fire(worker_app, pausing)[1] == "failed"
         with app.app_context():
             assert db.session.get(Task, pausing).enabled is False

@@ -5,7 +5,7 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAP
 from werkzeug.test import EnvironBuilder
 
 from promptbeat.extensions import db
-from promptbeat.models import Execution, OverlapPolicy, ScheduleType, Trigger, WebhookFormat
+from promptbeat.models import ChannelKind, Execution, NotifyOn, OverlapPolicy, ScheduleType, Trigger
 from promptbeat.runs.states import RunStatus
 from tests.outputs.fakes import script_answers
 from tests.runs.test_execution import run
@@ -54,7 +54,7 @@ def test_document_lists_every_api_route(app):
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert routes == documented
     operation_ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
-    assert len(operation_ids) == len(set(operation_ids)) == 23
+    assert len(operation_ids) == len(set(operation_ids)) == 29
 
 
 def test_document_enums_are_the_code_enums(client):
@@ -65,8 +65,10 @@ def test_document_enums_are_the_code_enums(client):
                                ("ExecutionBrief", "trigger", Trigger)]:
         ref = components[owner]["properties"][field]["$ref"]
         assert enum_of(components[ref.rsplit("/", 1)[1]]) == set(enum), field
-    formats = [item for item in components["Task"]["properties"]["webhook_format"]["anyOf"] if "$ref" in item]
-    assert enum_of(components[formats[0]["$ref"].rsplit("/", 1)[1]]) == set(WebhookFormat)
+    kind = components["Channel"]["properties"]["kind"]["$ref"]
+    assert enum_of(components[kind.rsplit("/", 1)[1]]) == set(ChannelKind)
+    rules = components["Task"]["properties"]["notify_on"]["items"]["$ref"]
+    assert enum_of(components[rules.rsplit("/", 1)[1]]) == set(NotifyOn)
 
 
 def test_a_task_that_has_not_run_validates(checked):

@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from promptbeat.extensions import db
-from promptbeat.models import Connection, Execution, Task
+from promptbeat.models import Channel, Connection, Execution, Task
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Examples per operation and mode, and stateful scenarios: under a minute in all on two cores when quiet,
@@ -60,16 +60,19 @@ def schema(app, fake_llm):
 
 def test_every_operation_alone(schema, headers, api, fake_llm):
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 23
+    assert len(operations) == 29
     started, statuses = time.monotonic(), []
     for number, operation in enumerate(operations):
-        # Generated ids rarely exist; valid cases address a real task, connection and run half the time.
+        # Generated ids rarely exist; valid cases address a real task, connection, channel and run half the time.
         existing = {
             "connection_id": api.post("/connections", json={"name": f"local {number}", "base_url": fake_llm.url})
             .get_json()["id"],
-            "task_id": api.post("/tasks", json={"name": "t", "prompt": "p", "schedule_type": "crontab",
-                                                "cron": "0 9 * * *", "enabled": False}).get_json()["id"],
+            "channel_id": api.post("/channels", json={"name": f"hook {number}", "kind": "webhook",
+                                                      "url": "http://127.0.0.1:9/hook"}).get_json()["id"],
         }
+        existing["task_id"] = api.post("/tasks", json={"name": "t", "prompt": "p", "schedule_type": "crontab",
+                                                       "cron": "0 9 * * *", "enabled": False,
+                                                       "channel_ids": [existing["channel_id"]]}).get_json()["id"]
         # A queued run: cancelling it answers 202 once and 409 after, retrying it 409 until it is cancelled.
         existing["execution_id"] = api.post(f"/tasks/{existing['task_id']}/run").get_json()["execution"]["id"]
         modes = [(GenerationMode.POSITIVE, CHECKS)]
@@ -95,6 +98,8 @@ def test_linked_operations(app, schema, headers, fake_llm):
                                 enabled=st.booleans()),
         "createConnection": st.builds(dict, name=st.uuids().map(lambda u: f"fuzz-{u.hex[:12]}"),
                                       base_url=st.just(fake_llm.url)),
+        "createChannel": st.builds(dict, name=st.uuids().map(lambda u: f"fuzz-{u.hex[:12]}"),
+                                   kind=st.just("webhook"), url=st.just("http://127.0.0.1:9/hook")),
     }
 
     @schema.hook
@@ -112,7 +117,7 @@ def test_linked_operations(app, schema, headers, fake_llm):
             # Each scenario starts from no tasks and no connections, so a replayed scenario meets the
             # same answers (a connection name taken by an earlier scenario would turn a 201 into a 422).
             with app.app_context():
-                for model in (Execution, Task, Connection):
+                for model in (Execution, Task, Connection, Channel):
                     db.session.execute(db.delete(model))
                 db.session.commit()
 

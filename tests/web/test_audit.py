@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Connection, Execution, Task, Trigger, User, utcnow
+from promptbeat.models import ApiToken, Channel, Connection, Execution, Task, Trigger, User, utcnow
 from tests.conftest import csrf_token, issue_api_token
 
 WEB_SOURCES = Path(__file__).resolve().parents[2] / "web"
@@ -86,6 +86,17 @@ class Actor:
             db.session.commit()
             return task_id, run.id
 
+    def channel(self, task_id=None):
+        """A Slack channel, picked by the task when one is given; returns its id."""
+        with self.app.app_context():
+            channel = Channel(name="Audited channel", kind="slack", url="http://127.0.0.1:9/hook")
+            db.session.add(channel)
+            task = db.session.get(Task, task_id) if task_id else None
+            if task is not None:
+                task.channels.append(channel)
+            db.session.commit()
+            return channel.id
+
     def connection(self):
         with self.app.app_context():
             connection = Connection(name="Audited endpoint", base_url="http://127.0.0.1:9/v1")
@@ -95,8 +106,7 @@ class Actor:
 
 
 TASK_FORM = {"name": "Form task", "prompt": "p", "model": "fake-model", "temperature": "0.7",
-             "schedule_type": "crontab", "cron": "0 9 * * *", "timezone": "UTC", "overlap_policy": "skip",
-             "webhook_format": "json"}
+             "schedule_type": "crontab", "cron": "0 9 * * *", "timezone": "UTC", "overlap_policy": "skip"}
 
 
 @scenario("web", "sign_in")
@@ -296,6 +306,65 @@ def _(actor):
     task_id, run_id = actor.run("failed")
     retry = actor.api("POST", f"/executions/{run_id}/retry").get_json()
     return ADMIN, {"task_id": task_id, "execution_id": run_id, "retry_id": retry["id"]}
+
+
+@scenario("web", "channel_created")
+def _(actor):
+    actor.form("/channels/", name="Made on the page", kind="slack", url="http://127.0.0.1:9/hook")
+    with actor.app.app_context():
+        channel_id = db.session.execute(db.select(Channel.id)).scalar_one()
+    return ADMIN, {"channel_id": channel_id, "name": "Made on the page", "kind": "slack"}
+
+
+@scenario("web", "channel_updated")
+def _(actor):
+    channel_id = actor.channel()
+    actor.form(f"/channels/{channel_id}/edit", name="Renamed channel", url="http://127.0.0.1:9/other")
+    return ADMIN, {"channel_id": channel_id, "fields": ["name", "url"]}
+
+
+@scenario("web", "channel_deleted")
+def _(actor):
+    channel_id = actor.channel()
+    actor.form(f"/channels/{channel_id}/delete")
+    return ADMIN, {"channel_id": channel_id, "name": "Audited channel"}
+
+
+@scenario("web", "run_resent")
+def _(actor):
+    task_id, run_id = actor.run("success")
+    channel_id = actor.channel(task_id)
+    actor.form(f"/tasks/{task_id}/runs/{run_id}/resend")
+    return ADMIN, {"task_id": task_id, "execution_id": run_id, "channel_ids": [channel_id]}
+
+
+@scenario("api", "run_resent")
+def _(actor):
+    task_id, run_id = actor.run("failed")
+    channel_id = actor.channel(task_id)
+    actor.api("POST", f"/executions/{run_id}/resend")
+    return ADMIN, {"task_id": task_id, "execution_id": run_id, "channel_ids": [channel_id]}
+
+
+@scenario("api", "channel_created")
+def _(actor):
+    channel = actor.api("POST", "/channels", json={"name": "From the API", "kind": "email",
+                                                   "to": ["ops@example.com"]}).get_json()
+    return ADMIN, {"channel_id": channel["id"], "name": "From the API", "kind": "email"}
+
+
+@scenario("api", "channel_updated")
+def _(actor):
+    channel_id = actor.channel()
+    actor.api("PATCH", f"/channels/{channel_id}", json={"name": "Renamed"})
+    return ADMIN, {"channel_id": channel_id, "fields": ["name"]}
+
+
+@scenario("api", "channel_deleted")
+def _(actor):
+    channel_id = actor.channel()
+    actor.api("DELETE", f"/channels/{channel_id}")
+    return ADMIN, {"channel_id": channel_id}
 
 
 @scenario("api", "connection_created")

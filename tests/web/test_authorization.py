@@ -5,7 +5,7 @@ The routes come from app.url_map, so a route added later is exercised without an
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Connection, Execution, Task, Trigger, User, utcnow
+from promptbeat.models import ApiToken, Channel, Connection, Execution, Task, Trigger, User, utcnow
 from promptbeat.runs.states import RunStatus
 from tests.conftest import csrf_token, issue_api_token
 
@@ -39,7 +39,7 @@ PUBLIC = {
 # Bodies an admin's request would be accepted with, so a missing role check would really change something.
 TASK_FORM = {"name": "Changed by a viewer", "prompt": "p", "model": "fake-model", "temperature": "0.7",
              "schedule_type": "interval", "interval_minutes": "30", "timezone": "UTC", "enabled": "y",
-             "overlap_policy": "skip", "webhook_format": "json"}
+             "overlap_policy": "skip"}
 PAGE_FORMS = {
     "POST /tasks/new": TASK_FORM,
     "POST /tasks/<int:task_id>/edit": TASK_FORM,
@@ -95,6 +95,8 @@ def objects(app, viewer_token):
         task = Task(name="Feed", prompt="p", model="fake-model", schedule_type="crontab", cron="0 9 * * *",
                     timezone="UTC", enabled=False, anchor_at=utcnow())
         connection = Connection(name="Local", base_url="http://127.0.0.1:9/v1")
+        channel = Channel(name="Hook", kind="slack", url="http://127.0.0.1:9/hook")
+        task.channels = [channel]
         db.session.add_all([task, connection])
         db.session.commit()
         viewer = db.session.execute(db.select(User).filter_by(email=VIEWER)).scalar_one()
@@ -105,7 +107,7 @@ def objects(app, viewer_token):
         db.session.commit()
         # The viewer: promoting, re-enabling or re-keying themselves is what a missing role check would allow.
         return {"task_id": task.id, "connection_id": connection.id, "token_id": token_id, "execution_id": run.id,
-                "user_id": viewer.id}
+                "user_id": viewer.id, "channel_id": channel.id}
 
 
 def snapshot(app):

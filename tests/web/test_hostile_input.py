@@ -25,8 +25,9 @@ from werkzeug.security import generate_password_hash
 
 from promptbeat import validation
 from promptbeat.llm import connections
+from promptbeat.notify import channels
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Connection, Role, Task, User
+from promptbeat.models import ApiToken, Channel, Connection, Role, Task, User
 from tests.conftest import csrf_token
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "correct horse battery"
@@ -56,6 +57,10 @@ class Kind(enum.Enum):
     SCHEMA = "JSON Schema object"  # an object the metaschema accepts; the form's text must be one as JSON
     PATTERNS = "list of regular expressions"  # each one line that RE2 compiles
     PATTERN_LINES = "regular expressions, one a line"  # the form's textarea of PATTERNS
+    RULES = "list of notify rules"  # [] means never; anything but known rules is refused
+    IDS = "list of channel ids"  # [] means none; an id that is no channel's is refused
+    SIGNING_SECRET = "whsec_ and base64"  # nothing of the corpus; null or "" makes a new one
+    ADDRESSES = "list of plain email addresses"  # nothing of the corpus: each address is a bare user@host
 
 
 PRINTABLE = frozenset({Kind.LINE, Kind.TEXT, Kind.TEMPLATE, Kind.SECRET})
@@ -115,7 +120,9 @@ SHOWN = {"crlf", "rtl-emoji", "markup", "printf", "bad-template"}
 # JSON only: values of the wrong type, or numbers no field holds.
 JSON_ONLY = [
     Hostile("list", ["a"], frozenset({Kind.PATTERNS})),
-    Hostile("empty-list", [], frozenset({Kind.PATTERNS})),
+    Hostile("empty-list", [], frozenset({Kind.PATTERNS, Kind.RULES, Kind.IDS})),
+    Hostile("hostile-items", ["every", "a\r\nBcc: x@evil.example", "<b>", "\x00"]),
+    Hostile("huge-list", ["ops@example.com"] * 10_000),
     # Unknown keywords are allowed in a JSON Schema: {"a": 1} is one that any value conforms to.
     Hostile("object", {"a": 1}, frozenset({Kind.SCHEMA})),
     Hostile("empty-object", {}, frozenset({Kind.HEADERS, Kind.SCHEMA})),
@@ -165,15 +172,17 @@ TASK_KINDS = {
     "max_runs": Kind.NUMBER, "overlap_policy": Kind.CHOICE, "catchup_seconds": Kind.NUMBER,
     "auto_pause_after": Kind.NUMBER, "pause_note": Kind.TEXT, "connection_id": Kind.NUMBER,
     "max_attempts": Kind.NUMBER, "request_timeout_seconds": Kind.NUMBER, "max_run_seconds": Kind.NUMBER,
-    "webhook_url": Kind.URL, "webhook_format": Kind.CHOICE, "output_schema": Kind.SCHEMA,
-    "ignore_patterns": Kind.PATTERNS,
+    "output_schema": Kind.SCHEMA, "ignore_patterns": Kind.PATTERNS, "notify_on": Kind.RULES, "channel_ids": Kind.IDS,
 }
 TASK_REQUIRED = {"name", "prompt"}
+CHANNEL_KINDS = {"name": Kind.LINE, "kind": Kind.CHOICE, "url": Kind.URL, "secret": Kind.SIGNING_SECRET,
+                 "to": Kind.ADDRESSES}
 CONNECTION_KINDS = {"name": Kind.LINE, "base_url": Kind.URL, "api_key": Kind.SECRET, "default_model": Kind.LINE,
                     "extra_headers": Kind.HEADERS}
 FORM_KINDS = {
     "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX, "ignore_patterns": Kind.PATTERN_LINES},
     "connection": {**CONNECTION_KINDS, "extra_headers": Kind.HEADER_LINES},
+    "channel": CHANNEL_KINDS,
     "token": {"name": Kind.LINE},
     "language": {"language": Kind.CHOICE, "next": Kind.REDIRECT},
     "login": {"email": Kind.CREDENTIAL, "password": Kind.CREDENTIAL},
@@ -183,6 +192,7 @@ BODY_OPERATIONS = {
     ("post", "/tasks"), ("patch", "/tasks/{task_id}"), ("post", "/tasks/{task_id}/disable"),
     ("post", "/tasks/{task_id}/pause"), ("post", "/tasks/{task_id}/run"), ("post", "/schedule/preview"),
     ("post", "/connections"), ("patch", "/connections/{connection_id}"), ("post", "/tasks/test"),
+    ("post", "/channels"), ("patch", "/channels/{channel_id}"),
 }
 
 
@@ -206,6 +216,7 @@ def schedule_for(field):
 def test_every_field_has_a_kind():
     assert set(TASK_KINDS) == set(validation.FIELDS)
     assert set(CONNECTION_KINDS) == set(connections.FIELDS)
+    assert set(CHANNEL_KINDS) == set(channels.FIELDS)
     assert set(validation.SCHEDULE_INPUTS) <= set(TASK_KINDS)
 
 
@@ -506,6 +517,56 @@ def test_update_connection(app, api, signed_in, subtests):
             case.expect(response, api_refusal(field), accepted)
 
 
+def channel_body(field, value, serial):
+    """A valid channel of the kind the field belongs to, with the field set to value."""
+    base = ({"kind": "email", "to": ["ops@example.com"]} if field == "to"
+            else {"kind": "webhook", "url": "http://127.0.0.1:9/hook"})
+    return {"name": f"Hostile channel {serial}", **base, field: value}
+
+
+def check_channel(app, signed_in, case, channel_id):
+    channel = row(app, Channel, channel_id)
+    if case.field not in ("secret", "kind", "to", "url"):
+        case.stored(getattr(channel, case.field))
+    if case.hostile.label not in SHOWN:
+        return
+    response = signed_in.get("/channels/")
+    assert response.status_code == 200
+    if case.field == "name":
+        shown_escaped(response.get_data(as_text=True), case.hostile.value)
+
+
+def test_create_channel(app, api, signed_in, subtests):
+    api.get("/channels")
+    for serial, (field, kind, hostile) in enumerate(cases(CHANNEL_KINDS, channels.FIELDS)):
+        with subtests.test(case_id(field, hostile)):
+            case = Case(app, field, kind, hostile, required=field in ("name", "kind", "url", "to"))
+            response = api.post("/channels", json=channel_body(field, hostile.value, serial))
+
+            def accepted(response):
+                assert response.status_code == 201
+                check_channel(app, signed_in, case, response.get_json()["id"])
+
+            case.expect(response, api_refusal(field), accepted)
+
+
+def test_update_channel(app, api, signed_in, subtests):
+    made = {kind: api.post("/channels", json=channel_body("to" if kind == "email" else "name", ["ops@example.com"]
+                                                          if kind == "email" else f"Base {kind}", kind)).get_json()
+            for kind in ("webhook", "email")}
+    for field, kind, hostile in cases(CHANNEL_KINDS, channels.FIELDS):
+        channel_id = made["email" if field == "to" else "webhook"]["id"]
+        with subtests.test(case_id(field, hostile)):
+            case = Case(app, field, kind, hostile, required=field in ("name", "url", "to"))
+            response = api.patch(f"/channels/{channel_id}", json={field: hostile.value})
+
+            def accepted(response):
+                assert response.status_code == 200
+                check_channel(app, signed_in, case, channel_id)
+
+            case.expect(response, api_refusal(field), accepted)
+
+
 # --- the forms ---------------------------------------------------------------------------------------------------
 
 class Forms(HTMLParser):
@@ -657,6 +718,35 @@ def test_connection_form(app, signed_in, subtests):
 
     run_form(app, signed_in, subtests, "connection", "/connections/", base, refused, accepted,
              action="/connections/", required={"name"})
+
+
+def channel_error_at(page, field):
+    """The message the channel form shows after a field's label, or None."""
+    match = re.search(rf'name="{field}"(?:(?!<label).)*?</label>\s*<p class="field-error">(.+?)</p>', page, re.S)
+    return match.group(1) if match else None
+
+
+def test_channel_form(app, signed_in, subtests):
+    serial = iter(range(10**6))
+
+    def base(field):
+        kind = {"kind": "email", "to": "ops@example.com"} if field == "to" else {"kind": "webhook",
+                                                                                "url": "http://127.0.0.1:9/hook"}
+        return {"name": f"Hostile channel {next(serial)}", **kind}
+
+    def refused(response, case):
+        assert response.status_code == 422
+        assert channel_error_at(response.get_data(as_text=True), case.field), "no message at the field"
+
+    def accepted(response, case):
+        # A new webhook's page shows its generated secret once instead of redirecting.
+        assert response.status_code in (200, 302)
+        with app.app_context():
+            newest = db.session.execute(db.select(Channel.id).order_by(Channel.id.desc())).scalar()
+        check_channel(app, signed_in, case, newest)
+
+    run_form(app, signed_in, subtests, "channel", "/channels/", base, refused, accepted, action="/channels/",
+             required={"name", "kind"})
 
 
 def test_token_form(app, signed_in, subtests):

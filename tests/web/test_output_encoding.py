@@ -11,7 +11,7 @@ from jinja2 import meta, nodes
 from werkzeug.datastructures import MultiDict
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Connection, Execution, Task, User, utcnow
+from promptbeat.models import ApiToken, Channel, Connection, Execution, Task, User, utcnow
 from tests.conftest import csrf_token
 from web.auth import LoginForm
 from web.charts import line_chart
@@ -34,7 +34,8 @@ def hostile_task(**extra):
                   cron="0 9 * * *", timezone="UTC", enabled=False, pause_note=HOSTILE, overlap_policy="skip",
                   run_count=2, max_runs=9, catchup_seconds=60, auto_pause_after=3, consecutive_failures=1,
                   temperature=0.5, max_tokens=100, anchor_at=now, created_at=now, updated_at=now, completed_at=None,
-                  connection=Connection(id=3, name=HOSTILE, base_url=HOSTILE, default_model=HOSTILE))
+                  connection=Connection(id=3, name=HOSTILE, base_url=HOSTILE, default_model=HOSTILE),
+                  channels=[Channel(id=5, name=HOSTILE, kind="webhook", url=HOSTILE)])
     values.update(extra)
     return Task(**values)
 
@@ -76,6 +77,17 @@ def contexts():
                      charts=charts, endpoint=HOSTILE, timeline=[changed_run])
     compare_page = dict(task=hostile_task(), left=hostile_run(), right=changed_run, choices=[changed_run], cut=True,
                         rows=[("equal", HOSTILE, HOSTILE), ("replace", HOSTILE, HOSTILE), ("insert", None, HOSTILE)])
+    channel_values = {"name": HOSTILE, "kind": HOSTILE, "url": HOSTILE, "to": HOSTILE}
+    channels_page = dict(
+        channels=[Channel(id=5, name=HOSTILE, kind="webhook", url=HOSTILE, secret_encrypted=HOSTILE),
+                  Channel(id=6, name=HOSTILE, kind="email", recipients=[HOSTILE, HOSTILE]),
+                  Channel(id=8, name=HOSTILE, kind=HOSTILE, url=HOSTILE)],
+        values=channel_values, errors={**channel_values, "secret": HOSTILE}, editing=None,
+        revealed={"channel_id": 5, "secret": HOSTILE})
+    deliveries = {11: [{"channel_id": 5, "channel": HOSTILE, "status": "failed", "attempts": 3, "detail": HOSTILE,
+                        "code": 554, "at": HOSTILE},
+                       {"channel_id": None, "channel": HOSTILE, "status": HOSTILE, "attempts": 1, "detail": None,
+                        "code": None, "at": HOSTILE}]}
     connections_page = dict(
         connections=[Connection(id=3, name=HOSTILE, base_url=HOSTILE, default_model=HOSTILE,
                                 api_key_encrypted=HOSTILE, extra_headers={HOSTILE: HOSTILE})],
@@ -98,6 +110,7 @@ def contexts():
         "users.html": [users_page, {**users_page, "editing": 6}, {**users_page, "editing": 7}],
         "_zone_names.html": [{}],
         "base.html": [{}],
+        "channels.html": [channels_page, {**channels_page, "editing": 5}, {**channels_page, "editing": 6}],
         "connections.html": [connections_page, {**connections_page, "editing": 3}],
         "error.html": [dict(message=HOSTILE)],
         "login.html": [dict(form=LoginForm(meta={"csrf": False},
@@ -105,7 +118,8 @@ def contexts():
         "tasks/_actions.html": [dict(task=hostile_task(enabled=True), task_urls="/tasks/"),
                                 dict(task=hostile_task(), task_urls="/tasks/")],
         "tasks/_preview.html": [dict(preview=bad_preview), dict(preview=good_preview)],
-        "tasks/_runs.html": [dict(task=hostile_task(), runs=runs, version=HOSTILE, endpoint=HOSTILE),
+        "tasks/_runs.html": [dict(task=hostile_task(), runs=runs, version=HOSTILE, endpoint=HOSTILE,
+                                  deliveries=deliveries),
                              # With Cancel and Retry (for admins) and a retry's link to the run it retries.
                              dict(task=hostile_task(), version=HOSTILE, runs=pages(
                                  [hostile_run("queued", retry_of=9), hostile_run("failed", worker=HOSTILE),
@@ -184,7 +198,7 @@ def test_form_and_flash_show_hostile_input_as_text(app, signed_in):
     page = signed_in.get("/tasks/new").get_data(as_text=True)
     response = signed_in.post("/tasks/new", data={
         "csrf_token": csrf_token(page), "name": HOSTILE, "prompt": HOSTILE, "schedule_type": "fixed_time",
-        "time": "09:00", "timezone": HOSTILE, "temperature": "0.7", "overlap_policy": "skip", "webhook_format": "json",
+        "time": "09:00", "timezone": HOSTILE, "temperature": "0.7", "overlap_policy": "skip", "notify_on": "every",
     })
     assert response.status_code == 422
     html = response.get_data(as_text=True)

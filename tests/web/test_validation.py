@@ -170,13 +170,14 @@ WRONG_TYPES = [
     ({"max_tokens": 10.5}, "max_tokens", "Must be a whole number."),
     ({"name": 123}, "name", "Must be text."),
     ({"enabled": "maybe"}, "enabled", "Must be true or false."),
-    ({"webhook_url": "https://hooks.example.com/a\r\nX-Forged: 1"}, "webhook_url",
-     "Must be one line, without control characters."),
+    ({"notify_on": "every"}, "notify_on", "Must be a list."),
+    ({"notify_on": ["every", "sometimes"]}, "notify_on", "Must be one of: every, change, failure, recovery, auto_pause."),
+    ({"channel_ids": ["1"]}, "channel_ids", "Must be a whole number."),
+    ({"channel_ids": list(range(1, 100))}, "channel_ids", "The list is too long."),
     # A list or an object is no choice, and an empty one does not mean "not set".
     *[({field: value}, field, message)
       for field, message in (("schedule_type", "Must be one of: interval, fixed_time, crontab, once."),
-                             ("overlap_policy", "Must be one of: skip, allow."),
-                             ("webhook_format", "Must be one of: json, slack."))
+                             ("overlap_policy", "Must be one of: skip, allow."))
       for value in (["skip"], [], {"json": 1}, {}, 1, True)],
 ]
 

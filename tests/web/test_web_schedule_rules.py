@@ -22,8 +22,7 @@ def test_form_creates_a_once_task_with_the_advanced_rules(app, signed_in):
     response = signed_in.post("/tasks/new", data={
         "csrf_token": csrf_token(page), "name": "Launch note", "prompt": "p", "model": "fake-model",
         "temperature": "0.7", "schedule_type": "once", "run_at": "2031-03-01 09:00", "timezone": "Europe/Berlin",
-        "overlap_policy": "allow", "catchup_seconds": "120", "auto_pause_after": "3", "enabled": "y",
-        "webhook_format": "json"})
+        "overlap_policy": "allow", "catchup_seconds": "120", "auto_pause_after": "3", "enabled": "y"})
     assert response.status_code == 302, response.get_data(as_text=True)
     task_id = int(response.headers["Location"].rsplit("/", 1)[1])
     task = load(app, task_id)
@@ -41,7 +40,7 @@ def test_form_shows_bound_errors_next_to_their_fields(app, signed_in):
     response = signed_in.post("/tasks/new", data={
         "csrf_token": csrf_token(page), "name": "Bounded", "prompt": "p", "model": "fake-model",
         "temperature": "0.7", "schedule_type": "once", "run_at": "", "start_at": "2030-01-02 00:00",
-        "end_at": "2030-01-01 00:00", "timezone": "UTC", "overlap_policy": "skip", "webhook_format": "json"})
+        "end_at": "2030-01-01 00:00", "timezone": "UTC", "overlap_policy": "skip"})
     assert response.status_code == 422
     text = response.get_data(as_text=True)
     assert re.search(r'data-field="run_at">.*?Give a date and time', text, re.S)

@@ -1,0 +1,45 @@
+"""When a finished run notifies its task's channels: the task's notify_on against what the run was."""
+from dataclasses import dataclass
+
+from promptbeat.models import NotifyOn
+from promptbeat.runs.states import RunStatus
+
+# A run that ended in one of these failed; the next success after one is a recovery.
+FAILED = frozenset({RunStatus.FAILED, RunStatus.LOST})
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a rule looks at: the run's status and change, the status of the task's previous finished run, and
+    whether this run paused its task."""
+
+    status: RunStatus
+    changed: bool | None
+    previous_status: RunStatus | None
+    auto_paused: bool = False
+
+
+def reasons(notify_on, facts):
+    """The rules of notify_on that this run meets, in notify_on's order; empty means no notification.
+
+    A first run (changed is None: nothing to compare with) counts as a change: its answer is news.
+    """
+    met = []
+    for rule in notify_on or ():
+        rule = NotifyOn(rule)
+        if _meets(rule, facts) and rule not in met:
+            met.append(rule)
+    return met
+
+
+def _meets(rule, facts):
+    success = facts.status == RunStatus.SUCCESS
+    if rule == NotifyOn.EVERY:
+        return True
+    if rule == NotifyOn.CHANGE:
+        return success and facts.changed is not False
+    if rule == NotifyOn.FAILURE:
+        return facts.status in FAILED
+    if rule == NotifyOn.RECOVERY:
+        return success and facts.previous_status in FAILED
+    return facts.auto_paused

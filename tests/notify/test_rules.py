@@ -1,0 +1,109 @@
+"""Notify rules: which finished runs notify a task's channels, by the rules alone and through real runs."""
+import base64
+import json
+import uuid
+
+import pytest
+
+from promptbeat.extensions import db
+from promptbeat.models import Channel, Execution, NotifyOn, Task
+from promptbeat.notify import dispatch, rules
+from promptbeat.notify.rules import RunFacts
+from promptbeat.runs.pipeline import READ_TASK
+from promptbeat.runs.states import RunStatus
+from tests.notify.conftest import QUEUE, make_task, run_once
+
+SUCCESS, FAILED, LOST = RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.LOST
+
+
+@pytest.mark.parametrize(("facts", "met"), [
+    (RunFacts(SUCCESS, None, None), {"every", "change"}),  # a first run counts as a change
+    (RunFacts(SUCCESS, True, SUCCESS), {"every", "change"}),
+    (RunFacts(SUCCESS, False, SUCCESS), {"every"}),
+    (RunFacts(SUCCESS, False, FAILED), {"every", "recovery"}),
+    (RunFacts(SUCCESS, True, LOST), {"every", "change", "recovery"}),
+    (RunFacts(FAILED, None, SUCCESS), {"every", "failure"}),
+    (RunFacts(FAILED, None, FAILED, auto_paused=True), {"every", "failure", "auto_pause"}),
+])
+def test_each_rule_decides_on_the_run_alone(facts, met):
+    assert set(rules.reasons(list(NotifyOn), facts)) == met
+    for rule in NotifyOn:
+        assert rules.reasons([rule], facts) == ([rule] if rule in met else [])
+
+
+def test_no_rules_no_notification_and_a_rule_given_twice_counts_once():
+    assert rules.reasons([], RunFacts(SUCCESS, True, FAILED)) == []
+    assert rules.reasons(["every", "every"], RunFacts(SUCCESS, True, FAILED)) == ["every"]
+
+
+def queued(redis_client):
+    """The reasons of each delivery message queued since the last call (the queue is emptied)."""
+    messages = [json.loads(raw) for raw in redis_client.lrange(QUEUE, 0, -1)][::-1]
+    redis_client.delete(QUEUE)
+    return [json.loads(base64.b64decode(m["body"]))[0][3] for m in messages if m["headers"]["task"] == "promptbeat.deliver"]
+
+
+@pytest.fixture
+def channel_id(app):
+    with app.app_context():
+        channel = Channel(name="Rules", kind="webhook", url="http://127.0.0.1:9/hook")
+        db.session.add(channel)
+        db.session.commit()
+        return channel.id
+
+
+def test_failure_notifies_only_failed_runs(app, fake_llm, channel_id, redis_client):
+    failing = make_task(app, [channel_id], prompt="[[fail:401]]", notify_on=["failure"])
+    fine = make_task(app, [channel_id], prompt="Fine", notify_on=["failure"])
+    assert run_once(app, failing)[1] == "failed"
+    assert run_once(app, fine)[1] == "success"
+    assert queued(redis_client) == [["failure"]]
+
+
+def test_recovery_notifies_the_first_success_after_a_failure(app, fake_llm, channel_id, redis_client):
+    # The fake server fails this prompt's first call only; one attempt per run, so the first run fails.
+    task_id = make_task(app, [channel_id], prompt=f"{uuid.uuid4()} [[fail:500x1]]", notify_on=["recovery"],
+                        max_attempts=1)
+    statuses = [run_once(app, task_id)[1] for _ in range(3)]
+    assert statuses == ["failed", "success", "success"]
+    assert queued(redis_client) == [["recovery"]]
+
+
+def test_auto_pause_notifies_the_run_that_paused_its_task(app, fake_llm, channel_id, redis_client):
+    task_id = make_task(app, [channel_id], prompt="[[fail:401]]", notify_on=["auto_pause"], auto_pause_after=2)
+    run_once(app, task_id)
+    assert queued(redis_client) == []
+    run_once(app, task_id)
+    with app.app_context():
+        assert db.session.get(Task, task_id).enabled is False
+    assert queued(redis_client) == [["auto_pause"]]
+
+
+def test_several_rules_send_one_delivery_per_channel_naming_each_rule_met(app, fake_llm, channel_id, redis_client):
+    task_id = make_task(app, [channel_id], prompt="[[fail:401]]", notify_on=["every", "failure", "change"])
+    run_once(app, task_id)
+    assert queued(redis_client) == [["every", "failure"]]
+
+
+def test_change_notifies_a_first_run_and_a_changed_one_but_not_an_unchanged_one(app, fake_llm, channel_id,
+                                                                                 redis_client):
+    # Until change detection writes executions.changed in the run's finishing UPDATE, every run has changed
+    # null (a first run): the later cases set the column on recorded runs and decide again.
+    task_id = make_task(app, [channel_id], prompt="Watch", notify_on=["change"])
+    first, _ = run_once(app, task_id)
+    assert queued(redis_client) == [["change"]]
+    second, _ = run_once(app, task_id)
+    queued(redis_client)
+    with app.app_context():
+        task = db.session.execute(READ_TASK, {"task_id": task_id}).one()
+        for changed, expected in ((False, []), (True, [["change"]])):
+            db.session.get(Execution, second).changed = changed
+            db.session.commit()
+            dispatch.after_run(second, task, auto_paused=False)
+            assert queued(redis_client) == expected
+
+
+def test_a_task_without_channels_or_rules_queues_nothing(app, fake_llm, channel_id, redis_client):
+    run_once(app, make_task(app, [], prompt="Alone"))
+    run_once(app, make_task(app, [channel_id], prompt="Quiet", notify_on=[]))
+    assert queued(redis_client) == []
