@@ -1,6 +1,6 @@
 """The web role: pages and a JSON API on the shared core. `flask --app web run`."""
 from promptbeat.app import create_app as create_core_app
-from web import account, api, auth, cli, connection_views, errors, i18n, ops, security, views
+from web import account, api, auth, cli, connection_views, errors, i18n, ops, run_views, security, views
 from web.auth import csrf, login_manager
 
 
@@ -15,6 +15,7 @@ def create_app(settings=None, **overrides):
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(connection_views.bp)
+    app.register_blueprint(run_views.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)

@@ -1,7 +1,7 @@
 """The JSON API under /api, authenticated with bearer tokens; it behaves as the forms do."""
 from datetime import timedelta
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from sqlalchemy import func
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -9,6 +9,7 @@ from promptbeat import service
 from promptbeat.llm import connections
 from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution, Task, utcnow
+from promptbeat.runs import export, search
 from promptbeat.validation import TaskInputError, task_values, validate_schedule, validate_task
 from web import api_models as models
 from web.api_spec import MAX_BODY_BYTES, ApiError, document, operation
@@ -308,6 +309,28 @@ def task_usage(task_id, query: models.DaysQuery):
     total = db.session.execute(db.select(*_usage_columns()).where(*where)).one()
     return jsonify(task_id=task_id, total=_usage_json(total),
                    per_day=[{"day": str(row[0]), **_usage_json(row[1:])} for row in per_day])
+
+
+@bp.get("/runs")
+@token_required
+@operation("listRuns", {"HTTP_200": models.RunList}, query=models.RunsQuery, tags=["executions"])
+def list_runs(query: models.RunsQuery):
+    """Runs of every task, newest first, filtered and searched; one page per cursor, as JSON or CSV"""
+    try:
+        filters = search.parse_filters(request.args)
+        before = _cursors().load(query.cursor) if query.cursor else None
+    except search.RunFilterError as exc:
+        raise ApiError(400, "bad_parameter", str(exc), {exc.field: exc.message}) from None
+    page = search.run_page(db.session, filters, before, query.limit)
+    next_cursor = _cursors().dump(page.next_before) if page.next_before else None
+    if query.format == "csv":
+        headers = {"X-Next-Cursor": next_cursor} if next_cursor else {}
+        return Response("".join(export.csv_lines(page.rows)), mimetype="text/csv", headers=headers)
+    return jsonify(runs=[export.record_json(row) for row in page.rows], next_cursor=next_cursor)
+
+
+def _cursors():
+    return search.Cursors(_settings().secret_key)
 
 
 def _connection_or_404(connection_id):

@@ -12,6 +12,7 @@ from werkzeug.datastructures import MultiDict
 
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Connection, Execution, Task, User, utcnow
+from promptbeat.runs.search import Changed, RunFilters, RunPage
 from tests.conftest import csrf_token
 from web.auth import LoginForm
 from web.charts import line_chart
@@ -80,7 +81,17 @@ def contexts():
         values={"name": HOSTILE, "base_url": HOSTILE, "api_key": HOSTILE, "default_model": HOSTILE},
         errors={"name": HOSTILE, "base_url": HOSTILE, "api_key": HOSTILE, "default_model": HOSTILE,
                 "extra_headers": HOSTILE})
+    record = SimpleNamespace(id=11, task_id=7, task_name=HOSTILE, status=HOSTILE, trigger=HOSTILE, changed=None,
+                             duration_ms=5, total_tokens=9, cost_usd=0.1, started_at=now, created_at=now,
+                             output=HOSTILE, error=None, error_class=None)
+    failed = SimpleNamespace(**{**vars(record), "status": "failed", "output": None, "error": HOSTILE,
+                                "error_class": HOSTILE, "changed": True})
+    runs_page = dict(page=RunPage(rows=[record, failed], next_before=3), filters=RunFilters(q=HOSTILE),
+                     raw={"q": HOSTILE, "task_id": HOSTILE, "status": HOSTILE}, problem=None, first_page=False,
+                     next_cursor=HOSTILE, statuses=[HOSTILE], triggers=[HOSTILE], changes=list(Changed),
+                     export_limit=10)
     return {
+        "runs.html": [runs_page, {**runs_page, "page": None, "problem": (HOSTILE, HOSTILE)}],
         "account.html": [dict(tokens=[ApiToken(id=1, name=HOSTILE, created_at=now, last_used_at=now)],
                               new_token=HOSTILE)],
         "base.html": [{}],
