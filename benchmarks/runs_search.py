@@ -87,23 +87,33 @@ def load(url, tasks, runs):
     engine.dispose()
 
 
-def plans(url, tasks):
-    """The plan of each search's first page, as the app builds it, with its real time."""
+def plans(url):
+    """For each search: the plan PostgreSQL picks for the plain query, and for the two steps the app runs."""
     os.environ["DATABASE_URL"] = url
     sys.path.insert(0, ROOT)
+    from promptbeat.models import Execution
     from promptbeat.runs import search
 
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+
+    def explain(conn, query):
+        sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+        lines = [row[0] for row in conn.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + sql))]
+        scans = [re.sub(r" \(actual.*", "", line.strip(" ->")) for line in lines if "Scan" in line and "tasks" not in line]
+        timing = next(line for line in lines if line.startswith("Execution Time")).split(": ")[1]
+        return f"{timing} ({'; '.join(scans)})"
+
     with engine.connect() as conn:
+        top = conn.scalar(select(func.max(Execution.id))) + 1
+        floor = top - search.SEARCH_WINDOW
         for q in (RARE, MEDIUM, COMMON, "天气", "gold -rain", '"price rose"', "zyzzyva quarterly"):
-            query = search.runs_query(search.parse_filters({"q": q})).limit(51)
-            sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
-            lines = [row[0] for row in conn.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + sql))]
-            shape = [line.strip() for line in lines if "Scan" in line]
-            timing = next(line for line in lines if line.startswith("Execution Time"))
-            count = conn.execute(select(func.count()).select_from(search.runs_query(search.parse_filters({"q": q}))
-                                                                  .subquery())).scalar()
-            print(f"q={q!r}: {count} matching runs; {timing}; " + " / ".join(shape))
+            filters = search.parse_filters({"q": q})
+            count = conn.scalar(select(func.count()).select_from(search.runs_query(filters).subquery()))
+            alone = explain(conn, search.runs_query(filters).limit(51))
+            window = explain(conn, search.runs_query(filters).where(Execution.id >= floor).limit(51))
+            index = explain(conn, search.runs_query(filters, floor).order_by(None)
+                            .order_by((Execution.id + 0).desc()).limit(51))
+            print(f"| {q} | {count:,} | {alone} | {window} | {index} |")
     engine.dispose()
 
 
@@ -142,11 +152,14 @@ def main():
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--port", type=int, default=5993)
+    parser.add_argument("--keep", action="store_true", help="keep the loaded database for another round")
+    parser.add_argument("--reuse", action="store_true", help="measure the database a --keep round left")
     args = parser.parse_args()
     admin = psycopg2.connect(args.admin_url)
     admin.autocommit = True
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-    admin.cursor().execute(f"CREATE DATABASE {BENCH_DB}")
+    if not args.reuse:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
+        admin.cursor().execute(f"CREATE DATABASE {BENCH_DB}")
     url = args.admin_url.rsplit("/", 1)[0] + "/" + BENCH_DB
     env = {**os.environ, "SECRET_KEY": secrets.token_hex(16), "DATABASE_URL": url,
            "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6")}
@@ -155,12 +168,17 @@ def main():
     gunicorn = os.path.join(os.path.dirname(python), "gunicorn")
     server = None
     try:
-        subprocess.run([flask, "--app", "web", "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
-        started = time.monotonic()
-        load(url, args.tasks, args.runs)
-        print(f"loaded {args.tasks} tasks and {args.runs} runs in {time.monotonic() - started:.1f} s")
-        plans(url, args.tasks)
-        created = subprocess.run([flask, "--app", "web", "create-admin", "bench@example.com", "--password",
+        if not args.reuse:
+            subprocess.run([flask, "--app", "web", "db", "upgrade"], env=env, cwd=ROOT, check=True,
+                           capture_output=True)
+            started = time.monotonic()
+            load(url, args.tasks, args.runs)
+            print(f"loaded {args.tasks} tasks and {args.runs} runs in {time.monotonic() - started:.1f} s")
+        print("| q | matching runs | one query, as PostgreSQL plans it | step 1: newest runs | step 2: index |\n"
+              "| --- | --- | --- | --- | --- |")
+        plans(url)
+        email = f"bench-{secrets.token_hex(4)}@example.com"
+        created = subprocess.run([flask, "--app", "web", "create-admin", email, "--password",
                                   "bench password"], env=env, cwd=ROOT, check=True, capture_output=True, text=True)
         api_token = created.stdout.strip().splitlines()[-1]
         # The web role exactly as docker compose runs it: its gunicorn config.
@@ -176,7 +194,7 @@ def main():
             except requests.RequestException:
                 time.sleep(0.5)
         token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-        session.post(base + "/login", data={"email": "bench@example.com", "password": "bench password",
+        session.post(base + "/login", data={"email": email, "password": "bench password",
                                             "csrf_token": token}, timeout=10)
         api = requests.Session()
         api.headers["Authorization"] = f"Bearer {api_token}"
@@ -206,7 +224,8 @@ def main():
         if server is not None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=20)
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        if not args.keep:
+            admin.cursor().execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
         admin.close()
 
 

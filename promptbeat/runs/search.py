@@ -12,6 +12,8 @@ from promptbeat.runs.search_vector import CJK, TS_CONFIG
 from promptbeat.runs.states import RunStatus
 
 MAX_QUERY_CHARS = 500
+# How many of the newest runs a search reads row by row before it turns to the index (see _searched_rows).
+SEARCH_WINDOW = 20_000
 MAX_ID = 2**31 - 1
 CJK_RUN = re.compile(f"(-?)([{CJK}]+)")
 
@@ -193,10 +195,31 @@ class RunPage:
 
 def run_page(session, filters, before=None, limit=50):
     """One page: `limit` runs newest first, and whether more follow (fetched as one extra row)."""
-    rows = session.execute(runs_query(filters, before).limit(limit + 1)).all()
+    if filters.q:
+        rows = _searched_rows(session, filters, before, limit + 1)
+    else:
+        rows = session.execute(runs_query(filters, before).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     return RunPage(rows=rows, next_before=rows[-1].id if more else None)
+
+
+def _searched_rows(session, filters, before, count):
+    """Searched runs in two steps, so that neither a common nor a rare word reads most of the table.
+
+    Left to itself, PostgreSQL walks the primary key newest first and tests each row whenever it
+    expects matches to be common; for a word it misjudges as common (one it has no statistics for)
+    that walk reads nearly every row. So the newest SEARCH_WINDOW runs are searched first, a bounded
+    walk; only when they hold too few matches is the rest read through the GIN index, with the sort
+    on an expression (id + 0) so that the planner cannot choose the walk there.
+    """
+    top = before if before is not None else (session.scalar(select(func.max(Execution.id))) or 0) + 1
+    floor = top - SEARCH_WINDOW
+    rows = session.execute(runs_query(filters, before).where(Execution.id >= floor).limit(count)).all()
+    if len(rows) < count and floor > 1:
+        older = runs_query(filters, floor).order_by(None).order_by((Execution.id + 0).desc())
+        rows += session.execute(older.limit(count - len(rows))).all()
+    return rows
 
 
 def iterate_runs(session, filters, limit, batch=500):

@@ -165,7 +165,10 @@ def test_cursors_are_opaque_and_a_changed_one_is_refused():
         assert error.value.field == "cursor"
 
 
-def test_pages_have_no_duplicates_or_gaps_while_new_runs_arrive(ctx):
+@pytest.mark.parametrize("window", [search.SEARCH_WINDOW, 3, 1])
+def test_pages_have_no_duplicates_or_gaps_while_new_runs_arrive(ctx, monkeypatch, window):
+    # A small window makes pages cross from the walk over the newest runs to the index and back.
+    monkeypatch.setattr(search, "SEARCH_WINDOW", window)
     task = make_task()
     before_paging = [add_run(task, f"gold report {i}") for i in range(23)]
     filters = search.parse_filters({"q": "gold"})
