@@ -7,6 +7,7 @@ from promptbeat.extensions import db
 from promptbeat.models import Trigger
 from promptbeat.runs import export, search
 from promptbeat.runs.states import RunStatus
+from web.i18n import translate_message
 
 bp = Blueprint("runs", __name__)
 PER_PAGE = 50
@@ -46,7 +47,8 @@ def index():
     body = render_template(
         "runs.html", page=page, filters=filters, raw=raw, problem=problem, first_page=before is None,
         next_cursor=_cursors().dump(page.next_before) if page and page.next_before else None,
-        statuses=list(RunStatus), triggers=list(Trigger), changes=list(search.Changed), export_limit=EXPORT_LIMIT)
+        statuses=list(RunStatus), trigger_words={str(t): translate_message(t) for t in Trigger},
+        changes=list(search.Changed), export_limit=EXPORT_LIMIT)
     return body, 400 if problem else 200
 
 

@@ -88,7 +88,7 @@ def contexts():
                                 "error_class": HOSTILE, "changed": True})
     runs_page = dict(page=RunPage(rows=[record, failed], next_before=3), filters=RunFilters(q=HOSTILE),
                      raw={"q": HOSTILE, "task_id": HOSTILE, "status": HOSTILE}, problem=None, first_page=False,
-                     next_cursor=HOSTILE, statuses=[HOSTILE], triggers=[HOSTILE], changes=list(Changed),
+                     next_cursor=HOSTILE, statuses=[HOSTILE], trigger_words={HOSTILE: HOSTILE}, changes=list(Changed),
                      export_limit=10)
     return {
         "runs.html": [runs_page, {**runs_page, "page": None, "problem": (HOSTILE, HOSTILE)}],
