@@ -4,13 +4,15 @@ import hashlib
 import secrets
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, Column, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator,
+from sqlalchemy import (JSON, Column, Computed, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator,
                         UniqueConstraint)
 from sqlalchemy import false as sa_false
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from promptbeat.extensions import db
+from promptbeat.runs.search_vector import SEARCH_VECTOR_SQL
 from promptbeat.runs.states import RunStatus
 
 
@@ -276,6 +278,10 @@ class Execution(db.Model):
         # One execution per scheduled slot, however often the slot is dispatched.
         UniqueConstraint("task_id", "slot", name="uq_executions_task_id_slot"),
         Index("ix_executions_status_deadline_at", "status", "deadline_at"),
+        # The runs page's full-text search over outputs (promptbeat.runs.search).
+        Index("ix_executions_output_search", "output_search", postgresql_using="gin"),
+        # The runs page's date range.
+        Index("ix_executions_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -319,6 +325,10 @@ class Execution(db.Model):
     changed: Mapped[bool | None]
     # A unified diff (text) or a list of changed paths (structured output) against that previous run.
     diff: Mapped[str | None] = mapped_column(Text)
+    # The output's words for full-text search, kept by PostgreSQL from the output (promptbeat.runs.search);
+    # stored rather than an expression index so that checking a phrase match reads it instead of
+    # re-parsing each candidate output. Never loaded with the row.
+    output_search = mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True), deferred=True)
 
     task: Mapped[Task] = relationship(back_populates="executions")
 

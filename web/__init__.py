@@ -1,7 +1,7 @@
 """The web role: pages and a JSON API on the shared core. `flask --app web run`."""
 from promptbeat.app import create_app as create_core_app
 from web import (account, api, api_docs, auth, channel_views, cli, connection_views, errors, i18n, ops, run_history,
-                 security, times, user_views, views)
+                 run_views, security, times, user_views, views)
 from web.auth import csrf, login_manager
 
 
@@ -19,6 +19,7 @@ def create_app(settings=None, **overrides):
     app.register_blueprint(views.bp)
     app.register_blueprint(connection_views.bp)
     app.register_blueprint(channel_views.bp)
+    app.register_blueprint(run_views.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(api_docs.bp)

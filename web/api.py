@@ -2,7 +2,7 @@
 from datetime import timedelta
 from importlib import metadata
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from sqlalchemy import func
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -12,6 +12,7 @@ from promptbeat.extensions import db
 from promptbeat.models import Channel, Connection, Execution, Task, utcnow
 from promptbeat.notify import channels, dispatch, ledger
 from promptbeat.outputs import trial
+from promptbeat.runs import export, search
 from promptbeat.validation import TaskInputError, task_values, validate_schedule, validate_task
 from promptbeat.runs.states import RunStatus
 from web import api_models as models
@@ -340,6 +341,28 @@ def task_usage(task_id, query: models.DaysQuery):
     total = db.session.execute(db.select(*_usage_columns()).where(*where)).one()
     return jsonify(task_id=task_id, total=_usage_json(total),
                    per_day=[{"day": str(row[0]), **_usage_json(row[1:])} for row in per_day])
+
+
+@bp.get("/runs")
+@token_required
+@operation("listRuns", {"HTTP_200": models.RunList}, query=models.RunsQuery, tags=["executions"])
+def list_runs(query: models.RunsQuery):
+    """Runs of every task, newest first, filtered and searched; one page per cursor, as JSON or CSV"""
+    try:
+        filters = search.parse_filters(request.args)
+        before = _cursors().load(query.cursor) if query.cursor else None
+    except search.RunFilterError as exc:
+        raise ApiError(400, "bad_parameter", str(exc), {exc.field: exc.message}) from None
+    page = search.run_page(db.session, filters, before, query.limit)
+    next_cursor = _cursors().dump(page.next_before) if page.next_before else None
+    if query.format == "csv":
+        headers = {"X-Next-Cursor": next_cursor} if next_cursor else {}
+        return Response("".join(export.csv_lines(page.rows)), mimetype="text/csv", headers=headers)
+    return jsonify(runs=[export.record_json(row) for row in page.rows], next_cursor=next_cursor)
+
+
+def _cursors():
+    return search.Cursors(_settings().secret_key)
 
 
 def _connection_or_404(connection_id):

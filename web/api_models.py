@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from promptbeat.models import ChannelKind, DeliveryStatus, NotifyOn, OverlapPolicy, ScheduleType, Trigger
+from promptbeat.runs import search
 from promptbeat.runs.states import RunStatus
 
 # Ids beyond the columns' range cannot exist; the routes refuse them before asking the database.
@@ -134,6 +135,29 @@ class DaysQuery(Query):
     days: int = Field(30, ge=1, le=MAX_DAYS, description="How many days back from now.")
 
 
+class RunsQuery(Query):
+    """Filters of GET /api/runs; each is checked by promptbeat.runs.search, as on the runs page."""
+
+    q: str | None = Field(None, description="Words to find in outputs (web search syntax: \"a phrase\", -word, "
+                                            "or). Chinese and Japanese match as written, character by character.",
+                          json_schema_extra={"maxLength": search.MAX_QUERY_CHARS})
+    task_id: str | None = Field(None, description="Only this task's runs.", examples=["12"],
+                                json_schema_extra={"pattern": "^[0-9]+$"})
+    status: Annotated[RunStatus, Field(strict=False)] | None = Field(None, description="Only runs in this state.")
+    changed: Annotated[search.Changed, Field(strict=False)] | None = Field(
+        None, description="yes: the answer changed; no: it did not; first: a task's first successful run, with "
+                          "nothing to compare with.")
+    trigger: Annotated[Trigger, Field(strict=False)] | None = Field(None, description="Only runs started this way.")
+    since: str | None = Field(None, description="Runs created at or after this moment (ISO 8601; UTC without an "
+                                                "offset).", json_schema_extra={"format": "date-time"})
+    until: str | None = Field(None, description="Runs created at or before this moment; a bare date includes "
+                                                "the whole day.", json_schema_extra={"format": "date-time"})
+    cursor: str | None = Field(None, description="next_cursor of the previous page; opaque.")
+    format: Literal["json", "csv"] = Field("json", description="A CSV page has its next cursor in the "
+                                                              "X-Next-Cursor header.")
+    limit: int = Field(50, ge=1, le=MAX_PAGE, description="How many runs, newest first.")
+
+
 class ApiOutput(BaseModel):
     """A response body: every key it has is declared, so a key added to an answer must be added here too."""
 
@@ -200,6 +224,36 @@ class Execution(ExecutionBrief):
                                          "(-) and changed (~) field path for structured output; null when unchanged.")
     deliveries: list[DeliverySummary] = Field(
         description="One entry per channel the run was delivered to: its latest attempt and how many there were.")
+
+
+class RunRecord(ApiOutput):
+    """A run as the runs list shows it: its task's name, its outcome and its output."""
+
+    id: int
+    task_id: int
+    task_name: str
+    status: RunStatus
+    trigger: Trigger
+    changed: bool | None = Field(description="Whether the answer differed from the task's previous successful "
+                                             "run; null for the first one and for runs without an answer.")
+    model: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    cost_usd: float | None
+    error_class: str | None
+    error: str | None
+    output: str | None
+    parsed_output: Any = Field(description="The answer parsed as JSON, when the task has an output schema.")
+
+
+class RunList(ApiOutput):
+    runs: list[RunRecord]
+    next_cursor: str | None = Field(description="Pass as cursor for the next (older) page; null on the last page.")
 
 
 class Task(ApiOutput):

@@ -65,7 +65,7 @@ def field_messages(error: ValidationError):
     fields = {}
     for item in error.errors(include_url=False):
         field = str(item["loc"][0]) if item["loc"] else "body"
-        if item["type"] == "enum":
+        if item["type"] in ("enum", "literal_error"):
             choices = item["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
             message = f"Must be one of: {choices}."
         else:
@@ -86,13 +86,17 @@ class DocumentedResponse(Response):
         return None
 
 
-def _parameter_message(error: ValidationError, query):
+def _parameter_problem(error: ValidationError, query):
+    """The message for the first bad query parameter, and {parameter: message} when it names one."""
     first = error.errors()[0]
     field = str(first["loc"][0])
     if first["type"] == "extra_forbidden":
-        return f"Unknown query parameter: {field}."
+        return f"Unknown query parameter: {field}.", None
     schema = query.model_json_schema()["properties"][field]
-    return f"{field} must be a whole number from {schema['minimum']} to {schema['maximum']}."
+    if "minimum" in schema:
+        return f"{field} must be a whole number from {schema['minimum']} to {schema['maximum']}.", None
+    message = field_messages(error)[field]
+    return f"{field}: {message}", {field: message}
 
 
 def _refuse(query, also_check, req, resp, error, instance, model_adapter):
@@ -100,7 +104,7 @@ def _refuse(query, also_check, req, resp, error, instance, model_adapter):
     if error is None:
         return
     if query is not None:
-        raise ApiError(400, "bad_parameter", _parameter_message(error, query))
+        raise ApiError(400, "bad_parameter", *_parameter_problem(error, query))
     fields = field_messages(error)
     if also_check is not None:
         # Report every invalid field at once: the domain rules (which only check, never save) run too, with
@@ -173,10 +177,20 @@ def operation(operation_id, ok, *, body=None, optional_body=False, query=None, a
     return decorate
 
 
+# Operations that also answer text/csv (their `format=csv` parameter).
+CSV_OPERATIONS = {"listRuns"}
+
+
 def document():
     """The OpenAPI document, with links from each create (201) to every operation on the new item's path."""
     doc = copy.deepcopy(spec.spec)
     paths = doc["paths"]
+    for op in (op for operations in paths.values() for op in operations.values()):
+        if op.get("operationId") in CSV_OPERATIONS:
+            op["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+            op["responses"]["200"]["headers"] = {"X-Next-Cursor": {
+                "description": "The cursor of the next page of a CSV answer; absent on the last page.",
+                "schema": {"type": "string"}}}
     for path, operations in paths.items():
         for created in (op["responses"]["201"] for op in operations.values() if "201" in op["responses"]):
             item = next(p for p in paths if p.startswith(path + "/{") and p.count("{") == 1)

@@ -12,6 +12,7 @@ from werkzeug.datastructures import MultiDict
 
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Channel, Connection, Execution, Task, User, utcnow
+from promptbeat.runs.search import Changed, RunFilters, RunPage
 from tests.conftest import csrf_token
 from web.auth import LoginForm
 from web.charts import line_chart
@@ -101,7 +102,17 @@ def contexts():
                       roles=["admin", "viewer", HOSTILE], values={"email": HOSTILE, "role": HOSTILE},
                       errors={"email": HOSTILE, "role": HOSTILE, "password": HOSTILE, "disabled": HOSTILE},
                       editing=None, min_password_length=8)
+    record = SimpleNamespace(id=11, task_id=7, task_name=HOSTILE, status=HOSTILE, trigger=HOSTILE, changed=None,
+                             duration_ms=5, total_tokens=9, cost_usd=0.1, started_at=now, created_at=now,
+                             output=HOSTILE, error=None, error_class=None)
+    failed = SimpleNamespace(**{**vars(record), "status": "failed", "output": None, "error": HOSTILE,
+                                "error_class": HOSTILE, "changed": True})
+    runs_page = dict(page=RunPage(rows=[record, failed], next_before=3), filters=RunFilters(q=HOSTILE),
+                     raw={"q": HOSTILE, "task_id": HOSTILE, "status": HOSTILE}, problem=None, first_page=False,
+                     next_cursor=HOSTILE, statuses=[HOSTILE], trigger_words={HOSTILE: HOSTILE}, changes=list(Changed),
+                     export_limit=10)
     return {
+        "runs.html": [runs_page, {**runs_page, "page": None, "problem": (HOSTILE, HOSTILE)}],
         "account.html": [dict(tokens=[ApiToken(id=1, name=HOSTILE, created_at=now, last_used_at=now)],
                               new_token=HOSTILE, min_password_length=8, zone_error=HOSTILE,
                               password_errors={"current_password": HOSTILE, "password": HOSTILE,
