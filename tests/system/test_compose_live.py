@@ -91,10 +91,7 @@ class Project:
                 "-p", self.name, *args]
 
     def run(self, *args, timeout=600, check=True):
-        # Only what docker itself needs from the environment: compose would interpolate any shell
-        # variable over .env, and a developer's shell may have some.
-        env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME") or key.startswith("DOCKER_")}
-        result = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=env)
+        result = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=docker_env())
         if check and result.returncode != 0:
             raise AssertionError(f"docker compose {' '.join(args)} exited {result.returncode}:\n"
                                  f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n{self.logs()[-6000:]}")
@@ -102,8 +99,7 @@ class Project:
 
     def logs(self, service=None):
         args = ["logs", "--no-color", "--no-log-prefix"] + ([service] if service else [])
-        env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME") or key.startswith("DOCKER_")}
-        return subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=120, env=env).stdout
+        return subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=120, env=docker_env()).stdout
 
     def containers(self, service):
         """Ids of the service's running containers."""
@@ -119,6 +115,11 @@ class Project:
 
     def down(self):
         self.run("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
+
+
+def docker_env():
+    """Only what docker needs from this environment: compose would let any shell variable override .env."""
+    return {key: value for key, value in os.environ.items() if key in ("PATH", "HOME") or key.startswith("DOCKER_")}
 
 
 def dotenv(values):
