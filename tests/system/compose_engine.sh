@@ -15,7 +15,8 @@ declare -A IMAGES=([python]=python:3.12-slim [postgres]=postgres:16-alpine [redi
 say() { echo "compose-engine: $*"; }
 
 apt_install() {
-    [ -n "$(find /var/lib/apt/lists -name '*Packages*' -print -quit 2>/dev/null)" ] || apt-get update -qq
+    # Fresh lists: a machine's old ones may name package versions the mirror no longer has.
+    apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
