@@ -10,11 +10,14 @@ import time
 from datetime import timedelta
 
 from celery.beat import SchedulingError
+from celery.signals import beat_init
 from redbeat import RedBeatScheduler
+from redbeat import schedulers as redbeat_schedulers
 from redbeat.decoder import RedBeatJSONEncoder
 from redbeat.schedulers import get_redis
 from redis.exceptions import LockError
 
+from beat import health
 from beat.publisher import BulkPublisher
 from promptbeat.runs import message_ids
 from promptbeat.scheduling.entries import TaskEntry
@@ -103,6 +106,7 @@ class PromptbeatScheduler(RedBeatScheduler):
 
     def tick(self, min=min, **kwargs):
         # tick runs only after beat_init took the RedBeat lock, so a standby never writes.
+        health.touch()
         self.keep_lock()
         if time.monotonic() >= self._next_reconcile:
             self.reconcile_now()
@@ -293,3 +297,25 @@ class PromptbeatScheduler(RedBeatScheduler):
             return False
         logger.info(SENT_LINE, *sent)
         return True
+
+
+def acquire_lock(sender=None, **kwargs):
+    """RedBeat's wait for the lock at start, touching the heartbeat at every try: a waiting standby is alive."""
+    scheduler = sender.scheduler
+    if not scheduler.lock_key:
+        return
+    client = get_redis(scheduler.app)
+    lock = client.lock(scheduler.lock_key, timeout=scheduler.lock_timeout, sleep=scheduler.max_interval)
+    # RedBeat's extend script sets the timeout rather than adding to it, as its own handler does.
+    lock.lua_extend = client.register_script(redbeat_schedulers.LUA_EXTEND_TO_SCRIPT)
+    health.touch()
+    while not lock.acquire(blocking=False):
+        time.sleep(scheduler.max_interval)
+        health.touch()
+    logger.info("beat: Acquired lock")
+    scheduler.lock = lock
+
+
+# Replaces RedBeat's own handler, which waits in one blocking call that nothing can observe.
+beat_init.disconnect(redbeat_schedulers.acquire_distributed_beat_lock)
+beat_init.connect(acquire_lock)

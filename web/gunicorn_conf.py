@@ -12,3 +12,6 @@ accesslog = "-"
 errorlog = "-"
 # Heartbeat files on tmpfs: a container's overlay filesystem can stall them and get workers killed.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# Gunicorn 27's control socket (for gunicornc) is not used here; left on it tries to create ~/.gunicorn,
+# which the image's user cannot write, and logs an error at every start.
+control_socket_disable = True

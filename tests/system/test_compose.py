@@ -64,9 +64,11 @@ def test_infrastructure_services_are_durable_and_private(document):
 
 def test_application_services_share_one_image_and_wait_for_healthy_dependencies(document):
     services = document["services"]
-    images = {services[name]["image"] for name in APP_SERVICES}
+    images = {services[name]["image"] for name in (*APP_SERVICES, "fakellm")}
     assert images == {"promptbeat:${PROMPTBEAT_IMAGE_TAG:-latest}"}
-    assert {services[name]["build"] for name in APP_SERVICES} == {"."}
+    # Built once, by the service every other one waits for.
+    assert [name for name in services if "build" in services[name]] == ["migrate"]
+    assert services["migrate"]["build"] == "."
     for name in ("web", "worker", "beat"):
         depends = services[name]["depends_on"]
         assert depends["postgres"]["condition"] == "service_healthy"
@@ -78,6 +80,31 @@ def test_application_services_share_one_image_and_wait_for_healthy_dependencies(
     assert "-n" in services["worker"]["command"] and "worker@%h" in services["worker"]["command"]
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
     assert services["beat"]["deploy"]["replicas"] == 2
+    assert services["beat"]["healthcheck"]["test"] == ["CMD", "python", "-m", "beat.health"]
+    assert "name" not in document  # two checkouts on one host must not share containers and volumes
+
+
+def test_postgres_is_healthy_only_once_it_listens_on_tcp(document):
+    # The image's set-up server on first start answers on the Unix socket only.
+    check = " ".join(document["services"]["postgres"]["healthcheck"]["test"])
+    assert "pg_isready -h 127.0.0.1" in check
+
+
+def test_published_ports_default_to_loopback_and_metrics_default_off(document):
+    services = document["services"]
+    for name, variable in (("web", "WEB_HOST_ADDRESS"), ("flower", "FLOWER_HOST_ADDRESS")):
+        (port,) = services[name]["ports"]
+        assert compose.interpolate(port, {}).startswith("127.0.0.1:")
+        assert compose.interpolate(port, {variable: "0.0.0.0"}).startswith("0.0.0.0:")
+    metrics = services["web"]["environment"]["PROMPTBEAT_METRICS"]
+    assert compose.interpolate(metrics, {}) == "false"
+
+
+def test_the_demo_profile_adds_the_fake_model_server(document):
+    fake = document["services"]["fakellm"]
+    assert fake["profiles"] == ["demo"]
+    assert fake["command"][:3] == ["python", "-m", "promptbeat.fakellm"]
+    assert "ports" not in fake
 
 
 def test_a_default_worker_keeps_many_calls_in_flight_and_stops_warmly(document):
@@ -112,6 +139,8 @@ def test_every_variable_is_documented_and_every_setting_is_passed():
 def test_no_secret_is_baked_into_the_image():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^USER (?!root)", dockerfile, re.M)
+    # Dependencies from the lock in a layer before the code, so a code change does not reinstall them.
+    assert dockerfile.index("pip install -r requirements.txt") < dockerfile.index("COPY promptbeat")
     assert "FROM python:" in dockerfile and "-slim" in dockerfile
     for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "OPENAI_API_KEY", "FLOWER_BASIC_AUTH"):
         assert not re.search(rf"^(ENV|ARG).*{name}", dockerfile, re.M)
