@@ -81,7 +81,7 @@ class TaskInput(ScheduleInput):
                           "are left out of change detection.", examples=[["^Updated at "]])
     notify_on: list[Rule] | None = Field(
         None, max_length=len(NotifyOn),
-        description="When the task's channels are told about a run: every, change (a first run counts as a change), "
+        description="When the task's channels are told about a run: every, change (the answer differs from the previous successful one; a first run is not a change), "
                     "failure, recovery (the first success after a failure), auto_pause. Left out on create: every.")
     channel_ids: list[int] | None = Field(None, max_length=20, description="The channels runs are delivered to.")
 

@@ -25,7 +25,7 @@ OVERLAP_CHOICES = [
 ]
 NOTIFY_CHOICES = [
     SelectChoice("every", _l("Every run")),
-    SelectChoice("change", _l("The output changed (a first run counts)")),
+    SelectChoice("change", _l("The output changed (not the first run)")),
     SelectChoice("failure", _l("A run failed")),
     SelectChoice("recovery", _l("The first success after a failure")),
     SelectChoice("auto_pause", _l("The task was paused automatically")),

@@ -22,7 +22,8 @@ class RunFacts:
 def reasons(notify_on, facts):
     """The rules of notify_on that this run meets, in notify_on's order; empty means no notification.
 
-    A first run (changed is None: nothing to compare with) counts as a change: its answer is news.
+    A first run (changed is None: nothing to compare with) is not a change: `change` tells of a difference,
+    and a task that wants its first answer too also picks `every` or is run by hand once.
     """
     met = []
     for rule in notify_on or ():
@@ -37,7 +38,7 @@ def _meets(rule, facts):
     if rule == NotifyOn.EVERY:
         return True
     if rule == NotifyOn.CHANGE:
-        return success and facts.changed is not False
+        return success and facts.changed is True
     if rule == NotifyOn.FAILURE:
         return facts.status in FAILED
     if rule == NotifyOn.RECOVERY:

@@ -6,18 +6,18 @@ import uuid
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import Channel, Execution, NotifyOn, Task
-from promptbeat.notify import dispatch, rules
+from promptbeat.models import Channel, NotifyOn, Task
+from promptbeat.notify import rules
 from promptbeat.notify.rules import RunFacts
-from promptbeat.runs.pipeline import READ_TASK
 from promptbeat.runs.states import RunStatus
 from tests.notify.conftest import QUEUE, make_task, run_once
+from tests.outputs.fakes import script_answers
 
 SUCCESS, FAILED, LOST = RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.LOST
 
 
 @pytest.mark.parametrize(("facts", "met"), [
-    (RunFacts(SUCCESS, None, None), {"every", "change"}),  # a first run counts as a change
+    (RunFacts(SUCCESS, None, None), {"every"}),  # a first run, with nothing to compare with, is no change
     (RunFacts(SUCCESS, True, SUCCESS), {"every", "change"}),
     (RunFacts(SUCCESS, False, SUCCESS), {"every"}),
     (RunFacts(SUCCESS, False, FAILED), {"every", "recovery"}),
@@ -85,22 +85,15 @@ def test_several_rules_send_one_delivery_per_channel_naming_each_rule_met(app, f
     assert queued(redis_client) == [["every", "failure"]]
 
 
-def test_change_notifies_a_first_run_and_a_changed_one_but_not_an_unchanged_one(app, fake_llm, channel_id,
-                                                                                 redis_client):
-    # Until change detection writes executions.changed in the run's finishing UPDATE, every run has changed
-    # null (a first run): the later cases set the column on recorded runs and decide again.
+def test_change_notifies_a_changed_answer_but_not_a_first_or_an_unchanged_one(app, fake_llm, channel_id,
+                                                                               redis_client):
     task_id = make_task(app, [channel_id], prompt="Watch", notify_on=["change"])
-    first, _ = run_once(app, task_id)
-    assert queued(redis_client) == [["change"]]
-    second, _ = run_once(app, task_id)
-    queued(redis_client)
-    with app.app_context():
-        task = db.session.execute(READ_TASK, {"task_id": task_id}).one()
-        for changed, expected in ((False, []), (True, [["change"]])):
-            db.session.get(Execution, second).changed = changed
-            db.session.commit()
-            dispatch.after_run(second, task, auto_paused=False)
-            assert queued(redis_client) == expected
+    script_answers(fake_llm, "Price: 3", "Price:   3", "Price: 4")
+    notified = []
+    for _ in range(3):
+        run_once(app, task_id)
+        notified.append(queued(redis_client))
+    assert notified == [[], [], [["change"]]]
 
 
 def test_a_task_without_channels_or_rules_queues_nothing(app, fake_llm, channel_id, redis_client):
