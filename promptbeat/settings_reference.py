@@ -128,7 +128,9 @@ ROWS = (
         "entry in Flower"),
     Row((V("PROMPTBEAT_DEV_WORKER_STOP_TIMEOUT", default="`60`"),),
         "`dev.py start`: seconds Ctrl-C lets the worker finish its runs in flight before it is killed"),
-    Row((V("PROMPTBEAT_METRICS", "metrics_enabled"),), "`false` turns `/metrics` off (404)"),
+    Row((V("PROMPTBEAT_METRICS", "metrics_enabled", default="`true` (`false` under docker compose)"),),
+        "`false` turns `/metrics` off (404); compose leaves it off unless `.env` turns it on (set "
+        "`PROMPTBEAT_METRICS_TOKEN` too)"),
     Row((V("PROMPTBEAT_METRICS_TOKEN", "metrics_token"),), "when set, `/metrics` requires `Authorization: Bearer <token>`"),
     Row((V("PROMPTBEAT_FAST_BROKER", "fast_broker"),),
         "worker only: kombu's Redis transport with one client per channel, a connection pool that waits, and acks "
