@@ -1,7 +1,6 @@
 """Named OpenAI-compatible endpoints: validation, saving with the key encrypted, and testing."""
 import logging
 import re
-import unicodedata
 
 from flask import current_app
 
@@ -9,6 +8,7 @@ from promptbeat.llm import crypto
 from promptbeat.llm import client as llm
 from promptbeat.llm import netguard
 from promptbeat.extensions import db
+from promptbeat.fields import one_line
 from promptbeat.models import Connection
 
 logger = logging.getLogger(__name__)
@@ -69,11 +69,11 @@ def connection_values(data, connection=None):
     errors = {f: "Unknown field." for f in sorted(set(data) - set(FIELDS))}
     values = {}
     if connection is None or "name" in data:
-        values["name"] = _text(data.get("name"), "name", errors, 100, required=True)
+        values["name"] = one_line(data.get("name"), "name", errors, 100, required=True)
     if "base_url" in data or connection is None:
         values["base_url"] = _base_url(data.get("base_url"), errors, settings)
     if "default_model" in data:
-        values["default_model"] = _text(data.get("default_model"), "default_model", errors, 200) or None
+        values["default_model"] = one_line(data.get("default_model"), "default_model", errors, 200) or None
     if "extra_headers" in data:
         stored = connection.extra_headers if connection is not None else None
         values["extra_headers"] = _headers(data.get("extra_headers"), errors, settings, stored or {})
@@ -82,7 +82,7 @@ def connection_values(data, connection=None):
         if clash is not None and clash is not connection:
             errors["name"] = "A connection with this name exists."
     if "api_key" in data:
-        key = _text(data.get("api_key"), "api_key", errors, MAX_KEY_CHARS)
+        key = one_line(data.get("api_key"), "api_key", errors, MAX_KEY_CHARS)
         if key and "api_key" not in errors and not HEADER_VALUE.match(key):
             # The key travels in a header: anything but printable ASCII would fail every call.
             errors["api_key"] = "Must be printable ASCII, without line breaks or control characters."
@@ -123,24 +123,8 @@ def _origin(url):
     return parts.scheme.lower(), parts.hostname.lower(), parts.port or netguard.DEFAULT_PORTS[parts.scheme]
 
 
-def _text(value, field, errors, limit, required=False):
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        errors[field] = "Must be text."
-        return None
-    value = value.strip()
-    if required and not value:
-        errors[field] = "This field is required."
-    elif len(value) > limit:
-        errors[field] = f"Must be at most {limit} characters."
-    elif any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
-        errors[field] = "Must not contain control characters (such as NUL or a line break)."
-    return value
-
-
 def _base_url(value, errors, settings):
-    value = _text(value, "base_url", errors, 2000)
+    value = one_line(value, "base_url", errors, 2000)
     if not value or errors.get("base_url"):
         return None
     try:

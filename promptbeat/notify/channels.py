@@ -4,11 +4,11 @@ import binascii
 import logging
 import re
 import secrets
-import unicodedata
 
 from flask import current_app
 
 from promptbeat.extensions import db
+from promptbeat.fields import one_line
 from promptbeat.llm import crypto, netguard
 from promptbeat.models import Channel, ChannelKind
 
@@ -64,7 +64,7 @@ def channel_values(data, channel=None):
     errors = {f: "Unknown field." for f in sorted(set(data) - set(FIELDS))}
     values = {}
     if channel is None or "name" in data:
-        values["name"] = _text(data.get("name"), "name", errors, 100, required=True)
+        values["name"] = one_line(data.get("name"), "name", errors, 100, required=True)
     kind = channel.kind if channel is not None else _kind(data.get("kind"), errors)
     if channel is not None and "kind" in data and data["kind"] != channel.kind:
         errors["kind"] = "A channel's kind cannot change; create another channel."
@@ -109,25 +109,9 @@ def _kind(value, errors):
     return ChannelKind(value)
 
 
-def _text(value, field, errors, limit, required=False):
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        errors[field] = "Must be text."
-        return None
-    value = value.strip()
-    if required and not value:
-        errors[field] = "This field is required."
-    elif len(value) > limit:
-        errors[field] = f"Must be at most {limit} characters."
-    elif any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
-        errors[field] = "Must not contain control characters (such as NUL or a line break)."
-    return value
-
-
 def _url(value, errors, settings):
     """A webhook URL: http(s), one line, and unless private targets are allowed, a public address."""
-    value = _text(value, "url", errors, 2000, required=True)
+    value = one_line(value, "url", errors, 2000, required=True)
     if not value or "url" in errors:
         return None
     try:
