@@ -28,6 +28,7 @@ PREVIOUS_FINISHED = (select(EXECUTIONS.c.status)
                      .where(EXECUTIONS.c.task_id == bindparam("task_id"), EXECUTIONS.c.id < bindparam("run_id"),
                             EXECUTIONS.c.status.in_([RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.LOST]))
                      .order_by(EXECUTIONS.c.id.desc()).limit(1))
+READ_TASK = select(Task.__table__).where(Task.__table__.c.id == bindparam("task_id"))
 RESEND = "resend"
 DELIVER = "promptbeat.deliver"
 
@@ -54,6 +55,17 @@ def after_run(run_id, task, auto_paused):
     except Exception:  # a notification must never fail the run
         logger.exception("notifications of run %s could not be queued", run_id)
         return []
+
+
+def after_lost(run_id, task_id):
+    """Queue the notifications of a run recovery marked lost (a failure, to the rules); never raises."""
+    try:
+        with db.engine.connect() as connection:
+            task = connection.execute(READ_TASK, {"task_id": task_id}).one_or_none()
+    except Exception:
+        logger.exception("notifications of lost run %s could not be queued", run_id)
+        return []
+    return after_run(run_id, task, auto_paused=False) if task is not None else []
 
 
 def resend(execution):

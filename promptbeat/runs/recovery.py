@@ -23,6 +23,7 @@ from sqlalchemy import bindparam, select
 
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Runner, Task, utcnow
+from promptbeat.notify import dispatch
 from promptbeat.redis_client import get_client
 from promptbeat.runs import message_ids, store
 from promptbeat.runs.liveness import DATABASE_NOW, runner_of
@@ -117,6 +118,7 @@ def _release_dead_run(settings, run, now):
     if not store.lose_dead(run.id, run.runner, message, now):
         return None
     release_for_run(settings, run.task_id, run.id)
+    dispatch.after_lost(run.id, run.task_id)
     logger.warning("run %s marked lost: its worker %s stopped and it was started %d time(s)",
                    run.id, run.worker, starts)
     return RunStatus.LOST
@@ -151,6 +153,7 @@ def _recover_lost_messages(settings, celery_app, now):
                            f"and it was sent {run.recoveries + 1} time(s), its task's maximum; it was not sent again.")
                 if store.lose_queued(run.id, run.recoveries, message, now):
                     logger.warning("run %s marked lost: its queued message was lost", run.id)
+                    dispatch.after_lost(run.id, run.task_id)
                     lost += 1
 
 
@@ -160,6 +163,7 @@ def _lose_past_deadline(settings, now):
         # The run's worker can no longer free its overlap lock; the task's next run would find it held.
         release_for_run(settings, task_id, run_id)
         logger.warning("run %s marked lost: still running past its deadline", run_id)
+        dispatch.after_lost(run_id, task_id)
     return len(lost)
 
 

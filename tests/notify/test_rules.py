@@ -2,12 +2,14 @@
 import base64
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import Channel, NotifyOn, Task
+from promptbeat.models import Channel, Execution, NotifyOn, Task, utcnow
 from promptbeat.notify import rules
+from promptbeat.runs import recovery
 from promptbeat.notify.rules import RunFacts
 from promptbeat.runs.states import RunStatus
 from tests.notify.conftest import QUEUE, make_task, run_once
@@ -58,6 +60,21 @@ def test_failure_notifies_only_failed_runs(app, fake_llm, channel_id, redis_clie
     assert run_once(app, failing)[1] == "failed"
     assert run_once(app, fine)[1] == "success"
     assert queued(redis_client) == [["failure"]]
+
+
+def test_failure_notifies_a_run_the_sweep_marks_lost_and_a_later_success_is_a_recovery(app, fake_llm, channel_id,
+                                                                                        redis_client):
+    task_id = make_task(app, [channel_id], prompt="Watched", notify_on=["failure", "recovery"])
+    with app.app_context():
+        # A run whose worker vanished: still running a minute past its deadline.
+        run = Execution(task_id=task_id, trigger="scheduled", status="running", started_at=utcnow(),
+                        deadline_at=utcnow() - timedelta(minutes=1))
+        db.session.add(run)
+        db.session.commit()
+        assert recovery.sweep(app.config["PROMPTBEAT"], app.extensions["celery"]) == (0, 1)
+    assert queued(redis_client) == [["failure"]]
+    assert run_once(app, task_id)[1] == "success"
+    assert queued(redis_client) == [["recovery"]]
 
 
 def test_recovery_notifies_the_first_success_after_a_failure(app, fake_llm, channel_id, redis_client):
