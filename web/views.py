@@ -136,7 +136,7 @@ def test_run():
     except TaskInputError as exc:
         return jsonify(error="validation_failed", message=_("Some fields are invalid."),
                        fields={field: translate_message(message) for field, message in exc.errors.items()}), 422
-    audit("task_tested", connection_id=form.connection_id.data, ok=result.error is None)
+    audit("task_tested", connection_id=form.connection_id.data or None, ok=result.error is None)
     return jsonify(result.json())
 
 

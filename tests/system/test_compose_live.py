@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from tests.services import ROOT, free_port, http, wait_for
 
@@ -135,6 +136,7 @@ def env_values(web_port, flower_port):
             values[match.group(1)] = match.group(2)
     values.update(
         SECRET_KEY=secrets.token_urlsafe(32), POSTGRES_PASSWORD=secrets.token_hex(16),
+        PROMPTBEAT_FERNET_KEYS=Fernet.generate_key().decode(),
         FLOWER_BASIC_AUTH=":".join(FLOWER_AUTH), COMPOSE_PROFILES="demo",
         OPENAI_API_KEY="demo", OPENAI_BASE_URL="http://fakellm:8089/v1", PROMPTBEAT_DEFAULT_MODEL="fake-model",
         WEB_HOST_PORT=str(web_port), FLOWER_HOST_PORT=str(flower_port),

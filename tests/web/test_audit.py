@@ -245,6 +245,20 @@ def _(actor):
     return ADMIN, {"task_id": task["id"], "name": "API task"}
 
 
+@scenario("api", "task_tested")
+def _(actor):
+    answer = actor.api("POST", "/tasks/test", json={"name": "Tried", "prompt": "p", "model": "fake-model",
+                                                    "schedule_type": "crontab", "cron": "0 9 * * *"}).get_json()
+    assert answer["error"] is None
+    return ADMIN, {"connection_id": None, "model": "fake-model", "ok": True}
+
+
+@scenario("web", "task_tested")
+def _(actor):
+    assert actor.form("/tasks/test", **TASK_FORM).get_json()["error"] is None
+    return ADMIN, {"connection_id": None, "ok": True}
+
+
 @scenario("api", "task_updated")
 def _(actor):
     task_id = actor.task()
