@@ -16,6 +16,10 @@ from tests.runner import run_and_reload
 from tests.services import free_port
 
 QUEUE = "promptbeat"
+# The port of the SMTP server real workers send to: their environment is set before the server starts.
+WORKER_SMTP_PORT = free_port()
+WORKER_SMTP_ENV = {"PROMPTBEAT_SMTP_HOST": "127.0.0.1", "PROMPTBEAT_SMTP_PORT": str(WORKER_SMTP_PORT),
+                   "PROMPTBEAT_SMTP_FROM": "promptbeat@example.com", "PROMPTBEAT_SMTP_STARTTLS": "false"}
 
 
 class Mailbox:
@@ -56,6 +60,16 @@ def smtp_server(swap_settings):
     yield start
     for controller in started:
         controller.stop()
+
+
+@pytest.fixture(scope="module")
+def mailbox():
+    """A real SMTP server on WORKER_SMTP_PORT for the module's worker; its messages, kept."""
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=WORKER_SMTP_PORT)
+    controller.start()
+    yield box
+    controller.stop()
 
 
 @pytest.fixture

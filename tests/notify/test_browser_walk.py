@@ -2,26 +2,14 @@
 import time
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from tests.notify.conftest import Mailbox
+from tests.notify.conftest import WORKER_SMTP_ENV
 from tests.outputs.fakes import script_answers
-from tests.services import free_port, wait_for
+from tests.services import wait_for
 from tests.web.test_web_browser import page, server, shot  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-SMTP_PORT = free_port()
-WORKER_ENV = {"PROMPTBEAT_SMTP_HOST": "127.0.0.1", "PROMPTBEAT_SMTP_PORT": str(SMTP_PORT),
-              "PROMPTBEAT_SMTP_FROM": "promptbeat@example.com", "PROMPTBEAT_SMTP_STARTTLS": "false"}
-
-
-@pytest.fixture(scope="module")
-def mailbox():
-    box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=SMTP_PORT)
-    controller.start()
-    yield box
-    controller.stop()
+WORKER_ENV = WORKER_SMTP_ENV
 
 
 @pytest.mark.parametrize("live_roles", [WORKER_ENV], indirect=True)

@@ -1,27 +1,14 @@
 """A real worker delivers after real runs: the signed webhook is verified, the email arrives, the run is not held up."""
 import pytest
-from aiosmtpd.controller import Controller
 from standardwebhooks import Webhook
 
-from tests.notify.conftest import Mailbox
+from tests.notify.conftest import WORKER_SMTP_ENV
 from tests.receivers import Receiver
-from tests.services import free_port, wait_for
+from tests.services import wait_for
 
 pytestmark = pytest.mark.slow
-SMTP_PORT = free_port()
-# The worker sends mail to the SMTP server below, and retries quickly.
-WORKER_ENV = {"PROMPTBEAT_SMTP_HOST": "127.0.0.1", "PROMPTBEAT_SMTP_PORT": str(SMTP_PORT),
-              "PROMPTBEAT_SMTP_FROM": "promptbeat@example.com", "PROMPTBEAT_SMTP_STARTTLS": "false",
-              "PROMPTBEAT_DELIVERY_ATTEMPTS": "3", "PROMPTBEAT_DELIVERY_RETRY_SECONDS": "0.5"}
-
-
-@pytest.fixture(scope="module")
-def mailbox():
-    box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=SMTP_PORT)
-    controller.start()
-    yield box
-    controller.stop()
+# The worker sends mail to the module's SMTP server (tests/notify/conftest.py), and retries quickly.
+WORKER_ENV = {**WORKER_SMTP_ENV, "PROMPTBEAT_DELIVERY_ATTEMPTS": "3", "PROMPTBEAT_DELIVERY_RETRY_SECONDS": "0.5"}
 
 
 @pytest.fixture
