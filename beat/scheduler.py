@@ -265,7 +265,8 @@ class PromptbeatScheduler(RedBeatScheduler):
         if not due:
             saves.score(entry)
             return
-        logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
+        # At DEBUG: a fixed job fires every few seconds, and its line would bury the runs' lines.
+        logger.debug("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
         try:
             self.send_task(entry.task, entry.args, entry.kwargs, producer=self.producer,
                            headers={"celery_beat_task": True}, **entry.options)

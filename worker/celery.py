@@ -5,7 +5,7 @@ from worker import broker
 from promptbeat.llm import client as llm
 from promptbeat.app import create_app
 from promptbeat.settings import Settings, engine_options
-from worker import events, hygiene
+from worker import events, hygiene, logs
 
 logger = logging.getLogger(__name__)
 
@@ -22,5 +22,6 @@ logger.info("fast broker transport: %s; fast LLM calls: %s",
             "on" if fast_broker else "off", "on" if fast_llm_calls else "off")
 celery_app = flask_app.extensions["celery"]
 hygiene.connect(flask_app)
+logs.quiet_fixed_jobs(celery_app)
 celery_app.steps["consumer"].add(events.BatchTaskEvents)
 app = celery_app

@@ -320,3 +320,16 @@ def test_run_now_with_the_override_runs_while_another_run_of_the_task_is_running
     assert run_status(app, held) == "running"
     assert wait_for(lambda: run_status(app, held) in FINAL and run_status(app, held), 30,
                     "the first run to finish") == "success"
+
+
+
+def test_fixed_jobs_leave_the_worker_log_at_info_to_the_runs(app, api, live_roles):
+    """A sweep every few seconds would bury the lines people read, such as the sign-in lines of dev.py."""
+    app.extensions["celery"].send_task("promptbeat.sweep_lost_runs")
+    # One queue, taken in order: once a run sent after the sweep is done, the sweep was received.
+    task_id = api.post("/tasks", json={"name": "Logged", "prompt": "p", "schedule_type": "interval",
+                                       "interval_minutes": 60}).get_json()["id"]
+    wait_for_runs(app, task_id, 1, timeout=15)
+    output = live_roles["worker"].output()
+    assert f"Task promptbeat task {task_id}[" in output  # a run is logged under its task (its shadow name)
+    assert "Task promptbeat.sweep_lost_runs[" not in output
