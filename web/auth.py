@@ -8,13 +8,15 @@ from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
-from wtforms import EmailField, PasswordField
+from wtforms import EmailField, HiddenField, PasswordField
 from wtforms.validators import DataRequired
 
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, User, hash_token, utcnow
+from promptbeat.scheduling.schedules import known_zone
 from web.i18n import LANGUAGES
 from web.security import SignInLimiterUnavailable, audit, safe_next, signin_limiter
+from web.times import MAX_ZONE_LENGTH
 
 bp = Blueprint("auth", __name__)
 # last_used_at is for people to spot stale tokens; minute precision spares a write per request.
@@ -56,6 +58,8 @@ def require_sign_in():
 class LoginForm(FlaskForm):
     email = EmailField(_l("Email"), validators=[DataRequired()])
     password = PasswordField(_l("Password"), validators=[DataRequired()])
+    # The browser's zone, filled in by app.js: the first page after sign-in is then in the user's time.
+    timezone = HiddenField(render_kw={"data-browser-zone": ""})
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -92,11 +96,21 @@ def login():
                 session["language"] = language
             login_user(user)
             audit("sign_in")
+            _keep_browser_zone(user, form.timezone.data)
             return redirect(target)
         limiter.failed(request.remote_addr)
         audit("sign_in_failed", email=email)
         flash(_("Wrong email or password."), "error")
     return render_template("login.html", form=form)
+
+
+def _keep_browser_zone(user, zone):
+    """Take the zone the browser sent with the sign-in while the user has none; anything else is ignored."""
+    if user.timezone is not None or not zone or len(zone) > MAX_ZONE_LENGTH or not known_zone(zone):
+        return
+    user.timezone = zone
+    db.session.commit()
+    audit("timezone_changed", timezone=zone, detected=True)
 
 
 @bp.post("/language")

@@ -67,6 +67,32 @@ def test_without_a_zone_times_are_utc_and_the_page_offers_the_browser_its_zone_o
     assert zone_of(app) == "America/New_York"
 
 
+
+def sign_in_from(client, zone):
+    page = client.get("/login").get_data(as_text=True)
+    assert 'name="timezone"' in page and "data-browser-zone" in page
+    return client.post("/login", data={"email": "admin@example.com", "password": "correct horse battery",
+                                       "timezone": zone, "csrf_token": csrf_token(page)})
+
+
+def test_the_sign_in_keeps_the_browsers_zone_so_the_first_page_is_in_it(app, client, api_token):
+    assert sign_in_from(client, "Asia/Shanghai").status_code == 302
+    assert zone_of(app) == "Asia/Shanghai"
+    page = client.get("/").get_data(as_text=True)
+    assert 'id="detect-zone"' not in page
+    # A zone already chosen is never overridden by the browser's.
+    client.post("/logout", data={"csrf_token": csrf_token(page)})
+    assert sign_in_from(client, "America/New_York").status_code == 302
+    assert zone_of(app) == "Asia/Shanghai"
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "Asia/Shanghai\x00", "Europe/Berlin\r\nX: y", "A" * 100_000,
+                                  "../../etc/localtime", ""])
+def test_an_unknown_zone_sent_with_the_sign_in_is_ignored(app, client, api_token, zone):
+    assert sign_in_from(client, zone).status_code == 302  # signed in all the same
+    assert zone_of(app) is None
+
+
 def test_the_account_page_sets_the_zone_from_a_searchable_list(app, signed_in):
     page = signed_in.get("/account").get_data(as_text=True)
     assert 'list="zone-names"' in page and '<option value="Asia/Shanghai">' in page

@@ -17,6 +17,8 @@ async function reportZone(form) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  document.querySelectorAll("input[data-browser-zone]").forEach((input) => { input.value = zone || ""; });
   const detect = document.getElementById("detect-zone");
   if (detect) reportZone(detect);
   const form = document.querySelector(".task-form");
