@@ -119,6 +119,8 @@ def prepare_env():
     # Connections' API keys are stored encrypted: without a key, saving one would fail.
     if not env.get("PROMPTBEAT_FERNET_KEYS"):
         env["PROMPTBEAT_FERNET_KEYS"] = read_or_create_key("fernet_key", fernet_key)
+    # Every role knows the file, so that a password changed in the web marks it at once.
+    env["PROMPTBEAT_ADMIN_CREDENTIALS_FILE"] = str(CREDENTIALS_FILE)
     env.setdefault("PROMPTBEAT_WEB_PORT", "5000")
     env.setdefault("PROMPTBEAT_FLOWER_PORT", "5555")
     return env
@@ -382,7 +384,7 @@ def start(bin_dir, demo=False):
         if postgres:
             start_postgres(bin_dir, env)
         run_step(bin_dir, ["flask", "--app", "web", "db", "upgrade"], env)
-        run_step(bin_dir, ["flask", "--app", "web", "ensure-admin", "--credentials-file", str(CREDENTIALS_FILE)], env)
+        run_step(bin_dir, ["flask", "--app", "web", "ensure-admin"], env)
         if demo:
             run_step(bin_dir, ["flask", "--app", "web", "seed-demo"], env)
         for name, (program, *args) in roles:

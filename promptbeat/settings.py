@@ -72,6 +72,8 @@ class Settings:
     visibility_timeout: int = 3600
     # Only a cold shutdown (SIGQUIT) uses it; under gevent, Celery's soft shutdown fails once it runs out.
     worker_soft_shutdown_timeout: float = 0.0
+    # The first admin's sign-in file (promptbeat.accounts.sign_in_file); `dev.py start` sets it.
+    admin_credentials_file: str | None = None
     metrics_enabled: bool = True
     metrics_token: str | None = field(default=None, repr=False)
     max_attempts: int = 4
@@ -173,6 +175,7 @@ class Settings:
             worker_soft_shutdown_timeout=_float(
                 environ, "PROMPTBEAT_WORKER_SOFT_SHUTDOWN_TIMEOUT", cls.worker_soft_shutdown_timeout
             ),
+            admin_credentials_file=_str(environ, "PROMPTBEAT_ADMIN_CREDENTIALS_FILE"),
             metrics_enabled=_bool(environ, "PROMPTBEAT_METRICS", cls.metrics_enabled),
             metrics_token=_str(environ, "PROMPTBEAT_METRICS_TOKEN"),
             max_attempts=_int(environ, "PROMPTBEAT_MAX_ATTEMPTS", cls.max_attempts),

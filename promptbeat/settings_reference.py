@@ -128,6 +128,9 @@ ROWS = (
         "entry in Flower"),
     Row((V("PROMPTBEAT_DEV_WORKER_STOP_TIMEOUT", default="`60`"),),
         "`dev.py start`: seconds Ctrl-C lets the worker finish its runs in flight before it is killed"),
+    Row((V("PROMPTBEAT_ADMIN_CREDENTIALS_FILE", "admin_credentials_file"),),
+        "where `flask ensure-admin` keeps the first admin's sign-in (mode 0600) until its password changes",
+        "(`dev.py start`: `instance/admin_credentials`)"),
     Row((V("PROMPTBEAT_METRICS", "metrics_enabled", default="`true` (`false` under docker compose)"),),
         "`false` turns `/metrics` off (404); compose leaves it off unless `.env` turns it on (set "
         "`PROMPTBEAT_METRICS_TOKEN` too)"),

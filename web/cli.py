@@ -64,9 +64,11 @@ def register(app):
 
     @app.cli.command("ensure-admin")
     @click.option("--credentials-file", type=click.Path(dir_okay=False),
-                  help="Keep the first admin's sign-in here (mode 0600) until the password is changed.")
+                  help="Keep the first admin's sign-in here (mode 0600) until the password is changed "
+                       "(default: PROMPTBEAT_ADMIN_CREDENTIALS_FILE).")
     def ensure_admin(credentials_file):
         """Create admin@localhost with a random password when there are no users yet."""
+        credentials_file = credentials_file or app.config["PROMPTBEAT"].admin_credentials_file
         sign_in, token = first_admin.ensure(credentials_file)
         if token is None:
             return

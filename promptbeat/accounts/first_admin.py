@@ -1,46 +1,12 @@
-"""The first admin's sign-in, kept in a file only its owner can read until the password is changed."""
-import os
+"""The first admin: created with a random password when there are no users, its sign-in kept in a file."""
 import secrets
-from dataclasses import dataclass
-from pathlib import Path
 
+from promptbeat.accounts.sign_in_file import SignIn, read, write
 from promptbeat.accounts.users import create_user, find_user
 from promptbeat.extensions import db
 from promptbeat.models import User
 
 FIRST_ADMIN_EMAIL = "admin@localhost"
-CHANGED = "changed"
-
-
-@dataclass(frozen=True)
-class SignIn:
-    """What the credentials file says: the address, and the password or None once it was changed."""
-
-    email: str
-    password: str | None
-
-
-def write(path, sign_in):
-    """Write the file with mode 0600, replacing any earlier one."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".new")
-    temporary.unlink(missing_ok=True)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"email: {sign_in.email}\npassword: {sign_in.password or CHANGED}\n")
-    os.replace(temporary, path)
-
-
-def read(path):
-    """The file's SignIn, or None when there is no readable file."""
-    try:
-        lines = dict(line.split(": ", 1) for line in Path(path).read_text().splitlines() if ": " in line)
-    except OSError:
-        return None
-    if "email" not in lines or "password" not in lines:
-        return None
-    password = lines["password"]
-    return SignIn(lines["email"], None if password == CHANGED else password)
 
 
 def ensure(path=None):

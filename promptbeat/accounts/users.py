@@ -1,6 +1,9 @@
 """Create users and change their password, role and access; the last active admin is kept."""
 from dataclasses import dataclass, field
 
+from flask import current_app
+
+from promptbeat.accounts import sign_in_file
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Role, User
 
@@ -90,6 +93,7 @@ def reset_password(user, new):
     check_password(new)
     user.set_password(new)
     db.session.commit()
+    sign_in_file.password_changed(current_app.config["PROMPTBEAT"].admin_credentials_file, user.email)
 
 
 def set_role(user, role):
