@@ -1,13 +1,18 @@
 """Shared set-up for the benchmarks: a migrated database, a user with a token, web under gunicorn, workers."""
 import argparse
 import platform
+import re
 import secrets
 import statistics
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+import psycopg2
+import requests
 
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, User
@@ -69,6 +74,43 @@ def start_web(env, log_dir, port):
                          services.role_env({**env, "WEB_BIND": f"127.0.0.1:{port}"}), log_dir / "web.log")
     services.wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, "gunicorn")
     return role
+
+
+@contextmanager
+def scratch_database(admin_url, name, keep=False, reuse=False):
+    """A database made for one benchmark (or the one a kept round left, with reuse); its URL. Dropped after unless keep."""
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    try:
+        if not reuse:
+            admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+            admin.cursor().execute(f"CREATE DATABASE {name}")
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        if not keep:
+            admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def flask_cli(env, *args):
+    """Run `flask --app web ARGS` in the venv of this Python; its standard output."""
+    flask = str(Path(sys.executable).parent / "flask")
+    return subprocess.run([flask, "--app", "web", *args], env=env, cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def create_admin(env, email, password):
+    """An admin made through the CLI, as an operator would; its API token."""
+    return flask_cli(env, "create-admin", email, "--password", password).strip().splitlines()[-1]
+
+
+def signed_in(base, email, password):
+    """A requests session signed in through the sign-in form."""
+    session = requests.Session()
+    page = session.get(base + "/login", timeout=30).text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    session.post(base + "/login", data={"email": email, "password": password, "csrf_token": token}, timeout=10)
+    return session
 
 
 def _answers(url):

@@ -1,6 +1,6 @@
 """Dashboard, task page and live poll latency at scale in PostgreSQL, served by gunicorn.
 
-Usage: python benchmarks/dashboard.py [--scales 10000:1000000,100000:10000000] [--admin-url postgresql://...]
+Usage: python -m benchmarks.dashboard [--scales 10000:1000000,100000:10000000] [--admin-url postgresql://...]
 For each scale (tasks:runs) in turn it creates the database pb6bench, loads it with generate_series,
 starts gunicorn on 127.0.0.1, signs in, requests each page shape a bounded number of times, and drops
 the database; then it prints one table with every scale's p50 and p99 side by side against the target.
@@ -9,18 +9,18 @@ import argparse
 import os
 import re
 import secrets
-import signal
 import statistics
-import subprocess
-import sys
+import tempfile
 import time
+from pathlib import Path
 
-import psycopg2
 import requests
 from sqlalchemy import create_engine, text
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import common
+
 BENCH_DB = "pb6bench"
+EMAIL, PASSWORD = "bench@example.com", "bench password"
 TARGET_P99_MS = 50
 # Each page shape, by label: a path, or how to find the live poll's address on a page.
 PAGES = {
@@ -63,13 +63,12 @@ def load(url, tasks, runs):
 def cpu_per_page(env, paths, count):
     """CPU milliseconds the app spends per page, in process: less sensitive than wall time to a busy machine."""
     os.environ.update(env)
-    sys.path.insert(0, ROOT)
     from web import create_app
 
     client = create_app().test_client()
     page = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-    client.post("/login", data={"email": "bench@example.com", "password": "bench password", "csrf_token": token})
+    client.post("/login", data={"email": EMAIL, "password": PASSWORD, "csrf_token": token})
     results = {}
     for path in paths:
         client.get(path)
@@ -80,11 +79,6 @@ def cpu_per_page(env, paths, count):
             samples.append((time.thread_time() - began) * 1000)
         results[path] = statistics.median(samples)
     return results
-
-
-def percentile(samples, q):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def scales(text):
@@ -98,76 +92,53 @@ def measure(args, tasks, runs):
 
     Returns {label: (p50, p99, status, app CPU ms or None)}, the baseline included.
     """
-    admin = psycopg2.connect(args.admin_url)
-    admin.autocommit = True
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-    admin.cursor().execute(f"CREATE DATABASE {BENCH_DB}")
-    url = args.admin_url.rsplit("/", 1)[0] + "/" + BENCH_DB
-    env = {**os.environ, "SECRET_KEY": secrets.token_hex(16), "DATABASE_URL": url,
-           "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6")}
-    python = sys.executable
-    flask = os.path.join(os.path.dirname(python), "flask")
-    gunicorn = os.path.join(os.path.dirname(python), "gunicorn")
-    server = None
     results = {}
-    try:
-        subprocess.run([flask, "--app", "web", "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
+    with common.scratch_database(args.admin_url, BENCH_DB) as url, tempfile.TemporaryDirectory() as logs:
+        env = {**os.environ, "SECRET_KEY": secrets.token_hex(16), "DATABASE_URL": url,
+               "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6")}
+        common.flask_cli(env, "db", "upgrade")
         started = time.monotonic()
         load(url, tasks, runs)
         print(f"loaded {tasks} tasks and {runs} runs in {time.monotonic() - started:.1f} s", flush=True)
-        created = subprocess.run([flask, "--app", "web", "create-admin", "bench@example.com", "--password",
-                                  "bench password"], env=env, cwd=ROOT, check=True, capture_output=True, text=True)
-        api_token = created.stdout.strip().splitlines()[-1]
+        api_token = common.create_admin(env, EMAIL, PASSWORD)
         cpu = cpu_per_page(env, [p for p in PAGES.values() if isinstance(p, str)], 50)
         # The web role exactly as docker compose runs it: its gunicorn config (2 processes x 4 threads).
-        server = subprocess.Popen([gunicorn, "-c", "python:web.gunicorn_conf", "web.wsgi:app"],
-                                  env={**env, "WEB_BIND": f"127.0.0.1:{args.port}"}, cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{args.port}"
-        session = requests.Session()
-        for _ in range(100):
-            try:
-                page = session.get(base + "/login", timeout=30).text
-                break
-            except requests.RequestException:
-                time.sleep(0.5)
-        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-        session.post(base + "/login", data={"email": "bench@example.com", "password": "bench password",
-                                            "csrf_token": token}, timeout=10)
-        # The viewer's zone is set, as app.js sets it on the first page, so no page carries the detection form.
-        page = session.get(base + "/account").text
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-        session.post(base + "/account/timezone", data={"csrf_token": token, "timezone": "Europe/Berlin"}, timeout=10)
-        for label, shape in PAGES.items():
-            headers = {}
-            path = shape
-            if isinstance(shape, tuple):
-                page_path, pattern = shape
-                path = re.search(pattern, session.get(base + page_path).text).group(1).replace("&amp;", "&")
-                headers = {"HX-Request": "true"}
-            for _ in range(10):  # warm up both workers
-                session.get(base + path, headers=headers, timeout=10)
-            samples, status = [], None
-            for _ in range(args.requests):
+        server = common.start_web(env, Path(logs), args.port)
+        try:
+            base = f"http://127.0.0.1:{args.port}"
+            session = common.signed_in(base, EMAIL, PASSWORD)
+            # The viewer's zone is set, as the sign-in sets it, so no page carries the detection form.
+            page = session.get(base + "/account").text
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+            session.post(base + "/account/timezone", data={"csrf_token": token, "timezone": "Europe/Berlin"},
+                         timeout=10)
+            for label, shape in PAGES.items():
+                headers = {}
+                path = shape
+                if isinstance(shape, tuple):
+                    page_path, pattern = shape
+                    path = re.search(pattern, session.get(base + page_path).text).group(1).replace("&amp;", "&")
+                    headers = {"HX-Request": "true"}
+                for _ in range(10):  # warm up both workers
+                    session.get(base + path, headers=headers, timeout=10)
+                samples, status = [], None
+                for _ in range(args.requests):
+                    began = time.perf_counter()
+                    response = session.get(base + path, headers=headers, timeout=10)
+                    samples.append((time.perf_counter() - began) * 1000)
+                    status = response.status_code
+                results[label] = (statistics.median(samples), common.percentile(samples, 99), status, cpu.get(path))
+            # Baseline: the first version's dashboard shape, every task with its last run in one response.
+            samples = []
+            for _ in range(args.baseline_requests):
                 began = time.perf_counter()
-                response = session.get(base + path, headers=headers, timeout=10)
+                response = requests.get(base + "/api/tasks", headers={"Authorization": f"Bearer {api_token}"},
+                                        timeout=600)
                 samples.append((time.perf_counter() - began) * 1000)
-                status = response.status_code
-            results[label] = (statistics.median(samples), percentile(samples, 0.99), status, cpu.get(path))
-        # Baseline: the first version's dashboard shape, every task with its last run in one response.
-        samples = []
-        for _ in range(args.baseline_requests):
-            began = time.perf_counter()
-            response = requests.get(base + "/api/tasks", headers={"Authorization": f"Bearer {api_token}"}, timeout=600)
-            samples.append((time.perf_counter() - began) * 1000)
-        results["baseline: every task with its last run (GET /api/tasks, unpaginated)"] = (
-            statistics.median(samples), percentile(samples, 0.99), response.status_code, None)
-    finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=20)
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        admin.close()
+            results["baseline: every task with its last run (GET /api/tasks, unpaginated)"] = (
+                statistics.median(samples), common.percentile(samples, 99), response.status_code, None)
+        finally:
+            server.stop()
     return results
 
 

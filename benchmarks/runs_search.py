@@ -1,6 +1,6 @@
 """The runs page and GET /api/runs at 1,000,000 runs in PostgreSQL, served by gunicorn: p50/p99 per query shape.
 
-Usage: python benchmarks/runs_search.py [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+Usage: python -m benchmarks.runs_search [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
 Creates the database pb16runs, loads it with generate_series (varied English and Chinese outputs, with
 words from very common to very rare), prints the plan PostgreSQL picks for each search, starts gunicorn
 on 127.0.0.1, signs in, requests each shape a bounded number of times and prints p50/p99; drops the
@@ -10,17 +10,16 @@ import argparse
 import os
 import re
 import secrets
-import signal
 import statistics
-import subprocess
-import sys
+import tempfile
 import time
+from pathlib import Path
 
-import psycopg2
 import requests
 from sqlalchemy import create_engine, func, select, text
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import common
+
 BENCH_DB = "pb16runs"
 # English words drawn with a skew (the first ones in most outputs, the last ones rarely), and Chinese phrases.
 WORDS = ("the price market report today update gold weather rain berlin summary news stock rose fell index "
@@ -90,7 +89,6 @@ def load(url, tasks, runs):
 def plans(url):
     """For each search: the plan PostgreSQL picks for the plain query, and for the two steps the app runs."""
     os.environ["DATABASE_URL"] = url
-    sys.path.insert(0, ROOT)
     from promptbeat.models import Execution
     from promptbeat.runs import search
 
@@ -115,11 +113,6 @@ def plans(url):
                             .order_by((Execution.id + 0).desc()).limit(51))
             print(f"| {q} | {count:,} | {alone} | {window} | {index} |")
     engine.dispose()
-
-
-def percentile(samples, q):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def shapes(tasks, cursor):
@@ -155,22 +148,12 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the loaded database for another round")
     parser.add_argument("--reuse", action="store_true", help="measure the database a --keep round left")
     args = parser.parse_args()
-    admin = psycopg2.connect(args.admin_url)
-    admin.autocommit = True
-    if not args.reuse:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        admin.cursor().execute(f"CREATE DATABASE {BENCH_DB}")
-    url = args.admin_url.rsplit("/", 1)[0] + "/" + BENCH_DB
-    env = {**os.environ, "SECRET_KEY": secrets.token_hex(16), "DATABASE_URL": url,
-           "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6")}
-    python = sys.executable
-    flask = os.path.join(os.path.dirname(python), "flask")
-    gunicorn = os.path.join(os.path.dirname(python), "gunicorn")
-    server = None
-    try:
+    with (common.scratch_database(args.admin_url, BENCH_DB, keep=args.keep, reuse=args.reuse) as url,
+          tempfile.TemporaryDirectory() as logs):
+        env = {**os.environ, "SECRET_KEY": secrets.token_hex(16), "DATABASE_URL": url,
+               "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6")}
         if not args.reuse:
-            subprocess.run([flask, "--app", "web", "db", "upgrade"], env=env, cwd=ROOT, check=True,
-                           capture_output=True)
+            common.flask_cli(env, "db", "upgrade")
             started = time.monotonic()
             load(url, args.tasks, args.runs)
             print(f"loaded {args.tasks} tasks and {args.runs} runs in {time.monotonic() - started:.1f} s")
@@ -178,55 +161,42 @@ def main():
               "| --- | --- | --- | --- | --- |")
         plans(url)
         email = f"bench-{secrets.token_hex(4)}@example.com"
-        created = subprocess.run([flask, "--app", "web", "create-admin", email, "--password",
-                                  "bench password"], env=env, cwd=ROOT, check=True, capture_output=True, text=True)
-        api_token = created.stdout.strip().splitlines()[-1]
+        api_token = common.create_admin(env, email, "bench password")
         # The web role exactly as docker compose runs it: its gunicorn config.
-        server = subprocess.Popen([gunicorn, "-c", "python:web.gunicorn_conf", "web.wsgi:app"],
-                                  env={**env, "WEB_BIND": f"127.0.0.1:{args.port}"}, cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{args.port}"
-        session = requests.Session()
-        for _ in range(100):
-            try:
-                page = session.get(base + "/login", timeout=30).text
-                break
-            except requests.RequestException:
-                time.sleep(0.5)
-        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-        session.post(base + "/login", data={"email": email, "password": "bench password",
-                                            "csrf_token": token}, timeout=10)
-        api = requests.Session()
-        api.headers["Authorization"] = f"Bearer {api_token}"
-        from promptbeat.runs.search import Cursors  # on the path since plans()
+        server = common.start_web(env, Path(logs), args.port)
+        try:
+            measure(args, env, f"http://127.0.0.1:{args.port}", common.signed_in(
+                f"http://127.0.0.1:{args.port}", email, "bench password"), api_token)
+        finally:
+            server.stop()
 
-        # A cursor half-way down the table, as a reader paging far back holds.
-        middle = Cursors(env["SECRET_KEY"]).dump(args.runs // 2)
-        print("| request | p50 ms | p99 ms | runs on the page | status |\n| --- | --- | --- | --- | --- |")
-        for label, path in shapes(args.tasks, middle).items():
-            client = api if path.startswith("/api/") else session
-            for _ in range(5):  # warm up both workers
-                client.get(base + path, timeout=30)
-            samples, response = [], None
-            for _ in range(args.requests):
-                began = time.perf_counter()
-                response = client.get(base + path, timeout=30)
-                samples.append((time.perf_counter() - began) * 1000)
-            if path.startswith("/api/") and "format=csv" in path:
-                count = response.text.count("\n") - 1
-            elif path.startswith("/api/"):
-                count = len(response.json()["runs"])
-            else:
-                count = response.text.count('<tr class="run"')
-            print(f"| {label} | {statistics.median(samples):.1f} | {percentile(samples, 0.99):.1f} | {count} | "
-                  f"{response.status_code} |", flush=True)
-    finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=20)
-        if not args.keep:
-            admin.cursor().execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        admin.close()
+
+def measure(args, env, base, session, api_token):
+    """p50/p99 of each request shape, with the runs each page holds."""
+    api = requests.Session()
+    api.headers["Authorization"] = f"Bearer {api_token}"
+    from promptbeat.runs.search import Cursors
+
+    # A cursor half-way down the table, as a reader paging far back holds.
+    middle = Cursors(env["SECRET_KEY"]).dump(args.runs // 2)
+    print("| request | p50 ms | p99 ms | runs on the page | status |\n| --- | --- | --- | --- | --- |")
+    for label, path in shapes(args.tasks, middle).items():
+        client = api if path.startswith("/api/") else session
+        for _ in range(5):  # warm up both workers
+            client.get(base + path, timeout=30)
+        samples, response = [], None
+        for _ in range(args.requests):
+            began = time.perf_counter()
+            response = client.get(base + path, timeout=30)
+            samples.append((time.perf_counter() - began) * 1000)
+        if path.startswith("/api/") and "format=csv" in path:
+            count = response.text.count("\n") - 1
+        elif path.startswith("/api/"):
+            count = len(response.json()["runs"])
+        else:
+            count = response.text.count('<tr class="run"')
+        print(f"| {label} | {statistics.median(samples):.1f} | {common.percentile(samples, 99):.1f} | {count} | "
+              f"{response.status_code} |", flush=True)
 
 
 if __name__ == "__main__":
