@@ -1,0 +1,60 @@
+"""Model fallback: the lists tasks and connections keep, and which errors move a run on to the next model."""
+from promptbeat.extensions import db
+from promptbeat.fields import one_line
+from promptbeat.models import Connection
+from promptbeat.runs import retry
+
+MAX_FALLBACKS = 5
+MAX_MODEL_CHARS = 200
+KEYS = frozenset({"model", "connection_id"})
+MAX_ID = 2**31 - 1
+LIST_MESSAGE = f"Must be a list of at most {MAX_FALLBACKS} objects with a model and a connection_id (or null)."
+
+
+class FallbackError(ValueError):
+    """A fallback list that cannot be saved; the message says which entry and why, without echoing it."""
+
+
+def moves_on(error):
+    """Whether another model may answer where this one failed (an llm.LLMError, its retries spent).
+
+    Rate limits, exhausted quota, 5xx, timeouts, unreachable servers and a model the server does not
+    have: yes. A request the server refuses as such (400, 422), a refused key or address: no, the
+    next model would be sent the same request, or through the same wrong configuration.
+    """
+    return error.error_class == "InsufficientQuota" or error.status == 404 or retry.is_retryable(error)
+
+
+def check(value, own_connection_id=None, primary_model=None):
+    """The list as stored ([{"model", "connection_id"}]), None when empty; raises FallbackError.
+
+    A connection_id of None means the list's own connection (the task's, or the connection whose list
+    it is). No entry may repeat another, nor the primary model on the primary connection.
+    """
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_FALLBACKS:
+        raise FallbackError(LIST_MESSAGE)
+    entries, seen = [], {(primary_model, own_connection_id)} if primary_model else set()
+    for number, item in enumerate(value, 1):
+        if not isinstance(item, dict) or not set(item) <= KEYS or "model" not in item:
+            raise FallbackError(f"Fallback {number}: must be an object with a model and a connection_id (or null).")
+        errors = {}
+        model = one_line(item["model"], "model", errors, MAX_MODEL_CHARS, required=True)
+        if errors:
+            raise FallbackError(f"Fallback {number}, model: {errors['model']}")
+        connection_id = item.get("connection_id")
+        if connection_id is not None and (isinstance(connection_id, bool) or not isinstance(connection_id, int)
+                                          or not 1 <= connection_id <= MAX_ID):
+            raise FallbackError(f"Fallback {number}, connection_id: must be a connection's id or null.")
+        key = (model, connection_id or own_connection_id)
+        if key in seen:
+            raise FallbackError(f"Fallback {number}: the same model on the same connection is already tried.")
+        seen.add(key)
+        entries.append({"model": model, "connection_id": connection_id})
+    ids = {entry["connection_id"] for entry in entries} - {None}
+    found = set(db.session.execute(db.select(Connection.id).where(Connection.id.in_(ids))).scalars()) if ids else set()
+    for number, entry in enumerate(entries, 1):
+        if entry["connection_id"] is not None and entry["connection_id"] not in found:
+            raise FallbackError(f"Fallback {number}, connection_id: no connection with id {entry['connection_id']}.")
+    return entries
