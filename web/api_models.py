@@ -234,9 +234,9 @@ class ExecutionBrief(ApiOutput):
     changed: bool | None = Field(description="Whether the answer differs from the task's previous successful run's; "
                                              "null for the first, and for runs that did not succeed.")
     answered_model: str | None = Field(description="The model that gave the answer: the task's, or a fallback's; "
-                                                   "null unless the run succeeded.")
+                                                   "null when none answered.")
     answered_connection_id: int | None = Field(description="The connection that answered; null for the default "
-                                                           "endpoint, and unless the run succeeded.")
+                                                           "endpoint, and when none answered.")
 
 
 class Execution(ExecutionBrief):
