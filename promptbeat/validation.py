@@ -358,8 +358,11 @@ def _output_options(data, errors):
 
 def _fallbacks(data, clean, errors):
     """The models tried after the task's own (promptbeat.runs.fallbacks); None for none."""
+    value = data.get("fallbacks")
     try:
-        return fallbacks.check(data.get("fallbacks"), clean.get("connection_id"), clean.get("model"))
+        if isinstance(value, str):
+            value = fallbacks.from_lines(value)  # the form's textarea: one fallback a line
+        return fallbacks.check(value, clean.get("connection_id"), clean.get("model"))
     except fallbacks.FallbackError as exc:
         errors["fallbacks"] = str(exc)
         return None

@@ -8,6 +8,8 @@ MAX_FALLBACKS = 5
 MAX_MODEL_CHARS = 200
 KEYS = frozenset({"model", "connection_id"})
 MAX_ID = 2**31 - 1
+# A form's line: "model", or "model @ connection name" (a model's own "@", as in "name@version", stays).
+SEPARATOR = " @ "
 LIST_MESSAGE = f"Must be a list of at most {MAX_FALLBACKS} objects with a model and a connection_id (or null)."
 
 
@@ -58,3 +60,26 @@ def check(value, own_connection_id=None, primary_model=None):
         if entry["connection_id"] is not None and entry["connection_id"] not in found:
             raise FallbackError(f"Fallback {number}, connection_id: no connection with id {entry['connection_id']}.")
     return entries
+
+
+def from_lines(text):
+    """The list a form's text gives, one fallback a line; raises FallbackError for an unknown connection name."""
+    entries = []
+    for number, line in enumerate((line for line in text.splitlines() if line.strip()), 1):
+        model, separator, name = line.rpartition(SEPARATOR)
+        if not separator:
+            entries.append({"model": line, "connection_id": None})
+            continue
+        connection_id = db.session.execute(db.select(Connection.id).filter_by(name=name.strip())).scalar()
+        if connection_id is None:
+            raise FallbackError(f"Fallback {number}: no connection has the name after {SEPARATOR.strip()!r}.")
+        entries.append({"model": model, "connection_id": connection_id})
+    return entries
+
+
+def as_lines(entries):
+    """A stored list as the form's text (from_lines reads it back)."""
+    names = dict(db.session.execute(db.select(Connection.id, Connection.name).where(
+        Connection.id.in_({entry["connection_id"] for entry in entries} - {None}))).all()) if entries else {}
+    return "\n".join(entry["model"] + (f"{SEPARATOR}{names[entry['connection_id']]}"
+                                       if entry["connection_id"] in names else "") for entry in entries or ())
