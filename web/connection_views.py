@@ -6,6 +6,7 @@ from flask_login import login_required
 from promptbeat.llm import connections
 from promptbeat.extensions import db
 from promptbeat.models import Connection
+from promptbeat.runs import fallbacks
 from web.security import admin_required, audit
 
 bp = Blueprint("connections", __name__, url_prefix="/connections")
@@ -25,7 +26,8 @@ def _page(errors=None, values=None, status=200, editing=None):
     """The page; errors and values belong to the form of the connection being edited, else to the new one."""
     rows = db.session.execute(db.select(Connection).order_by(Connection.name)).scalars().all()
     return render_template("connections.html", connections=rows, errors=errors or {}, values=values or {},
-                           editing=editing, masked_headers=connections.masked_headers), status
+                           editing=editing, masked_headers=connections.masked_headers,
+                           fallback_lines=fallbacks.as_lines), status
 
 
 def _form_headers(data):
@@ -70,7 +72,7 @@ def index():
 @bp.post("/")
 @admin_required
 def create():
-    data = {name: request.form.get(name, "") for name in ("name", "base_url", "api_key", "default_model")}
+    data = {name: request.form.get(name, "") for name in ("name", "base_url", "api_key", "default_model", "fallbacks")}
     try:
         _form_headers(data)
         connection = connections.save_connection(data)
@@ -86,7 +88,7 @@ def create():
 def update(connection_id):
     """Change a connection; an empty key field keeps the stored key, unless the URL moves to another server."""
     connection = _connection_or_404(connection_id)
-    data = {name: request.form.get(name, "") for name in ("name", "base_url", "default_model")}
+    data = {name: request.form.get(name, "") for name in ("name", "base_url", "default_model", "fallbacks")}
     if request.form.get("remove_key"):
         data["api_key"] = ""
     elif request.form.get("api_key", "").strip():

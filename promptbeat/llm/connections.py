@@ -79,8 +79,11 @@ def connection_values(data, connection=None):
         stored = connection.extra_headers if connection is not None else None
         values["extra_headers"] = _headers(data.get("extra_headers"), errors, settings, stored or {})
     if "fallbacks" in data:
+        value = data["fallbacks"]
         try:
-            values["fallbacks"] = fallbacks.check(data["fallbacks"], connection.id if connection is not None else None)
+            if isinstance(value, str):
+                value = fallbacks.from_lines(value)  # the form's textarea: one fallback a line
+            values["fallbacks"] = fallbacks.check(value, connection.id if connection is not None else None)
         except fallbacks.FallbackError as exc:
             errors["fallbacks"] = str(exc)
     if "name" in values and not errors.get("name"):

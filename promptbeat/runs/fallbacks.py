@@ -10,7 +10,8 @@ KEYS = frozenset({"model", "connection_id"})
 MAX_ID = 2**31 - 1
 # A form's line: "model", or "model @ connection name" (a model's own "@", as in "name@version", stays).
 SEPARATOR = " @ "
-LIST_MESSAGE = f"Must be a list of at most {MAX_FALLBACKS} objects with a model and a connection_id (or null)."
+LIST_MESSAGE = "Must be a list of objects with a model and a connection_id (or null)."
+TOO_MANY_MESSAGE = f"At most {MAX_FALLBACKS} fallbacks."
 
 
 class FallbackError(ValueError):
@@ -35,8 +36,10 @@ def check(value, own_connection_id=None, primary_model=None):
     """
     if value is None or value == []:
         return None
-    if not isinstance(value, list) or len(value) > MAX_FALLBACKS:
+    if not isinstance(value, list):
         raise FallbackError(LIST_MESSAGE)
+    if len(value) > MAX_FALLBACKS:
+        raise FallbackError(TOO_MANY_MESSAGE)
     entries, seen = [], {(primary_model, own_connection_id)} if primary_model else set()
     for number, item in enumerate(value, 1):
         if not isinstance(item, dict) or not set(item) <= KEYS or "model" not in item:

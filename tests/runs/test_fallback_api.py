@@ -133,3 +133,24 @@ def test_a_real_worker_falls_back_and_the_api_and_page_show_it(app, api, signed_
     assert re.search(r'Answered by the fallback <code>gpt-4o-mini</code> · Backup route', page)
     assert page.count('<code class="attempt-model">fake-model</code>') == 1
     assert page.count('<code class="attempt-model">gpt-4o-mini</code>') == 1
+
+
+def test_the_connection_form_takes_one_fallback_a_line(app, api, signed_in, other):
+    page = signed_in.get("/connections/").get_data(as_text=True)
+    response = signed_in.post("/connections/", data={
+        "csrf_token": csrf_token(page), "name": "Primary route", "base_url": "http://127.0.0.1:9/v1",
+        "fallbacks": "gpt-4o-mini\ngpt-4o @ Backup route"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    (saved,) = [c for c in api.get("/connections").get_json()["connections"] if c["name"] == "Primary route"]
+    assert saved["fallbacks"] == [{"model": "gpt-4o-mini", "connection_id": None},
+                                  {"model": "gpt-4o", "connection_id": other["id"]}]
+    listed = signed_in.get("/connections/").get_data(as_text=True)
+    assert "<code>gpt-4o @ Backup route</code>" in listed
+    assert re.search(r'<textarea name="fallbacks"[^>]*>gpt-4o-mini\ngpt-4o @ Backup route</textarea>', listed)
+    before = snapshot(app)
+    refused = signed_in.post(f"/connections/{saved['id']}/edit", data={
+        "csrf_token": csrf_token(listed), "name": "Primary route", "base_url": "http://127.0.0.1:9/v1",
+        "fallbacks": "a\nb\nc\nd\ne\nf"})
+    assert refused.status_code == 422
+    assert "At most 5 fallbacks." in refused.get_data(as_text=True)
+    assert snapshot(app) == before

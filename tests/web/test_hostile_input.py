@@ -186,7 +186,7 @@ CONNECTION_KINDS = {"name": Kind.LINE, "base_url": Kind.URL, "api_key": Kind.SEC
 FORM_KINDS = {
     "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX, "ignore_patterns": Kind.PATTERN_LINES,
              "fallbacks": Kind.FALLBACK_LINES},
-    "connection": {**CONNECTION_KINDS, "extra_headers": Kind.HEADER_LINES},
+    "connection": {**CONNECTION_KINDS, "extra_headers": Kind.HEADER_LINES, "fallbacks": Kind.FALLBACK_LINES},
     "channel": CHANNEL_KINDS,
     "token": {"name": Kind.LINE},
     "language": {"language": Kind.CHOICE, "next": Kind.REDIRECT},
