@@ -88,7 +88,9 @@ def create():
 def update(connection_id):
     """Change a connection; an empty key field keeps the stored key, unless the URL moves to another server."""
     connection = _connection_or_404(connection_id)
-    data = {name: request.form.get(name, "") for name in ("name", "base_url", "default_model", "fallbacks")}
+    data = {name: request.form.get(name, "") for name in ("name", "base_url", "default_model")}
+    if "fallbacks" in request.form:
+        data["fallbacks"] = request.form["fallbacks"]
     if request.form.get("remove_key"):
         data["api_key"] = ""
     elif request.form.get("api_key", "").strip():
