@@ -189,3 +189,36 @@ def test_the_runs_time_limit_bounds_the_fallbacks(ctx, fake_llm):
                               max_run_seconds=5, request_timeout_seconds=30, max_attempts=1))
     assert execution.status == "failed" and execution.error_class == "APITimeoutError"
     assert models_asked(fake_llm) == ["fake-model"]
+
+
+def test_a_configuration_error_does_not_fall_back(ctx, fake_llm):
+    """A connection without a URL or a key cannot be called; another connection's model is not asked instead."""
+    unusable = save_connection({"name": "No URL, no key"})
+    working = save_connection({"name": "Working", "base_url": fake_llm.url, "api_key": "sk-working"})
+    execution = run(make_task("Misconfigured", [{"model": FALLBACK, "connection_id": working.id}],
+                              connection_id=unusable.id))
+    assert execution.status == "failed" and execution.error_class == "ConfigurationError"
+    assert models_asked(fake_llm) == []
+
+
+def test_a_fallback_whose_key_cannot_be_decrypted_fails_the_run_when_reached(ctx, fake_llm):
+    broken = save_connection({"name": "Broken key", "base_url": fake_llm.url, "api_key": "sk-broken"})
+    broken.api_key_encrypted = "not a fernet token"
+    db.session.commit()
+    fail(fake_llm, "404")
+    execution = run(make_task("Undecryptable", [{"model": FALLBACK, "connection_id": broken.id},
+                                                {"model": "gpt-4o", "connection_id": None}]))
+    assert execution.status == "failed" and execution.error_class == "CryptoError"
+    assert models_asked(fake_llm) == ["fake-model"]
+
+
+def test_a_fallback_on_a_deleted_connection_is_left_out(ctx, fake_llm):
+    gone = save_connection({"name": "Soon gone", "base_url": fake_llm.url, "api_key": "sk-soon-gone"})
+    task_id = make_task("Deleted route", [{"model": FALLBACK, "connection_id": gone.id},
+                                          {"model": "gpt-4o", "connection_id": None}])
+    db.session.delete(gone)
+    db.session.commit()
+    fail(fake_llm, "404")
+    execution = run(task_id)
+    assert execution.status == "success" and execution.answered_model == "gpt-4o"
+    assert models_asked(fake_llm) == ["fake-model", "gpt-4o"]
