@@ -1,4 +1,4 @@
-"""The retry loop of a run's model call: attempts, then fallbacks, until an answer, a permanent error, the bound or the deadline."""
+"""A run's model calls: attempts, then fallbacks, until an answer, a permanent error, the bounds or the deadline."""
 import logging
 import time
 
@@ -54,7 +54,8 @@ def _attempt(plan, run_id, settings, sleep):
                         output_schema=plan.output_schema,
                     )
             except llm.LLMError as exc:
-                record.update(ms=int((time.monotonic() - call_begun) * 1000), error_class=exc.error_class, error=str(exc))
+                record.update(ms=int((time.monotonic() - call_begun) * 1000), error_class=exc.error_class,
+                              error=str(exc))
                 logger.warning("task %s run %s attempt %d failed: %s", plan.task_id, run_id, record["attempt"], exc)
                 # The run's error stays the server's own message; its attempts show how often it was tried.
                 error, failed = exc, outcome(RunStatus.FAILED, error=str(exc), error_class=exc.error_class)
