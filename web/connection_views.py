@@ -6,7 +6,6 @@ from flask_login import login_required
 from promptbeat.llm import connections
 from promptbeat.extensions import db
 from promptbeat.models import Connection
-from promptbeat.runs import fallbacks
 from web.security import admin_required, audit
 
 bp = Blueprint("connections", __name__, url_prefix="/connections")
@@ -26,8 +25,7 @@ def _page(errors=None, values=None, status=200, editing=None):
     """The page; errors and values belong to the form of the connection being edited, else to the new one."""
     rows = db.session.execute(db.select(Connection).order_by(Connection.name)).scalars().all()
     return render_template("connections.html", connections=rows, errors=errors or {}, values=values or {},
-                           editing=editing, masked_headers=connections.masked_headers,
-                           fallback_lines=fallbacks.as_lines), status
+                           editing=editing, masked_headers=connections.masked_headers), status
 
 
 def _form_headers(data):

@@ -7,6 +7,7 @@ from flask import current_app
 
 from promptbeat.extensions import db
 from promptbeat.models import Connection
+from promptbeat.runs import fallbacks
 from promptbeat.runs.states import RunStatus
 
 # An error message that starts with its own class ("APITimeoutError: ...", "RateLimitError (HTTP 429): ...").
@@ -91,5 +92,6 @@ def _without_credentials(url):
 
 
 def init_app(app):
-    app.jinja_env.globals.update(error_line=error_line, is_note=is_note, answered_by=answered_by)
+    app.jinja_env.globals.update(error_line=error_line, is_note=is_note, answered_by=answered_by,
+                                 fallback_lines=fallbacks.as_lines)
     app.jinja_env.filters["without_class"] = without_class

@@ -98,6 +98,8 @@ def test_the_task_form_takes_one_fallback_a_line(app, api, signed_in, other):
     task_id = int(response.headers["Location"].rstrip("/").split("/")[-1])
     assert api.get(f"/tasks/{task_id}").get_json()["fallbacks"] == [
         {"model": "gpt-4o-mini", "connection_id": None}, {"model": "fake-model", "connection_id": other["id"]}]
+    detail = signed_in.get(f"/tasks/{task_id}").get_data(as_text=True)
+    assert "<code>gpt-4o-mini</code>, <code>fake-model @ Backup route</code>" in detail
     edit = signed_in.get(f"/tasks/{task_id}/edit").get_data(as_text=True)
     assert re.search(r'<textarea[^>]*name="fallbacks"[^>]*>\s*gpt-4o-mini\nfake-model @ Backup route</textarea>', edit)
     before = snapshot(app)
