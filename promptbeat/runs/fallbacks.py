@@ -67,8 +67,11 @@ def check(value, own_connection_id=None, primary_model=None):
 
 def from_lines(text):
     """The list a form's text gives, one fallback a line; raises FallbackError for an unknown connection name."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > MAX_FALLBACKS:
+        raise FallbackError(TOO_MANY_MESSAGE)  # before a name of each is looked up
     entries = []
-    for number, line in enumerate((line for line in text.splitlines() if line.strip()), 1):
+    for number, line in enumerate(lines, 1):
         model, separator, name = line.rpartition(SEPARATOR)
         if not separator:
             entries.append({"model": line, "connection_id": None})
@@ -81,8 +84,11 @@ def from_lines(text):
 
 
 def as_lines(entries):
-    """A stored list as the form's text (from_lines reads it back)."""
+    """A stored list as the form's text (from_lines reads it back).
+
+    An entry whose connection was deleted is left out, as runs leave it out.
+    """
     names = dict(db.session.execute(db.select(Connection.id, Connection.name).where(
         Connection.id.in_({entry["connection_id"] for entry in entries} - {None}))).all()) if entries else {}
-    return "\n".join(entry["model"] + (f"{SEPARATOR}{names[entry['connection_id']]}"
-                                       if entry["connection_id"] in names else "") for entry in entries or ())
+    return "\n".join(entry["model"] + (f"{SEPARATOR}{names[entry['connection_id']]}" if entry["connection_id"] else "")
+                     for entry in entries or () if entry["connection_id"] is None or entry["connection_id"] in names)

@@ -156,3 +156,11 @@ def test_the_connection_form_takes_one_fallback_a_line(app, api, signed_in, othe
     assert refused.status_code == 422
     assert "At most 5 fallbacks." in refused.get_data(as_text=True)
     assert snapshot(app) == before
+
+
+def test_the_form_leaves_out_a_fallback_whose_connection_was_deleted(api, signed_in, other):
+    task = api.post("/tasks", json={**BASE, "fallbacks": [{"model": "gpt-4o", "connection_id": other["id"]},
+                                                          {"model": "gpt-4o-mini", "connection_id": None}]}).get_json()
+    assert api.delete(f"/connections/{other['id']}").status_code == 204
+    edit = signed_in.get(f"/tasks/{task['id']}/edit").get_data(as_text=True)
+    assert re.search(r'<textarea[^>]*name="fallbacks"[^>]*>\s*gpt-4o-mini</textarea>', edit)
