@@ -140,8 +140,9 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
             if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
                 return self.send_json(400, error_body("responses must be a list of objects.",
                                                       "invalid_request_error", param="responses"))
-            if not all(isinstance(r.get("content", ""), str) for r in responses):
-                return self.send_json(400, error_body("A response's content must be text.",
+            if not all(isinstance(r.get("content", ""), str) and isinstance(r.get("model", ""), str)
+                       for r in responses):
+                return self.send_json(400, error_body("A response's content and model must be text.",
                                                       "invalid_request_error", param="responses"))
             return self.send_json(200, {"queued": fake.queue_responses(responses)})
         if self.path == "/_fake/reset":
@@ -208,7 +209,11 @@ class FakeLLMServer:
             self._in_flight = self._peak_in_flight = 0
 
     def queue_responses(self, responses):
-        """Queue raw responses to return, in order, to the next chat requests."""
+        """Queue raw responses to return, in order, to the next chat requests.
+
+        A response with a "model" goes only to a request for that model (so that one model can fail
+        while another answers); one without goes to the next request for any model.
+        """
         with self._lock:
             self._script.extend(responses)
             return len(self._script)
@@ -256,7 +261,7 @@ class FakeLLMServer:
                                    "authorization_present": bool(key), "time": time.time()})
             # Pop on arrival so concurrent callers get scripted responses in arrival order; a request
             # refused for its response_format leaves the script to the request asked again.
-            scripted = (self._script.pop(0) if self._script and key and key != INVALID_API_KEY and not refused
+            scripted = (self._next_scripted(model) if self._script and key and key != INVALID_API_KEY and not refused
                         else None)
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
@@ -267,6 +272,13 @@ class FakeLLMServer:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _next_scripted(self, model):
+        """Take the first queued response for this model: one that names it, or one that names none."""
+        for index, response in enumerate(self._script):
+            if response.get("model", model) == model:
+                return self._script.pop(index)
+        return None
 
     def _decide(self, key, payload, prompt, scripted):
         """Pick the response: auth errors, then scripted, then error model, then directives."""

@@ -176,6 +176,9 @@ class Connection(db.Model):
     api_key_encrypted: Mapped[str | None] = mapped_column(Text)
     default_model: Mapped[str | None] = mapped_column(String(200))
     extra_headers: Mapped[dict | None] = mapped_column(JSON)
+    # Models tried in turn when a call through this connection fails in a way another model may not
+    # (promptbeat.runs.fallbacks): [{"model", "connection_id"}], for tasks that list none of their own.
+    fallbacks: Mapped[list | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -260,6 +263,9 @@ class Task(db.Model):
     output_schema: Mapped[dict | None] = mapped_column(JSON)
     # Regular expressions: lines of the answer that match one are left out of the change comparison.
     ignore_patterns: Mapped[list | None] = mapped_column(JSON)
+    # Models tried in turn after the task's own (promptbeat.runs.fallbacks): [{"model", "connection_id"}],
+    # a connection_id of None meaning the task's connection; None to use its connection's fallbacks.
+    fallbacks: Mapped[list | None] = mapped_column(JSON)
 
     connection: Mapped[Connection | None] = relationship()
     channels: Mapped[list[Channel]] = relationship(secondary=task_channels, order_by=Channel.id,
@@ -307,8 +313,11 @@ class Execution(db.Model):
     # The prompt as sent, after its variables were rendered.
     prompt: Mapped[str | None] = mapped_column(Text)
     error_class: Mapped[str | None] = mapped_column(String(64))
-    # One entry per model call: {"attempt", "at", "ms", "error_class", "error", "wait_s"}.
+    # One entry per model call: {"attempt", "at", "model", "connection_id", "ms", "error_class", "error", "wait_s"}.
     attempts: Mapped[list | None] = mapped_column(JSON)
+    # The model and connection (None: the default endpoint) that gave the answer, a fallback's after a failure.
+    answered_model: Mapped[str | None] = mapped_column(String(200))
+    answered_connection_id: Mapped[int | None]
     # Past this moment a run still marked running is dead: the sweeper marks it lost.
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The run this one retries (promptbeat.runs.store.create_retry); None for every other run.

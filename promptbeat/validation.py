@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 from promptbeat.outputs import patterns, schema
 from promptbeat.scheduling import schedules
-from promptbeat.runs import prompts
+from promptbeat.runs import fallbacks, prompts
 from promptbeat.extensions import db
 from promptbeat.models import Channel, Connection, NotifyOn, OverlapPolicy, ScheduleType, Task
 from promptbeat.scheduling.schedules import TIME_OF_DAY
@@ -16,7 +16,7 @@ FIELDS = (
     "run_at", "start_at", "end_at", "max_runs", "overlap_policy", "catchup_seconds", "auto_pause_after",
     "pause_note",
     "connection_id", "max_attempts", "request_timeout_seconds", "max_run_seconds", "notify_on", "channel_ids",
-    "output_schema", "ignore_patterns",
+    "output_schema", "ignore_patterns", "fallbacks",
 )
 SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone",
                    "run_at", "start_at", "end_at", "max_runs", "catchup_seconds")
@@ -56,7 +56,7 @@ def task_values(task):
         "max_attempts": task.max_attempts, "request_timeout_seconds": task.request_timeout_seconds,
         "max_run_seconds": task.max_run_seconds, "notify_on": list(task.notify_on or []),
         "channel_ids": [channel.id for channel in task.channels], "output_schema": task.output_schema,
-        "ignore_patterns": task.ignore_patterns,
+        "ignore_patterns": task.ignore_patterns, "fallbacks": task.fallbacks,
     }
     if task.interval_seconds is not None:
         values["interval_seconds"] = task.interval_seconds
@@ -90,6 +90,7 @@ def validate_task(data, settings, base=None):
     clean.update(schedule_values(merged, settings, errors, base))
     clean.update(_execution_options(merged, settings, errors))
     clean.update(_output_options(merged, errors))
+    clean["fallbacks"] = _fallbacks(merged, clean, errors)
     # Tried with sample values, so that a template past the render budget or the size limit is refused now
     # rather than failing every run.
     limits = prompts.Limits.from_settings(settings)
@@ -353,6 +354,18 @@ def _output_options(data, errors):
     except patterns.PatternError as exc:
         errors["ignore_patterns"] = str(exc)
     return options
+
+
+def _fallbacks(data, clean, errors):
+    """The models tried after the task's own (promptbeat.runs.fallbacks); None for none."""
+    value = data.get("fallbacks")
+    try:
+        if isinstance(value, str):
+            value = fallbacks.from_lines(value)  # the form's textarea: one fallback a line
+        return fallbacks.check(value, clean.get("connection_id"), clean.get("model"))
+    except fallbacks.FallbackError as exc:
+        errors["fallbacks"] = str(exc)
+        return None
 
 
 def _notify_on(data, errors):

@@ -33,6 +33,19 @@ class ApiInput(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
+class FallbackInput(ApiInput):
+    """A model a run falls back to, on a connection (null: the task's own, or the default endpoint)."""
+
+    model: Text = Field(max_length=200, examples=["gpt-4o-mini"])
+    connection_id: int | None = None
+
+
+FALLBACKS_DESCRIPTION = (
+    "Models tried in turn when the task's model fails after its retries with a rate limit, exhausted quota, "
+    "5xx, timeout, unreachable server or model not found (never on a 400 or an invalid answer). "
+    "Each gets the task's attempts of its own; the run's time limit bounds them all.")
+
+
 class ScheduleInput(ApiInput):
     """The schedule fields of a task. interval_* is for interval, time for fixed_time, cron for crontab,
     run_at for once."""
@@ -79,6 +92,8 @@ class TaskInput(ScheduleInput):
     ignore_patterns: list[Text] | None = Field(
         None, description="Regular expressions (RE2): matching lines (or, for structured output, field paths) "
                           "are left out of change detection.", examples=[["^Updated at "]])
+    fallbacks: list[FallbackInput] | None = Field(
+        None, max_length=5, description=FALLBACKS_DESCRIPTION + " Empty or null: the connection's fallbacks.")
     notify_on: list[Rule] | None = Field(
         None, max_length=len(NotifyOn),
         description="When the task's channels are told about a run: every, change (the answer differs from the previous successful one; a first run is not a change), "
@@ -106,6 +121,8 @@ class ConnectionInput(ApiInput):
     api_key: Text | None = None
     default_model: Text | None = None
     extra_headers: dict[str, Text] | None = None
+    fallbacks: list[FallbackInput] | None = Field(
+        None, max_length=5, description=FALLBACKS_DESCRIPTION + " For tasks on this connection that list none.")
 
 
 class ChannelInput(ApiInput):
@@ -186,6 +203,11 @@ class DeliverySummary(ApiOutput):
     at: datetime
 
 
+class FallbackOutput(ApiOutput):
+    model: str
+    connection_id: int | None
+
+
 class ExecutionBrief(ApiOutput):
     """A run without its output, as shown in a task's last_run."""
 
@@ -211,6 +233,10 @@ class ExecutionBrief(ApiOutput):
     worker: str | None = Field(description="The Celery worker node (name@host) that ran it; null until claimed.")
     changed: bool | None = Field(description="Whether the answer differs from the task's previous successful run's; "
                                              "null for the first, and for runs that did not succeed.")
+    answered_model: str | None = Field(description="The model that gave the answer: the task's, or a fallback's; "
+                                                   "null when none answered.")
+    answered_connection_id: int | None = Field(description="The connection that answered; null for the default "
+                                                           "endpoint, and when none answered.")
 
 
 class Execution(ExecutionBrief):
@@ -218,7 +244,8 @@ class Execution(ExecutionBrief):
 
     output: str | None
     prompt: str | None = Field(description="The prompt as sent, after its variables were rendered.")
-    attempts: list[dict[str, Any]] = Field(description="One entry per model call.")
+    attempts: list[dict[str, Any]] = Field(description="One entry per model call, with the model and connection_id "
+                                                       "it asked.")
     parsed_output: Any = Field(description="The answer parsed as JSON and validated, for a task with an output_schema.")
     diff: str | None = Field(description="How the answer changed: a unified diff, or one line per added (+), removed "
                                          "(-) and changed (~) field path for structured output; null when unchanged.")
@@ -297,6 +324,7 @@ class Task(ApiOutput):
     max_run_seconds: int | None
     output_schema: dict[str, Any] | None
     ignore_patterns: list[str] | None
+    fallbacks: list[FallbackOutput]
     notify_on: list[NotifyOn]
     channel_ids: list[int]
 
@@ -371,6 +399,7 @@ class Connection(ApiOutput):
     default_model: str | None
     extra_headers: dict[str, str]
     has_api_key: bool
+    fallbacks: list[FallbackOutput]
 
 
 class ConnectionList(ApiOutput):

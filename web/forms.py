@@ -11,6 +11,7 @@ from wtforms import (BooleanField, RadioField, SelectChoice, SelectField, Select
 
 from promptbeat.extensions import db
 from promptbeat.models import Channel, Connection
+from promptbeat.runs import fallbacks
 from promptbeat.validation import TaskInputError, validate_task
 
 SCHEDULE_CHOICES = [
@@ -60,6 +61,7 @@ class TaskForm(FlaskForm):
     max_attempts = StringField(_l("Attempts at most (optional)"))
     output_schema = TextAreaField(_l("Output schema (optional JSON Schema)"))
     ignore_patterns = TextAreaField(_l("Ignore lines matching (optional, one regular expression a line)"))
+    fallbacks = TextAreaField(_l("Fallback models (optional, one a line)"))
     # Checkboxes, so that several can be picked; validate_choice is off: the shared validator decides.
     notify_on = SelectMultipleField(_l("Notify when"), choices=NOTIFY_CHOICES, default=["every"],
                                     widget=widgets.ListWidget(prefix_label=False),
@@ -80,7 +82,7 @@ class TaskForm(FlaskForm):
         data = {name: getattr(self, name).data for name in (
             "name", "prompt", "system_prompt", "model", "temperature", "max_tokens",
             "schedule_type", "time", "cron", "timezone", "enabled", "overlap_policy", "connection_id",
-            "max_attempts", "notify_on", "output_schema", "ignore_patterns",
+            "max_attempts", "notify_on", "output_schema", "ignore_patterns", "fallbacks",
         )}
         # A channel id that is not a number is passed on as typed, for the validator to refuse.
         data["channel_ids"] = [int(v) if v.isdigit() and len(v) < 11 else v for v in self.channel_ids.data or []]
@@ -148,6 +150,7 @@ class TaskForm(FlaskForm):
             form.max_attempts.data = str(task.max_attempts or "")
             form.output_schema.data = json.dumps(task.output_schema, indent=2) if task.output_schema else ""
             form.ignore_patterns.data = "\n".join(task.ignore_patterns or [])
+            form.fallbacks.data = fallbacks.as_lines(task.fallbacks)
             form.notify_on.data = list(task.notify_on or [])
             form.channel_ids.data = [str(channel.id) for channel in task.channels]
         return form

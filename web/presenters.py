@@ -114,6 +114,7 @@ def task_json(task, last_execution=None):
         "max_run_seconds": task.max_run_seconds,
         "output_schema": task.output_schema,
         "ignore_patterns": task.ignore_patterns,
+        "fallbacks": task.fallbacks or [],
         "notify_on": list(task.notify_on or []),
         "channel_ids": [channel.id for channel in task.channels],
     }
@@ -149,6 +150,8 @@ def execution_json(execution, brief=False, deliveries=None):
         "retry_of": execution.retry_of,
         "worker": execution.worker,
         "changed": execution.changed,
+        "answered_model": execution.answered_model,
+        "answered_connection_id": execution.answered_connection_id,
     }
     if not brief:
         data["output"] = execution.output

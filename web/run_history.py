@@ -5,6 +5,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from flask import current_app
 
+from promptbeat.extensions import db
+from promptbeat.models import Connection
+from promptbeat.runs import fallbacks
 from promptbeat.runs.states import RunStatus
 
 # An error message that starts with its own class ("APITimeoutError: ...", "RateLimitError (HTTP 429): ...").
@@ -46,6 +49,28 @@ def is_note(run):
     return run.status in (RunStatus.SKIPPED, RunStatus.CANCELLED)
 
 
+@dataclass(frozen=True)
+class AnsweredBy:
+    """A fallback that answered a run: its model, and its connection's name when it went through another."""
+
+    model: str
+    connection: str | None
+
+
+def answered_by(run):
+    """Who answered the run when it was not the first model asked (a fallback); None otherwise."""
+    if run.answered_model is None or not run.attempts:
+        return None
+    first = run.attempts[0]
+    if (run.answered_model, run.answered_connection_id) == (first.get("model"), first.get("connection_id")):
+        return None
+    connection = None
+    if run.answered_connection_id is not None and run.answered_connection_id != first.get("connection_id"):
+        found = db.session.get(Connection, run.answered_connection_id)
+        connection = found.name if found is not None else f"#{run.answered_connection_id}"
+    return AnsweredBy(run.answered_model, connection)
+
+
 def task_endpoint(task):
     """The base URL the task's runs call: its connection's, else OPENAI_BASE_URL; None when neither is set."""
     url = task.connection.base_url if task.connection is not None and task.connection.base_url else (
@@ -67,5 +92,6 @@ def _without_credentials(url):
 
 
 def init_app(app):
-    app.jinja_env.globals.update(error_line=error_line, is_note=is_note)
+    app.jinja_env.globals.update(error_line=error_line, is_note=is_note, answered_by=answered_by,
+                                 fallback_lines=fallbacks.as_lines)
     app.jinja_env.filters["without_class"] = without_class

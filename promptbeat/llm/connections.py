@@ -10,10 +10,11 @@ from promptbeat.llm import netguard
 from promptbeat.extensions import db
 from promptbeat.fields import one_line
 from promptbeat.models import Connection
+from promptbeat.runs import fallbacks
 
 logger = logging.getLogger(__name__)
 
-FIELDS = ("name", "base_url", "api_key", "default_model", "extra_headers")
+FIELDS = ("name", "base_url", "api_key", "default_model", "extra_headers", "fallbacks")
 URL_EXAMPLE = "https://api.openai.com/v1"
 # The SDK's endpoint when a connection has no base URL: a key saved without one goes there.
 DEFAULT_ORIGIN = ("https", "api.openai.com", 443)
@@ -77,6 +78,14 @@ def connection_values(data, connection=None):
     if "extra_headers" in data:
         stored = connection.extra_headers if connection is not None else None
         values["extra_headers"] = _headers(data.get("extra_headers"), errors, settings, stored or {})
+    if "fallbacks" in data:
+        value = data["fallbacks"]
+        try:
+            if isinstance(value, str):
+                value = fallbacks.from_lines(value)  # the form's textarea: one fallback a line
+            values["fallbacks"] = fallbacks.check(value, connection.id if connection is not None else None)
+        except fallbacks.FallbackError as exc:
+            errors["fallbacks"] = str(exc)
     if "name" in values and not errors.get("name"):
         clash = db.session.execute(db.select(Connection).filter_by(name=values["name"])).scalar()
         if clash is not None and clash is not connection:
@@ -256,6 +265,7 @@ def connection_json(connection):
         "default_model": connection.default_model,
         "extra_headers": masked_headers(connection),
         "has_api_key": connection.has_api_key,
+        "fallbacks": connection.fallbacks or [],
     }
 
 

@@ -33,6 +33,18 @@ class RunRequest:
                    worker=worker)
 
 
+@dataclass(frozen=True)
+class Target:
+    """One model a run may ask, and where: its own, or a fallback (promptbeat.runs.fallbacks)."""
+
+    model: str
+    # The connection the call goes through; None for the default endpoint (OPENAI_BASE_URL).
+    connection_id: int | None
+    endpoint: object = field(default=None, repr=False)
+    # (error class, message) when its endpoint cannot be made: a run that comes to it fails with it.
+    error: tuple[str, str] | None = None
+
+
 @dataclass
 class CallPlan:
     """Everything a run's model call needs, read from the database before its connection is released."""
@@ -47,12 +59,20 @@ class CallPlan:
     timeout: float
     max_run_seconds: int
     endpoint: object = None
+    # The task's connection; None for the default endpoint.
+    connection_id: int | None = None
+    # The models tried in turn after the task's own, when it fails in a way another model may not.
+    fallbacks: tuple[Target, ...] = ()
     # The JSON Schema the answer must conform to (promptbeat.outputs.schema); None for plain text.
     output_schema: dict | None = None
     # None until rendered; a templated prompt is rendered after the claim.
     prompt: str | None = None
     # (error class, message) when the run must fail without a call.
     error: tuple[str, str] | None = None
+
+    def targets(self):
+        """The models to ask, in order: the task's own, then its fallbacks."""
+        return (Target(self.model, self.connection_id, self.endpoint), *self.fallbacks)
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,9 @@ class Result:
     completion_tokens: int | None = None
     total_tokens: int | None = None
     cost_usd: float | None = None
+    # The model and connection that gave the answer: the task's own, or a fallback's.
+    answered_model: str | None = None
+    answered_connection_id: int | None = None
     # Set by promptbeat.outputs.answers for a successful call: the parsed answer and how it changed.
     parsed_output: object = None
     changed: bool | None = None

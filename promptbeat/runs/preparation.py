@@ -1,13 +1,18 @@
 """Preparing a run's call: its CallPlan from the task and settings, and its prompts rendered."""
+import logging
+
 from sqlalchemy import func
 
+from promptbeat.llm import client as llm
 from promptbeat.llm import crypto
-from promptbeat.llm.connections import endpoint_for
+from promptbeat.llm.connections import endpoint_of
 from promptbeat.extensions import db
-from promptbeat.models import Execution
+from promptbeat.models import Connection, Execution
 from promptbeat.runs import prompts, store
-from promptbeat.runs.plan import CallPlan
+from promptbeat.runs.plan import CallPlan, Target
 from promptbeat.runs.states import RunStatus
+
+logger = logging.getLogger(__name__)
 
 
 def call_plan(task, settings, started):
@@ -17,17 +22,56 @@ def call_plan(task, settings, started):
                     max_attempts=task.max_attempts or settings.max_attempts,
                     timeout=task.request_timeout_seconds or settings.llm_timeout_seconds,
                     max_run_seconds=task.max_run_seconds or settings.max_run_seconds,
-                    output_schema=task.output_schema or None)
-    try:
-        plan.endpoint = endpoint_for(task, settings)
-    except crypto.CryptoError as exc:
-        plan.error = ("CryptoError", str(exc))
+                    output_schema=task.output_schema or None, connection_id=task.connection_id)
+    # The task may be a plain row (the worker's run path), so its connection is looked up by id.
+    connection = db.session.get(Connection, task.connection_id) if task.connection_id else None
+    if connection is None:
+        # Its connection was deleted meanwhile: the default endpoint, as the task now shows.
+        plan.connection_id = None
+    plan.endpoint, error = _endpoint(connection, settings)
+    if error:
+        plan.error = error
+    elif task.fallbacks or (connection is not None and connection.fallbacks):
+        plan.fallbacks = _fallbacks(task, plan, connection, settings)
     if not templated(task):
         try:
             plan.prompt = prompts.render(task.prompt, prompts.Limits.from_settings(settings), **_values(task, started))
         except prompts.PromptTemplateError as exc:
             plan.error = ("TemplateError", str(exc))
     return plan
+
+
+def _endpoint(connection, settings):
+    """(endpoint, None), or (None, (error class, message)) when the connection's secrets cannot be decrypted."""
+    if connection is None:
+        return llm.Endpoint(base_url=settings.openai_base_url, api_key=settings.openai_api_key), None
+    try:
+        return endpoint_of(connection, settings), None
+    except crypto.CryptoError as exc:
+        return None, ("CryptoError", str(exc))
+
+
+def _fallbacks(task, plan, connection, settings):
+    """The fallback Targets: the task's own list, else its connection's (promptbeat.runs.fallbacks).
+
+    An entry naming a deleted connection is left out, as is one repeating the task's own model and
+    connection (a connection's list does not know the task's model).
+    """
+    entries = task.fallbacks or connection.fallbacks
+    found, endpoints = [], {plan.connection_id: (plan.endpoint, None)}
+    for entry in entries:
+        connection_id = entry.get("connection_id") or plan.connection_id
+        if (entry["model"], connection_id) == (plan.model, plan.connection_id):
+            continue
+        if connection_id not in endpoints:
+            other = db.session.get(Connection, connection_id)
+            if other is None:
+                logger.warning("task %s: fallback connection %s no longer exists; left out", task.id, connection_id)
+                continue
+            endpoints[connection_id] = _endpoint(other, settings)
+        endpoint, error = endpoints[connection_id]
+        found.append(Target(entry["model"], connection_id, endpoint, error))
+    return tuple(found)
 
 
 def templated(task):

@@ -179,6 +179,23 @@ def test_script_queue_is_served_in_order_then_back_to_normal():
         assert ask(client, "four").choices[0].message.content == "echo: four"
 
 
+def test_a_scripted_response_for_a_model_goes_only_to_that_model():
+    with fake_openai() as (server, client):
+        status, body = http_json(control_url(server, "/_fake/script"), {"responses": [
+            {"model": "fake-model", "status": 404, "body": {"error": {
+                "message": "The model does not exist.", "type": "invalid_request_error", "code": "model_not_found"}}},
+            {"content": "for anyone"},
+        ]})
+        assert (status, body) == (200, {"queued": 2})
+        # The other model skips the response meant for fake-model and takes the next one for any model.
+        assert ask(client, "one", model="gpt-4o-mini").choices[0].message.content == "for anyone"
+        assert ask(client, "two", model="gpt-4o-mini").choices[0].message.content == "echo: two"
+        with pytest.raises(openai.NotFoundError):
+            ask(client, "three")
+        assert ask(client, "four").choices[0].message.content == "echo: four"
+        assert http_json(control_url(server, "/_fake/script"), {"responses": [{"model": 5}]})[0] == 400
+
+
 def test_recorded_requests_never_expose_the_api_key():
     with fake_openai() as (server, client):
         ask(client, "remember me")

@@ -59,14 +59,17 @@ class Kind(enum.Enum):
     PATTERN_LINES = "regular expressions, one a line"  # the form's textarea of PATTERNS
     RULES = "list of notify rules"  # [] means never; anything but known rules is refused
     IDS = "list of channel ids"  # [] means none; an id that is no channel's is refused
+    FALLBACKS = "list of fallback models"  # [] means none; each item an object {model, connection_id}
+    FALLBACK_LINES = "fallback models, one a line"  # the form's textarea of FALLBACKS: each line a model
     SIGNING_SECRET = "whsec_ and base64"  # nothing of the corpus; null or "" makes a new one
     ADDRESSES = "list of plain email addresses"  # nothing of the corpus: each address is a bare user@host
 
 
 PRINTABLE = frozenset({Kind.LINE, Kind.TEXT, Kind.TEMPLATE, Kind.SECRET})
 UNICODE = frozenset({Kind.LINE, Kind.TEXT, Kind.TEMPLATE})  # not SECRET: a header value is ASCII
-# Text that RE2 compiles, line by line: a pattern field takes it (and stores it as a list of lines).
-AS_PATTERNS = frozenset({Kind.PATTERN_LINES})
+# Text that RE2 compiles, line by line: a pattern field takes it (and stores it as a list of lines); so does a
+# field of fallback models, each line a model name.
+AS_PATTERNS = frozenset({Kind.PATTERN_LINES, Kind.FALLBACK_LINES})
 MARKUP = "<script>alert(1)</script><b>bold</b>"
 
 
@@ -120,7 +123,7 @@ SHOWN = {"crlf", "rtl-emoji", "markup", "printf", "bad-template"}
 # JSON only: values of the wrong type, or numbers no field holds.
 JSON_ONLY = [
     Hostile("list", ["a"], frozenset({Kind.PATTERNS})),
-    Hostile("empty-list", [], frozenset({Kind.PATTERNS, Kind.RULES, Kind.IDS})),
+    Hostile("empty-list", [], frozenset({Kind.PATTERNS, Kind.RULES, Kind.IDS, Kind.FALLBACKS})),
     Hostile("hostile-items", ["every", "a\r\nBcc: x@evil.example", "<b>", "\x00"]),
     Hostile("huge-list", ["ops@example.com"] * 10_000),
     # Unknown keywords are allowed in a JSON Schema: {"a": 1} is one that any value conforms to.
@@ -173,15 +176,17 @@ TASK_KINDS = {
     "auto_pause_after": Kind.NUMBER, "pause_note": Kind.TEXT, "connection_id": Kind.NUMBER,
     "max_attempts": Kind.NUMBER, "request_timeout_seconds": Kind.NUMBER, "max_run_seconds": Kind.NUMBER,
     "output_schema": Kind.SCHEMA, "ignore_patterns": Kind.PATTERNS, "notify_on": Kind.RULES, "channel_ids": Kind.IDS,
+    "fallbacks": Kind.FALLBACKS,
 }
 TASK_REQUIRED = {"name", "prompt"}
 CHANNEL_KINDS = {"name": Kind.LINE, "kind": Kind.CHOICE, "url": Kind.URL, "secret": Kind.SIGNING_SECRET,
                  "to": Kind.ADDRESSES}
 CONNECTION_KINDS = {"name": Kind.LINE, "base_url": Kind.URL, "api_key": Kind.SECRET, "default_model": Kind.LINE,
-                    "extra_headers": Kind.HEADERS}
+                    "extra_headers": Kind.HEADERS, "fallbacks": Kind.FALLBACKS}
 FORM_KINDS = {
-    "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX, "ignore_patterns": Kind.PATTERN_LINES},
-    "connection": {**CONNECTION_KINDS, "extra_headers": Kind.HEADER_LINES},
+    "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX, "ignore_patterns": Kind.PATTERN_LINES,
+             "fallbacks": Kind.FALLBACK_LINES},
+    "connection": {**CONNECTION_KINDS, "extra_headers": Kind.HEADER_LINES, "fallbacks": Kind.FALLBACK_LINES},
     "channel": CHANNEL_KINDS,
     "token": {"name": Kind.LINE},
     "language": {"language": Kind.CHOICE, "next": Kind.REDIRECT},
@@ -292,6 +297,8 @@ class Case:
             assert value == {name.strip(): text.strip()}
         elif self.kind in (Kind.FLAG, Kind.CHECKBOX):
             assert value is True
+        elif self.kind is Kind.FALLBACK_LINES:
+            assert [entry["model"] for entry in value] == [line.strip() for line in sent.splitlines()]
 
 
 def api_refusal(field):
