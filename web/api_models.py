@@ -84,6 +84,10 @@ class TaskInput(ScheduleInput):
         description="When the task's channels are told about a run: every, change (the answer differs from the previous successful one; a first run is not a change), "
                     "failure, recovery (the first success after a failure), auto_pause. Left out on create: every.")
     channel_ids: list[int] | None = Field(None, max_length=20, description="The channels runs are delivered to.")
+    batch: bool | None = Field(
+        None, description="Batch mode: runs are sent through the provider's Batch API at its discount and show "
+                          "submitted, with their batch id, until the result arrives (within 24 h). Left out on create: "
+                          "false.")
 
 
 class PauseInput(ApiInput):
@@ -211,6 +215,8 @@ class ExecutionBrief(ApiOutput):
     worker: str | None = Field(description="The Celery worker node (name@host) that ran it; null until claimed.")
     changed: bool | None = Field(description="Whether the answer differs from the task's previous successful run's; "
                                              "null for the first, and for runs that did not succeed.")
+    batch_id: str | None = Field(description="The provider's batch a batch-mode run was sent in; null until sent, "
+                                             "and for other runs.")
 
 
 class Execution(ExecutionBrief):
@@ -299,6 +305,7 @@ class Task(ApiOutput):
     ignore_patterns: list[str] | None
     notify_on: list[NotifyOn]
     channel_ids: list[int]
+    batch: bool
 
 
 class TaskList(ApiOutput):

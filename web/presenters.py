@@ -116,6 +116,7 @@ def task_json(task, last_execution=None):
         "ignore_patterns": task.ignore_patterns,
         "notify_on": list(task.notify_on or []),
         "channel_ids": [channel.id for channel in task.channels],
+        "batch": task.batch,
     }
     if task.schedule_type != ScheduleType.INTERVAL:
         data["interval_minutes"] = None
@@ -149,6 +150,7 @@ def execution_json(execution, brief=False, deliveries=None):
         "retry_of": execution.retry_of,
         "worker": execution.worker,
         "changed": execution.changed,
+        "batch_id": execution.batch_id,
     }
     if not brief:
         data["output"] = execution.output
