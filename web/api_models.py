@@ -84,8 +84,8 @@ class TaskInput(ScheduleInput):
         description="When the task's channels are told about a run: every, change (the answer differs from the previous successful one; a first run is not a change), "
                     "failure, recovery (the first success after a failure), auto_pause. Left out on create: every.")
     channel_ids: list[int] | None = Field(None, max_length=20, description="The channels runs are delivered to.")
-    batch: bool | None = Field(
-        None, description="Batch mode: runs are sent through the provider's Batch API at its discount and show "
+    batch: bool = Field(
+        False, description="Batch mode: runs are sent through the provider's Batch API at its discount and show "
                           "submitted, with their batch id, until the result arrives (within 24 h). Left out on create: "
                           "false.")
 

@@ -153,7 +153,7 @@ def complete(endpoint, *, model, prompt, system_prompt=None, temperature=None, m
         raise LLMError(redact(str(exc), *endpoint.secrets), exc.error_class, exc.status, exc.retry_after) from None
 
 
-def through_sdk(endpoint, method, **params):
+def through_sdk(endpoint, method, /, **params):
     """Call one SDK method (files, batches) with params (timeout among them); raises LLMError as complete does."""
     try:
         return _call(method, params)
