@@ -1,5 +1,4 @@
 """Celery tasks of batch mode, fired by beat every PROMPTBEAT_BATCH_SECONDS: send collected runs, read batches."""
-import logging
 from contextlib import contextmanager
 
 from celery import shared_task
@@ -8,7 +7,6 @@ from flask import current_app
 from promptbeat.batches import poll, submit
 from promptbeat.redis_client import get_client
 
-logger = logging.getLogger(__name__)
 # A tick that outlasts the next one is not overlapped by it: two sends of the same runs would pay twice.
 LOCK_TICKS = 10
 
