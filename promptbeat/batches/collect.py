@@ -8,8 +8,6 @@ from promptbeat.llm.client import build_messages
 from promptbeat.models import utcnow
 from promptbeat.outputs import schema as schemas
 from promptbeat.runs import preparation, store
-from promptbeat.runs.plan import Result
-from promptbeat.runs.states import RunStatus
 
 logger = logging.getLogger(__name__)
 # The provider's completion window: the only one the Batch API offers.
@@ -40,8 +38,7 @@ def collect(request, settings, task, run_id):
         return run_id
     if plan.error:
         error_class, message = plan.error
-        results.finish(task, run_id, None, request.trigger,
-                       Result(status=RunStatus.FAILED, duration_ms=0, error=message, error_class=error_class))
+        results.finish(task, run_id, None, request.trigger, results.failed(message, error_class, 0))
         return run_id
     logger.info("task %s run %s collected for the next batch", task.id, run_id)
     return run_id
