@@ -5,7 +5,7 @@ import logging
 from sqlalchemy import bindparam, select
 
 from promptbeat.batches import endpoints, ledger, results
-from promptbeat.batches.submit import READ_TASKS, custom_id
+from promptbeat.batches.submit import custom_id, tasks_of
 from promptbeat.llm import client as llm
 from promptbeat.llm import crypto
 from promptbeat.extensions import db
@@ -58,7 +58,7 @@ def _poll_one(settings, row):
         return 0
     message = _batch_message(remote)
     runs = _runs_of(row.provider_id)
-    tasks = _tasks_of(runs)
+    tasks = tasks_of(runs)
     now = utcnow()
     for run in runs:
         duration_ms = int((now - run.started_at).total_seconds() * 1000) if run.started_at else 0
@@ -100,13 +100,6 @@ def _batch_message(remote):
 def _runs_of(provider_id):
     with db.engine.connect() as connection:
         return connection.execute(RUNS_OF_BATCH, {"batch_id": provider_id}).all()
-
-
-def _tasks_of(runs):
-    if not runs:
-        return {}
-    with db.engine.connect() as connection:
-        return {task.id: task for task in connection.execute(READ_TASKS, {"task_ids": list({r.task_id for r in runs})})}
 
 
 def _lose_batch(row, message):

@@ -1,4 +1,4 @@
-"""Sending collected runs: one JSONL file and one batch per connection and model, bounded per tick (beat's fixed job)."""
+"""Sending collected runs: a JSONL file and a batch per connection and model, bounded per tick (beat's fixed job)."""
 import json
 import logging
 
@@ -72,11 +72,18 @@ def _submit_group(settings, connection_id, model):
     return sent
 
 
+def tasks_of(runs):
+    """The task rows of runs, by id."""
+    if not runs:
+        return {}
+    with db.engine.connect() as connection:
+        return {task.id: task for task in connection.execute(READ_TASKS, {"task_ids": list({r.task_id for r in runs})})}
+
+
 def _fail(runs, message, error_class):
     """Fail runs whose batch the provider refused (a permanent error: bad key, unknown model...)."""
     logger.warning("batch of %d run(s) refused: %s", len(runs), message)
-    with db.engine.connect() as connection:
-        tasks = {task.id: task for task in connection.execute(READ_TASKS, {"task_ids": list({r.task_id for r in runs})})}
+    tasks = tasks_of(runs)
     for run in runs:
         results.finish(tasks[run.task_id], run.id, None, run.trigger, results.failed(message, error_class, 0))
     return 0

@@ -1,9 +1,12 @@
 """Batch mode end to end: a real worker collects runs, real beat's fixed jobs send them through the fake
 server's Batch API with the official SDK, poll, and finish them from the results."""
+import json
+
 import pytest
 
 from promptbeat.fakellm import BATCH_EXPIRED_MESSAGE
 from tests import services
+from tests.receivers import Receiver
 from tests.services import wait_for
 
 pytestmark = pytest.mark.slow
@@ -36,6 +39,13 @@ def live(app, worker, roles_env, fake_llm, tmp_path):
     beat.stop()
 
 
+@pytest.fixture
+def receiver():
+    hook = Receiver()
+    yield hook
+    hook.stop()
+
+
 def batch_task(api, name, prompt, **fields):
     body = {"name": name, "prompt": prompt, "schedule_type": "crontab", "cron": "0 9 * * *", "enabled": False,
             "batch": True, **fields}
@@ -61,10 +71,11 @@ def ended(api, runs):
     return check
 
 
-def test_runs_are_submitted_polled_and_finished_at_the_batch_discount(app, api, signed_in, fake_llm, live):
+def test_runs_are_submitted_polled_and_finished_at_the_batch_discount(app, api, signed_in, fake_llm, receiver, live):
     # Every batch stays in progress for a few seconds, so its runs are seen submitted with its id.
     assert fake_llm.script_batches([{"seconds": 3}] * 3)[0] == 200
-    tasks = [batch_task(api, f"Nightly {n}", f"Summarise item {n}") for n in range(3)]
+    hook = api.post("/channels", json={"name": "Batch hook", "kind": "webhook", "url": receiver.url}).get_json()
+    tasks = [batch_task(api, f"Nightly {n}", f"Summarise item {n}", channel_ids=[hook["id"]]) for n in range(3)]
     runs = [(task, run_now(api, task)) for task in tasks]
 
     def all_submitted():
@@ -88,6 +99,9 @@ def test_runs_are_submitted_polled_and_finished_at_the_batch_discount(app, api, 
         full_price = (3 * PRICES[0] + 4 * PRICES[1]) / 1e6
         assert run["cost_usd"] == pytest.approx(full_price * (1 - DISCOUNT))
     assert all(fake_llm.batches[batch_id]["status"] == "completed" for batch_id in batch_ids)
+    # Each finished run is delivered to its task's channel, as a called run is.
+    delivered = wait_for(lambda: len(receiver.requests) == 3 and receiver.requests, 30, "three deliveries")
+    assert sorted(json.loads(r.body)["output"] for r in delivered) == [f"echo: Summarise item {n}" for n in range(3)]
     # The task's page shows the run's batch id.
     page = signed_in.get(f"/tasks/{tasks[0]['id']}").get_data(as_text=True)
     assert f"<code>{finished[runs[0][1]]['batch_id']}</code>" in page
