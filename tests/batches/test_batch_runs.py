@@ -73,7 +73,7 @@ def ended(api, runs):
 
 def test_runs_are_submitted_polled_and_finished_at_the_batch_discount(app, api, signed_in, fake_llm, receiver, live):
     # Every batch stays in progress for a few seconds, so its runs are seen submitted with its id.
-    assert fake_llm.script_batches([{"seconds": 3}] * 3)[0] == 200
+    assert fake_llm.script_batches([{"seconds": 6}] * 3)[0] == 200
     hook = api.post("/channels", json={"name": "Batch hook", "kind": "webhook", "url": receiver.url}).get_json()
     tasks = [batch_task(api, f"Nightly {n}", f"Summarise item {n}", channel_ids=[hook["id"]]) for n in range(3)]
     runs = [(task, run_now(api, task)) for task in tasks]
