@@ -2,22 +2,26 @@
 until the batch poll ends it."""
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
-from promptbeat.batches import poll
+from promptbeat.batches import poll, results
 from promptbeat.extensions import db
 from promptbeat.models import Connection, Execution, Task, Trigger, utcnow
+from promptbeat.outputs.answers import OUTPUT_INVALID
 from promptbeat.runs import recovery, store
 from promptbeat.runs.states import RunStatus
 from tests.runner import run_and_reload
 
 
-def submitted_run(deadline_at, **values):
-    task = Task(name="Batch", prompt="Say hi", model="fake-model", schedule_type="crontab", cron="0 0 1 1 *",
-                timezone="UTC", enabled=False, batch=True)
-    db.session.add(task)
-    db.session.commit()
-    run_id = store.create(task.id, Trigger.SCHEDULED, "fake-model")
+def submitted_run(deadline_at, task_id=None, **values):
+    if task_id is None:
+        task = Task(name="Batch", prompt="Say hi", model="fake-model", schedule_type="crontab", cron="0 0 1 1 *",
+                    timezone="UTC", enabled=False, batch=True)
+        db.session.add(task)
+        db.session.commit()
+        task_id = task.id
+    run_id = store.create(task_id, Trigger.SCHEDULED, "fake-model")
     db.session.execute(update(Execution).where(Execution.id == run_id).values(
         status=RunStatus.SUBMITTED, created_at=utcnow() - timedelta(days=2), deadline_at=deadline_at, **values))
     db.session.commit()
@@ -81,3 +85,32 @@ def test_a_batch_run_that_cannot_be_asked_fails_at_once(app, fake_llm):
         assert (run.status, run.error_class) == (RunStatus.FAILED, "CryptoError")
         assert db.session.get(Task, run.task_id).consecutive_failures == 1
     assert fake_llm.requests == []
+
+
+def result_line(content, status_code=200):
+    """A line of a batch's output file, as the provider writes it."""
+    return {"custom_id": "run-1", "error": None, "response": {"status_code": status_code, "body": {
+        "choices": [{"message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}}}}
+
+
+def test_a_result_line_is_settled_against_the_schema_and_compared_like_a_called_run(app):
+    settings = app.config["PROMPTBEAT"]
+    with app.app_context():
+        task_id = batch_task()
+        task = db.session.get(Task, task_id)
+        first, second, third = (submitted_run(utcnow() + timedelta(hours=1), batch_id="batch_z", task_id=task_id)
+                                for _ in range(3))
+        for run_id, content in ((first, '{"a": 1}'), (second, '{"a": 2}'), (third, "not JSON")):
+            assert results.finish(task, run_id, "batch_z", "scheduled",
+                                  results.from_line(result_line(content), settings, "fake-model", 5))
+        ok, changed, invalid = reread(first), reread(second), reread(third)
+        assert (ok.status, ok.parsed_output, ok.changed) == (RunStatus.SUCCESS, {"a": 1}, None)
+        assert (changed.status, changed.parsed_output, changed.changed) == (RunStatus.SUCCESS, {"a": 2}, True)
+        # Half the price table's (1.0, 2.0) USD per million tokens, at the default discount.
+        assert ok.cost_usd == pytest.approx((10 * 1.0 + 20 * 2.0) / 1e6 * 0.5)
+        assert (invalid.status, invalid.error_class) == (RunStatus.FAILED, OUTPUT_INVALID)
+        assert db.session.get(Task, task_id).run_count == 3
+        # A second result for a run already finished writes nothing.
+        assert not results.finish(task, first, "batch_z", "scheduled",
+                                  results.from_line(result_line('{"a": 3}'), settings, "fake-model", 5))
