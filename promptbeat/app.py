@@ -6,6 +6,7 @@ from flask import Flask
 
 from promptbeat.notify import tasks as notify_tasks  # noqa: F401  (registers the task names)
 from promptbeat.runs import tasks  # noqa: F401
+from promptbeat.batches import tasks as batch_tasks  # noqa: F401
 from promptbeat.celery_app import celery_init_app
 from promptbeat.extensions import db, migrate, ping_when_idle
 from promptbeat.models import render_migration_type

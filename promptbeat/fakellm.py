@@ -1,6 +1,8 @@
 """A fake OpenAI-compatible HTTP server with scriptable failures, for tests, benchmarks and demos."""
 
 import argparse
+import email.parser
+import email.policy
 import json
 import logging
 import re
@@ -34,6 +36,10 @@ FAILURES = {
     "404": (404, "invalid_request_error", "model_not_found", "The model does not exist."),
 }
 RATE_LIMIT_HEADERS = {"Retry-After": "1", "retry-after-ms": "1000"}
+# How a scripted batch ends (POST /_fake/batch_script), and the provider's words for each.
+BATCH_OUTCOMES = ("completed", "expired", "failed", "cancelled")
+BATCH_EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+BATCH_FAILED_MESSAGE = "The batch input file is invalid."
 
 
 def error_body(message, type_, code=None, param=None):
@@ -108,6 +114,8 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
                   "/_fake/stats": lambda: fake.stats,
                   "/_fake/health": lambda: {"ok": True}}
         path = self.path.split("?")[0]
+        if path.startswith(("/v1/files/", "/v1/batches/")):
+            return self.send_batch_answer(fake.get_batch_resource(path, self._key()))
         route = routes.get(path)
         if path == "/v1/models":
             # Listing models needs a valid key, as on the real API: it is how connections are tested.
@@ -121,8 +129,22 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
             return self.send_json(404, error_body("Unknown path " + self.path, "invalid_request_error"))
         self.send_json(200, route())
 
+    def _key(self):
+        scheme, _, key = self.headers.get("Authorization", "").partition(" ")
+        return key.strip() if scheme.lower() == "bearer" else ""
+
+    def send_batch_answer(self, answer):
+        """Send a files or batches answer: (status, JSON body) or (status, raw bytes)."""
+        status, body = answer
+        if isinstance(body, bytes):
+            return self.send_raw(status, body, "application/octet-stream")
+        return self.send_json(status, body)
+
     def do_POST(self):
         fake = self.server.fake
+        if self.path == "/v1/files":
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            return self.send_batch_answer(fake.upload(self.headers.get("Content-Type", ""), body, self._key()))
         try:
             payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         except ValueError:
@@ -145,6 +167,12 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
                 return self.send_json(400, error_body("A response's content and model must be text.",
                                                       "invalid_request_error", param="responses"))
             return self.send_json(200, {"queued": fake.queue_responses(responses)})
+        if self.path == "/v1/batches":
+            return self.send_json(*fake.create_batch(payload, dict(self.headers.items())))
+        if self.path.startswith("/v1/batches/") and self.path.endswith("/cancel"):
+            return self.send_json(*fake.cancel_batch(self.path.split("/")[3], self._key()))
+        if self.path == "/_fake/batch_script":
+            return self.send_json(*fake.script_batches(payload.get("batches")))
         if self.path == "/_fake/reset":
             fake.reset()
             return self.send_json(200, {"ok": True})
@@ -152,12 +180,15 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
 
     def send_json(self, status, body, headers=None):
         """Write a JSON response with an exact Content-Length so keep-alive works."""
-        data = json.dumps(body).encode()
+        self.send_raw(status, json.dumps(body).encode(), "application/json", headers)
+
+    def send_raw(self, status, data, content_type, headers=None):
+        """Write a response body as it is, with an exact Content-Length."""
         try:
             self.send_response(status)
             for name, value in (headers or {}).items():
                 self.send_header(name, str(value))
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -203,10 +234,149 @@ class FakeLLMServer:
                     "chat_requests": len(self._requests)}
 
     def reset(self):
-        """Forget recorded requests, failure counters, scripted responses and the in-flight peak."""
+        """Forget recorded requests, failure counters, scripted responses, files, batches and the in-flight peak."""
         with self._lock:
             self._requests, self._fail_counts, self._script = [], {}, []
             self._in_flight = self._peak_in_flight = 0
+            self._files, self._batches, self._batch_script = {}, {}, []
+
+    @property
+    def batches(self):
+        """A copy of every batch created, by id, with its file ids, status and how often it was read."""
+        with self._lock:
+            return {batch_id: dict(state.batch, polls=state.polls) for batch_id, state in self._batches.items()}
+
+    def script_batches(self, scripts):
+        """Queue how the next batches created behave: each {"polls": N, "seconds": S, "outcome": ...}.
+
+        A batch stays in_progress for its first N reads (GET /v1/batches/{id}) and S seconds, then
+        ends with its outcome: completed (each line answered as a chat request would be, scripted
+        failures in the error file), expired (every line in the error file as batch_expired),
+        failed (the batch's own errors, no files) or cancelled. Unscripted batches complete at once.
+        """
+        if not isinstance(scripts, list) or not all(_valid_batch_script(s) for s in scripts):
+            return 400, error_body('batches must be a list of {"polls": int >= 0, "seconds": number >= 0, '
+                                   f'"outcome": one of {", ".join(BATCH_OUTCOMES)}}}.', "invalid_request_error",
+                                   param="batches")
+        with self._lock:
+            self._batch_script.extend(scripts)
+            return 200, {"queued": len(self._batch_script)}
+
+    def upload(self, content_type, body, key):
+        """POST /v1/files: store a multipart upload's file; returns (status, file object)."""
+        if not key:
+            return 401, error_body("You didn't provide an API key.", "invalid_request_error", "missing_api_key")
+        parts = _form_parts(content_type, body)
+        if "file" not in parts:
+            return 400, error_body("A multipart form with a file is required.", "invalid_request_error", param="file")
+        filename, data = parts["file"]
+        purpose = parts.get("purpose", (None, b""))[1].decode(errors="replace")
+        return 200, self._store_file(filename or "upload.jsonl", data, purpose)
+
+    def _store_file(self, filename, data, purpose):
+        record = {"id": "file-" + uuid.uuid4().hex[:24], "object": "file", "bytes": len(data),
+                  "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": "processed"}
+        with self._lock:
+            self._files[record["id"]] = (record, data)
+        return record
+
+    def create_batch(self, payload, headers):
+        """POST /v1/batches: a batch over an uploaded JSONL file; returns (status, batch object)."""
+        key = _bearer(headers)
+        if not key:
+            return 401, error_body("You didn't provide an API key.", "invalid_request_error", "missing_api_key")
+        with self._lock:
+            stored = self._files.get(payload.get("input_file_id"))
+            script = self._batch_script.pop(0) if self._batch_script else {}
+        if stored is None:
+            return 404, error_body("No such File object: " + str(payload.get("input_file_id")),
+                                   "invalid_request_error", param="input_file_id")
+        if payload.get("endpoint") != "/v1/chat/completions" or payload.get("completion_window") != "24h":
+            return 400, error_body("endpoint must be /v1/chat/completions and completion_window 24h.",
+                                   "invalid_request_error")
+        now = int(time.time())
+        lines = stored[1].decode(errors="replace").splitlines()
+        batch = {"id": "batch_" + uuid.uuid4().hex[:24], "object": "batch", "endpoint": payload["endpoint"],
+                 "input_file_id": payload["input_file_id"], "completion_window": "24h", "status": "in_progress",
+                 "created_at": now, "in_progress_at": now, "expires_at": now + 24 * 3600,
+                 "metadata": payload.get("metadata"), "output_file_id": None, "error_file_id": None, "errors": None,
+                 "request_counts": {"total": len([line for line in lines if line.strip()]), "completed": 0,
+                                    "failed": 0}}
+        state = _Batch(batch=batch, lines=lines, headers=headers, polls_left=int(script.get("polls", 0)),
+                       ready_at=time.monotonic() + float(script.get("seconds", 0)),
+                       outcome=script.get("outcome", "completed"))
+        with self._lock:
+            self._batches[batch["id"]] = state
+        return 200, dict(batch)
+
+    def cancel_batch(self, batch_id, key):
+        """POST /v1/batches/{id}/cancel: a batch not yet ended is cancelled."""
+        with self._lock:
+            state = self._batches.get(batch_id)
+        if state is None or not key:
+            return 404, error_body("No such batch: " + batch_id, "invalid_request_error")
+        with self._lock:
+            ending = state.batch["status"] == "in_progress"
+            if ending:
+                state.outcome, state.batch["status"] = "cancelled", "finalizing"
+        if ending:
+            self._finish_batch(state)
+        return 200, dict(state.batch)
+
+    def get_batch_resource(self, path, key):
+        """GET /v1/batches/{id}, /v1/files/{id} or /v1/files/{id}/content; returns (status, body)."""
+        if not key:
+            return 401, error_body("You didn't provide an API key.", "invalid_request_error", "missing_api_key")
+        parts = path.strip("/").split("/")
+        if parts[1] == "batches" and len(parts) == 3:
+            with self._lock:
+                state = self._batches.get(parts[2])
+                ending = state is not None and state.read()
+            if state is None:
+                return 404, error_body("No such batch: " + parts[2], "invalid_request_error")
+            if ending:
+                self._finish_batch(state)
+            return 200, dict(state.batch)
+        with self._lock:
+            stored = self._files.get(parts[2])
+        if stored is None or len(parts) > 4 or (len(parts) == 4 and parts[3] != "content"):
+            return 404, error_body("No such File object: " + parts[2], "invalid_request_error")
+        return (200, stored[1]) if len(parts) == 4 else (200, dict(stored[0]))
+
+    def _finish_batch(self, state):
+        """End a batch with its outcome, answering its lines into an output and an error file."""
+        batch, now = state.batch, int(time.time())
+        outputs, errors = [], []
+        if state.outcome == "failed":
+            batch["errors"] = {"object": "list", "data": [
+                {"code": "invalid_request", "message": BATCH_FAILED_MESSAGE, "line": None, "param": None}]}
+        for line in state.lines if state.outcome != "failed" else ():
+            if not line.strip():
+                continue
+            request = json.loads(line)
+            custom_id = request.get("custom_id")
+            if state.outcome != "completed":
+                code = "batch_expired" if state.outcome == "expired" else "batch_cancelled"
+                message = BATCH_EXPIRED_MESSAGE if state.outcome == "expired" else "The batch was cancelled."
+                errors.append({"id": "batch_req_" + uuid.uuid4().hex[:24], "custom_id": custom_id, "response": None,
+                               "error": {"code": code, "message": message}})
+                continue
+            body = request.get("body") or {}
+            if not isinstance(body.get("messages"), list):
+                body["messages"] = []
+            status, answer, _ = self.answer_chat(body, state.headers)
+            entry = {"id": "batch_req_" + uuid.uuid4().hex[:24], "custom_id": custom_id, "error": None,
+                     "response": {"status_code": status, "request_id": uuid.uuid4().hex, "body": answer}}
+            (outputs if status < 400 else errors).append(entry)
+        if outputs:
+            batch["output_file_id"] = self._store_file("batch_output.jsonl", _jsonl(outputs), "batch_output")["id"]
+        if errors:
+            batch["error_file_id"] = self._store_file("batch_errors.jsonl", _jsonl(errors), "batch_output")["id"]
+        batch["request_counts"] = {"total": batch["request_counts"]["total"], "completed": len(outputs),
+                                   "failed": len(errors)}
+        batch["status"] = state.outcome
+        batch[{"completed": "completed_at", "expired": "expired_at", "failed": "failed_at",
+               "cancelled": "cancelled_at"}[state.outcome]] = now
 
     def queue_responses(self, responses):
         """Queue raw responses to return, in order, to the next chat requests.
@@ -309,6 +479,52 @@ class FakeLLMServer:
         with self._lock:
             self._fail_counts[prompt] = attempt = self._fail_counts.get(prompt, 0) + 1
         return limit is None or attempt <= int(limit)
+
+
+class _Batch:
+    """A batch the fake server holds: the object it answers with and how it is scripted to end."""
+
+    def __init__(self, batch, lines, headers, polls_left, ready_at, outcome):
+        self.batch, self.lines, self.headers = batch, lines, headers
+        self.polls_left, self.ready_at, self.outcome, self.polls = polls_left, ready_at, outcome, 0
+
+    def read(self):
+        """Count a read; whether it ends the batch (its scripted reads and seconds are over), which moves it
+        to finalizing so that one read alone answers its lines."""
+        self.polls += 1
+        self.polls_left -= 1
+        if self.batch["status"] != "in_progress" or self.polls_left >= 0 or time.monotonic() < self.ready_at:
+            return False
+        self.batch["status"] = "finalizing"
+        return True
+
+
+def _valid_batch_script(script):
+    if not isinstance(script, dict) or script.get("outcome", "completed") not in BATCH_OUTCOMES:
+        return False
+    polls, seconds = script.get("polls", 0), script.get("seconds", 0)
+    return (type(polls) is int and polls >= 0 and type(seconds) in (int, float) and 0 <= seconds <= 3600)
+
+
+def _bearer(headers):
+    scheme, _, key = {k.lower(): v for k, v in headers.items()}.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
+
+
+def _form_parts(content_type, body):
+    """The parts of a multipart/form-data body: {name: (filename, bytes)}."""
+    if not content_type.startswith("multipart/form-data"):
+        return {}
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        return {}
+    return {part.get_param("name", header="content-disposition"): (part.get_filename(), part.get_payload(decode=True))
+            for part in message.iter_parts()}
+
+
+def _jsonl(entries):
+    return "".join(json.dumps(entry) + "\n" for entry in entries).encode()
 
 
 def main(argv=None):

@@ -266,6 +266,8 @@ class Task(db.Model):
     # Models tried in turn after the task's own (promptbeat.runs.fallbacks): [{"model", "connection_id"}],
     # a connection_id of None meaning the task's connection; None to use its connection's fallbacks.
     fallbacks: Mapped[list | None] = mapped_column(JSON)
+    # Batch mode: runs are collected and sent through the provider's Batch API (promptbeat.batches).
+    batch: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
 
     connection: Mapped[Connection | None] = relationship()
     channels: Mapped[list[Channel]] = relationship(secondary=task_channels, order_by=Channel.id,
@@ -334,12 +336,38 @@ class Execution(db.Model):
     changed: Mapped[bool | None]
     # A unified diff (text) or a list of changed paths (structured output) against that previous run.
     diff: Mapped[str | None] = mapped_column(Text)
+    # A batch-mode run (status submitted): the provider's batch id once sent (None while it waits to be),
+    # and the chat request its line of the batch file carries.
+    batch_id: Mapped[str | None] = mapped_column(String(100))
+    batch_request: Mapped[dict | None] = mapped_column(JSON, deferred=True)
     # The output's words for full-text search, kept by PostgreSQL from the output (promptbeat.runs.search);
     # stored rather than an expression index so that checking a phrase match reads it instead of
     # re-parsing each candidate output. Never loaded with the row.
     output_search = mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True), deferred=True)
 
     task: Mapped[Task] = relationship(back_populates="executions")
+
+
+class ProviderBatch(db.Model):
+    """A batch sent through a provider's Batch API, polled by beat's fixed job until it ends (promptbeat.batches)."""
+
+    __tablename__ = "provider_batches"
+    __table_args__ = (Index("ix_provider_batches_status_polled_at", "status", "polled_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The provider's id (batch_...): the executions it holds name it in batch_id.
+    provider_id: Mapped[str] = mapped_column(String(100), unique=True)
+    # The connection it was sent through; None for the default endpoint (OPENAI_BASE_URL). No foreign key:
+    # a deleted connection must not turn into the default endpoint.
+    connection_id: Mapped[int | None]
+    model: Mapped[str] = mapped_column(String(200))
+    # in_progress until it ends; then the provider's final status, or gone (404).
+    status: Mapped[str] = mapped_column(String(16))
+    run_count: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class Delivery(db.Model):

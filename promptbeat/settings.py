@@ -87,6 +87,14 @@ class Settings:
     runner_timeout_seconds: int = 20
     sweep_seconds: int = 10
     lost_grace_seconds: int = 30
+    # Batch mode (promptbeat.batches): how often beat submits collected runs and polls batches, how many
+    # runs go in one batch and how many batches one tick sends or reads, the provider's discount on batch
+    # prices, and how long past the provider's 24 h window a submitted run may wait before it is lost.
+    batch_seconds: int = 60
+    batch_max_runs: int = 1000
+    batches_per_tick: int = 20
+    batch_discount: float = 0.5
+    batch_grace_seconds: int = 3600
     fernet_keys: tuple = field(default=(), repr=False)
     prices: dict = field(default_factory=dict)
     webhook_allow_private: bool = False
@@ -133,6 +141,12 @@ class Settings:
                 f"({self.max_run_seconds} + {self.sweep_seconds} + {self.lost_grace_seconds} = {run_bound} s), "
                 "or a run still in progress would be handed to a second worker."
             )
+        if self.batch_seconds < 1 or self.batch_max_runs < 1 or self.batches_per_tick < 1:
+            raise ConfigError("PROMPTBEAT_BATCH_SECONDS, PROMPTBEAT_BATCH_MAX_RUNS and PROMPTBEAT_BATCHES_PER_TICK "
+                              "must be at least 1.")
+        if not 0 <= self.batch_discount <= 1 or self.batch_grace_seconds < 0:
+            raise ConfigError("PROMPTBEAT_BATCH_DISCOUNT must be between 0 and 1, and PROMPTBEAT_BATCH_GRACE_SECONDS "
+                              "at least 0.")
         if self.delivery_attempts < 1:
             raise ConfigError("PROMPTBEAT_DELIVERY_ATTEMPTS must be at least 1.")
         if self.max_attempts < 1:
@@ -186,6 +200,11 @@ class Settings:
             runner_timeout_seconds=_int(environ, "PROMPTBEAT_RUNNER_TIMEOUT_SECONDS", cls.runner_timeout_seconds),
             sweep_seconds=_int(environ, "PROMPTBEAT_SWEEP_SECONDS", cls.sweep_seconds),
             lost_grace_seconds=_int(environ, "PROMPTBEAT_LOST_GRACE_SECONDS", cls.lost_grace_seconds),
+            batch_seconds=_int(environ, "PROMPTBEAT_BATCH_SECONDS", cls.batch_seconds),
+            batch_max_runs=_int(environ, "PROMPTBEAT_BATCH_MAX_RUNS", cls.batch_max_runs),
+            batches_per_tick=_int(environ, "PROMPTBEAT_BATCHES_PER_TICK", cls.batches_per_tick),
+            batch_discount=_float(environ, "PROMPTBEAT_BATCH_DISCOUNT", cls.batch_discount),
+            batch_grace_seconds=_int(environ, "PROMPTBEAT_BATCH_GRACE_SECONDS", cls.batch_grace_seconds),
             fernet_keys=tuple(k.strip() for k in (_str(environ, "PROMPTBEAT_FERNET_KEYS") or "").split(",")
                               if k.strip()),
             prices=_prices(environ),
@@ -327,6 +346,17 @@ def celery_config(settings):
                 "task": "promptbeat.sweep_lost_runs",
                 "schedule": float(settings.sweep_seconds),
                 "options": {"expires": float(settings.sweep_seconds)},
+            },
+            # Batch mode (promptbeat.batches): send the runs collected since, then read batches that ended.
+            "promptbeat-submit-batches": {
+                "task": "promptbeat.submit_batches",
+                "schedule": float(settings.batch_seconds),
+                "options": {"expires": float(settings.batch_seconds)},
+            },
+            "promptbeat-poll-batches": {
+                "task": "promptbeat.poll_batches",
+                "schedule": float(settings.batch_seconds),
+                "options": {"expires": float(settings.batch_seconds)},
             },
         },
         # A new entry is picked up within a few seconds, and a standby beat takes over

@@ -80,6 +80,16 @@ ROWS = (
     Row((V("PROMPTBEAT_SWEEP_SECONDS", "sweep_seconds"), V("PROMPTBEAT_LOST_GRACE_SECONDS", "lost_grace_seconds")),
         "how often beat fires the recovery sweep (dead workers, lost messages), and how far past its deadline a run "
         "still running must be to be marked lost"),
+    Row((V("PROMPTBEAT_BATCH_SECONDS", "batch_seconds"),),
+        "how often beat submits the runs of batch-mode tasks collected since, and polls the batches in progress"),
+    Row((V("PROMPTBEAT_BATCH_MAX_RUNS", "batch_max_runs"), V("PROMPTBEAT_BATCHES_PER_TICK", "batches_per_tick")),
+        "runs in one provider batch at most (more wait for the next tick), and batches one tick sends, and one tick "
+        "reads (the least recently read first), at most"),
+    Row((V("PROMPTBEAT_BATCH_DISCOUNT", "batch_discount"),),
+        "the provider's discount on Batch API prices (0.5: half price), applied to the price table for batch runs"),
+    Row((V("PROMPTBEAT_BATCH_GRACE_SECONDS", "batch_grace_seconds"),),
+        "how long past the provider's 24 h completion window a submitted run may wait for its result before it is "
+        "marked lost"),
     Row((V("PROMPTBEAT_FERNET_KEYS", "fernet_keys",
            default="none; required by compose (`dev.py start` makes one in `instance/fernet_key`)"),),
         "comma-separated Fernet keys, newest first; encrypt connections' API keys and header values"),

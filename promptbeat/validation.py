@@ -16,7 +16,7 @@ FIELDS = (
     "run_at", "start_at", "end_at", "max_runs", "overlap_policy", "catchup_seconds", "auto_pause_after",
     "pause_note",
     "connection_id", "max_attempts", "request_timeout_seconds", "max_run_seconds", "notify_on", "channel_ids",
-    "output_schema", "ignore_patterns", "fallbacks",
+    "output_schema", "ignore_patterns", "fallbacks", "batch",
 )
 SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone",
                    "run_at", "start_at", "end_at", "max_runs", "catchup_seconds")
@@ -56,7 +56,7 @@ def task_values(task):
         "max_attempts": task.max_attempts, "request_timeout_seconds": task.request_timeout_seconds,
         "max_run_seconds": task.max_run_seconds, "notify_on": list(task.notify_on or []),
         "channel_ids": [channel.id for channel in task.channels], "output_schema": task.output_schema,
-        "ignore_patterns": task.ignore_patterns, "fallbacks": task.fallbacks,
+        "ignore_patterns": task.ignore_patterns, "fallbacks": task.fallbacks, "batch": task.batch,
     }
     if task.interval_seconds is not None:
         values["interval_seconds"] = task.interval_seconds
@@ -83,6 +83,8 @@ def validate_task(data, settings, base=None):
     clean["temperature"] = _number(merged, "temperature", errors, float, 0.0, MAX_TEMPERATURE, default=0.7)
     clean["max_tokens"] = _number(merged, "max_tokens", errors, int, 1, MAX_TOKENS, default=None)
     clean["enabled"] = _boolean(merged, "enabled", errors, default=True)
+    # Runs go through the provider's Batch API (promptbeat.batches); a test run still asks at once.
+    clean["batch"] = _boolean(merged, "batch", errors, default=False)
     clean["pause_note"] = _text(merged, "pause_note", errors, limit=1000, multiline=True) or None
     clean["auto_pause_after"] = _number(merged, "auto_pause_after", errors, int, 1, 1000, default=None)
     clean["overlap_policy"] = _choice(merged, "overlap_policy", errors, OverlapPolicy, OverlapPolicy.SKIP,

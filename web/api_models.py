@@ -99,6 +99,10 @@ class TaskInput(ScheduleInput):
         description="When the task's channels are told about a run: every, change (the answer differs from the previous successful one; a first run is not a change), "
                     "failure, recovery (the first success after a failure), auto_pause. Left out on create: every.")
     channel_ids: list[int] | None = Field(None, max_length=20, description="The channels runs are delivered to.")
+    batch: bool = Field(
+        False, description="Batch mode: runs are sent through the provider's Batch API at its discount and show "
+                          "submitted, with their batch id, until the result arrives (within 24 h). Left out on create: "
+                          "false.")
 
 
 class PauseInput(ApiInput):
@@ -237,6 +241,8 @@ class ExecutionBrief(ApiOutput):
                                                    "null when none answered.")
     answered_connection_id: int | None = Field(description="The connection that answered; null for the default "
                                                            "endpoint, and when none answered.")
+    batch_id: str | None = Field(description="The provider's batch a batch-mode run was sent in; null until sent, "
+                                             "and for other runs.")
 
 
 class Execution(ExecutionBrief):
@@ -327,6 +333,7 @@ class Task(ApiOutput):
     fallbacks: list[FallbackOutput]
     notify_on: list[NotifyOn]
     channel_ids: list[int]
+    batch: bool
 
 
 class TaskList(ApiOutput):

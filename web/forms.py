@@ -57,6 +57,8 @@ class TaskForm(FlaskForm):
     catchup_seconds = StringField(_l("Catch-up window in seconds (optional)"))
     auto_pause_after = StringField(_l("Pause after N consecutive failures (optional)"))
     enabled = BooleanField(_l("Enabled"), default=True)
+    batch = BooleanField(_l("Batch mode: send runs through the provider's Batch API at its discount; answers may "
+                            "take up to 24 hours"), default=False)
     connection_id = SelectField(_l("Connection"), default="")
     max_attempts = StringField(_l("Attempts at most (optional)"))
     output_schema = TextAreaField(_l("Output schema (optional JSON Schema)"))
@@ -82,7 +84,7 @@ class TaskForm(FlaskForm):
         data = {name: getattr(self, name).data for name in (
             "name", "prompt", "system_prompt", "model", "temperature", "max_tokens",
             "schedule_type", "time", "cron", "timezone", "enabled", "overlap_policy", "connection_id",
-            "max_attempts", "notify_on", "output_schema", "ignore_patterns", "fallbacks",
+            "max_attempts", "notify_on", "output_schema", "ignore_patterns", "fallbacks", "batch",
         )}
         # A channel id that is not a number is passed on as typed, for the validator to refuse.
         data["channel_ids"] = [int(v) if v.isdigit() and len(v) < 11 else v for v in self.channel_ids.data or []]
@@ -146,6 +148,7 @@ class TaskForm(FlaskForm):
                 getattr(form, name).data = "" if value is None else str(value)
             form.overlap_policy.data = task.overlap_policy
             form.enabled.data = task.enabled
+            form.batch.data = task.batch
             form.connection_id.data = str(task.connection_id or "")
             form.max_attempts.data = str(task.max_attempts or "")
             form.output_schema.data = json.dumps(task.output_schema, indent=2) if task.output_schema else ""

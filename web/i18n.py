@@ -81,7 +81,8 @@ def init_app(app):
 # The word of every run status (promptbeat.runs.states.RunStatus), spelt out so extraction finds it;
 # tests/runs/test_run_states.py fails if a status has no word here or no translation.
 RUN_STATUS_WORDS = {
-    RunStatus.QUEUED: _l("queued"), RunStatus.RUNNING: _l("running"), RunStatus.SUCCESS: _l("success"),
+    RunStatus.QUEUED: _l("queued"), RunStatus.RUNNING: _l("running"), RunStatus.SUBMITTED: _l("submitted"),
+    RunStatus.SUCCESS: _l("success"),
     RunStatus.FAILED: _l("failed"), RunStatus.SKIPPED: _l("skipped"), RunStatus.LOST: _l("lost"),
     RunStatus.CANCELLED: _l("cancelled"),
 }

@@ -117,6 +117,7 @@ def task_json(task, last_execution=None):
         "fallbacks": task.fallbacks or [],
         "notify_on": list(task.notify_on or []),
         "channel_ids": [channel.id for channel in task.channels],
+        "batch": task.batch,
     }
     if task.schedule_type != ScheduleType.INTERVAL:
         data["interval_minutes"] = None
@@ -152,6 +153,7 @@ def execution_json(execution, brief=False, deliveries=None):
         "changed": execution.changed,
         "answered_model": execution.answered_model,
         "answered_connection_id": execution.answered_connection_id,
+        "batch_id": execution.batch_id,
     }
     if not brief:
         data["output"] = execution.output

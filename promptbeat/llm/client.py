@@ -153,6 +153,14 @@ def complete(endpoint, *, model, prompt, system_prompt=None, temperature=None, m
         raise LLMError(redact(str(exc), *endpoint.secrets), exc.error_class, exc.status, exc.retry_after) from None
 
 
+def through_sdk(endpoint, method, /, **params):
+    """Call one SDK method (files, batches) with params (timeout among them); raises LLMError as complete does."""
+    try:
+        return _call(method, params)
+    except LLMError as exc:
+        raise LLMError(redact(str(exc), *endpoint.secrets), exc.error_class, exc.status, exc.retry_after) from None
+
+
 def list_models(endpoint, timeout=15.0):
     """The model ids the endpoint serves: one cheap call that needs no tokens, to test a connection."""
     client = client_for(endpoint)

@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
+from promptbeat.batches import collect as batches
 from promptbeat.extensions import db
 from promptbeat.models import OverlapPolicy, Task, Trigger, utcnow
 from promptbeat.notify import dispatch
@@ -60,6 +61,10 @@ def run(request, settings, sleep=time.sleep):
         reason = lifecycle.out_of_bounds(task, request.slot)
         if reason:
             return _skip(run_id, reason)
+    # A batch-mode run is collected for the provider's Batch API instead of called (promptbeat.batches);
+    # its runs wait hours for their answers, so the overlap guard does not apply to them.
+    if task.batch:
+        return batches.collect(request, settings, task, run_id)
 
     if task.overlap_policy == OverlapPolicy.ALLOW or request.allow_overlap:
         return _claim_and_run(request, settings, task, run_id, sleep)
@@ -105,7 +110,7 @@ def _claim_and_run(request, settings, task, run_id, sleep, exclusive=False):
         return run_id
     logger.info("task %s run %s (%s) %s in %d ms after %d attempt(s)", task.id, run_id, request.trigger,
                 result.status, result.duration_ms, len(result.attempts))
-    auto_paused = counters is not None and _stop_if_last(task.id, run_id, request.trigger, counters, result.error)
+    auto_paused = counters is not None and stop_if_last(task.id, run_id, request.trigger, counters, result.error)
     # Queued, not sent: deliveries run in their own Celery tasks once the run is final (promptbeat.notify).
     dispatch.after_run(run_id, task, auto_paused)
     return run_id
@@ -125,7 +130,7 @@ def _unclaimed(run_id, exclusive):
     return run_id
 
 
-def _stop_if_last(task_id, run_id, trigger, counters, error):
+def stop_if_last(task_id, run_id, trigger, counters, error):
     """Pause or complete the task if the run just counted was its last (promptbeat.runs.lifecycle.stop_after_run);
     returns whether it paused the task automatically."""
     stop = lifecycle.stop_after_run(counters, trigger, error)

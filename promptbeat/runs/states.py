@@ -5,6 +5,9 @@ import enum
 class RunStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    # A batch-mode run handed to the provider's Batch API (promptbeat.batches): its batch id is set once
+    # its batch is sent, and its result arrives when beat's poll finds the batch ended.
+    SUBMITTED = "submitted"
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -22,9 +25,12 @@ class RunStatus(enum.StrEnum):
 # Which state may go to which. promptbeat.runs.store derives each write's WHERE from this table, so a
 # run in any other state is left as it is. RUNNING -> QUEUED is a run whose worker died, put back to be
 # started again (promptbeat.runs.recovery); QUEUED -> LOST, one whose message was lost past its attempts.
+# QUEUED -> SUBMITTED is a batch-mode run collected by its worker; SUBMITTED -> LOST, one whose batch
+# is gone or that outlived the batch window.
 TRANSITIONS = {
-    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.FAILED, RunStatus.LOST,
-                                 RunStatus.CANCELLED}),
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.SUBMITTED, RunStatus.SKIPPED, RunStatus.FAILED,
+                                 RunStatus.LOST, RunStatus.CANCELLED}),
+    RunStatus.SUBMITTED: frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.LOST, RunStatus.CANCELLED}),
     RunStatus.RUNNING: frozenset({RunStatus.QUEUED, RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.LOST,
                                   RunStatus.CANCELLED}),
     RunStatus.SUCCESS: frozenset(),

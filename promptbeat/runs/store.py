@@ -72,6 +72,12 @@ START_COLUMNS = ("deadline_at", "model", "prompt", "runner", "started_at", "work
 # Only the holder of a running run's claim finishes it; a queued run has no claim (NULL), so the
 # condition also holds for it.
 HELD = EXECUTIONS.c.runner.is_not_distinct_from(bindparam("claim"))
+# Only the poll of a submitted run's batch finishes it (None: a run that failed before it was sent).
+IN_BATCH = EXECUTIONS.c.batch_id.is_not_distinct_from(bindparam("in_batch"))
+MARK_BATCHED = (update(EXECUTIONS)
+                .where(EXECUTIONS.c.id.in_(bindparam("run_ids", expanding=True)),
+                       EXECUTIONS.c.status == RunStatus.SUBMITTED, EXECUTIONS.c.batch_id.is_(None))
+                .values(batch_id=bindparam("v_batch_id")))
 
 
 @functools.cache
@@ -164,6 +170,33 @@ def record_attempts(run_id, attempts):
     return _set(run_id, RunStatus.RUNNING, attempts=list(attempts))
 
 
+def collect(run_id, values):
+    """Move a queued batch-mode run to submitted with its start and batch request, to wait for the next batch;
+    returns whether it moved (False: gone, cancelled or collected by another delivery)."""
+    names = tuple(sorted(values))
+    return bool(_write(transition_statement(RunStatus.SUBMITTED, names, (RunStatus.QUEUED,)), _params(run_id, values)))
+
+
+def mark_batched(run_ids, batch_id):
+    """Record that submitted runs waiting for a batch were sent in batch_id; returns how many it marked."""
+    with db.engine.begin() as connection:
+        return connection.execute(MARK_BATCHED, {"run_ids": list(run_ids), "v_batch_id": batch_id}).rowcount
+
+
+def finish_submitted(run_id, batch_id, values, failed, counted):
+    """Move a submitted run of batch_id (None: one not yet sent) to success or failed with its result, as
+    finish does for a running run; returns (written, counters)."""
+    return _finish(run_id, RunStatus.FAILED if failed else RunStatus.SUCCESS, values, counted, RunStatus.SUBMITTED,
+                   {"in_batch": batch_id})
+
+
+def lose_submitted(run_id, batch_id, message, now):
+    """Mark lost a submitted run whose batch is gone or that outlived the batch window; returns whether it moved."""
+    return bool(_write(_finish_statement(RunStatus.LOST, _LOST_VALUES, RunStatus.SUBMITTED),
+                       _params(run_id, {"error": message, "error_class": "BatchLost", "finished_at": now})
+                       | {"in_batch": batch_id}))
+
+
 def finish(run_id, values, failed, counted, claim=None):
     """Move a running run, held by claim, to success or failed with its result; returns (written, counters).
 
@@ -172,25 +205,31 @@ def finish(run_id, values, failed, counted, claim=None):
     whose task is gone. It changes the run's row, then its task's: the lock order of deleting a
     task (delete_runs_of, then the task).
     """
-    target = RunStatus.FAILED if failed else RunStatus.SUCCESS
+    return _finish(run_id, RunStatus.FAILED if failed else RunStatus.SUCCESS, values, counted, RunStatus.RUNNING,
+                   {"claim": claim})
+
+
+def _finish(run_id, target, values, counted, source, held):
     names = tuple(sorted(values))
-    params = {**_params(run_id, values), "claim": claim}
+    params = {**_params(run_id, values), **held}
     if not counted:
-        return bool(_write(_finish_statement(target, names), params)), None
+        return bool(_write(_finish_statement(target, names, source), params)), None
     with db.engine.begin() as connection:
-        counters = connection.execute(_finish_and_count_statement(target, names), params).one_or_none()
+        counters = connection.execute(_finish_and_count_statement(target, names, source), params).one_or_none()
     # No row: the run vanished or was marked lost (or its task, and with it the run, was deleted).
     return counters is not None, counters
 
 
 @functools.cache
-def _finish_statement(target, names):
-    return transition_statement(target, names, (RunStatus.RUNNING,)).where(HELD)
+def _finish_statement(target, names, source=RunStatus.RUNNING):
+    """A finish, held by the claim (running) or the batch (submitted) the caller names."""
+    holder = HELD if source == RunStatus.RUNNING else IN_BATCH
+    return transition_statement(target, names, (source,)).where(holder)
 
 
 @functools.cache
-def _finish_and_count_statement(target, names):
-    finished = _finish_statement(target, names).returning(EXECUTIONS.c.task_id).cte("finished_run")
+def _finish_and_count_statement(target, names, source=RunStatus.RUNNING):
+    finished = _finish_statement(target, names, source).returning(EXECUTIONS.c.task_id).cte("finished_run")
     return (update(TASKS).where(TASKS.c.id == finished.c.task_id)
             .values(COUNTED[target == RunStatus.FAILED]).returning(*COUNTERS))
 

@@ -77,3 +77,22 @@ def test_the_worker_and_beat_processes_refuse_to_start_with_a_short_visibility_t
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
+
+
+@pytest.mark.parametrize("name,value", [("PROMPTBEAT_BATCH_DISCOUNT", "1.5"), ("PROMPTBEAT_BATCH_DISCOUNT", "-0.1"),
+                                        ("PROMPTBEAT_BATCH_SECONDS", "0"), ("PROMPTBEAT_BATCH_MAX_RUNS", "0"),
+                                        ("PROMPTBEAT_BATCHES_PER_TICK", "-1"),
+                                        ("PROMPTBEAT_BATCH_GRACE_SECONDS", "-5")])
+def test_batch_settings_out_of_range_are_refused_by_name(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_environ({"SECRET_KEY": "x", name: value})
+
+
+def test_batch_jobs_are_fixed_jobs_of_beat_at_their_interval():
+    settings = Settings.from_environ({"SECRET_KEY": "x", "PROMPTBEAT_BATCH_SECONDS": "7",
+                                      "PROMPTBEAT_BATCH_DISCOUNT": "0.25"})
+    schedule = settings.flask_config()["CELERY"]["beat_schedule"]
+    assert {schedule[name]["task"]: schedule[name]["schedule"] for name in
+            ("promptbeat-submit-batches", "promptbeat-poll-batches")} == {
+        "promptbeat.submit_batches": 7.0, "promptbeat.poll_batches": 7.0}
+    assert settings.batch_discount == 0.25

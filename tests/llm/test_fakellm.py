@@ -268,3 +268,94 @@ def test_cli_prints_url_serves_and_exits_on_sigterm():
             process.communicate()
     assert process.returncode == 0, stderr
     assert stdout == ""
+
+
+# ---- Files and batches ---------------------------------------------------------------------------
+
+def batch_file(*prompts, model="fake-model"):
+    """A Batch API input file: one chat request per prompt, custom ids r0, r1, ..."""
+    return "".join(json.dumps({"custom_id": f"r{n}", "method": "POST", "url": "/v1/chat/completions",
+                               "body": {"model": model, "messages": [{"role": "user", "content": prompt}]}}) + "\n"
+                   for n, prompt in enumerate(prompts)).encode()
+
+
+def submit(client, *prompts):
+    uploaded = client.files.create(file=("runs.jsonl", batch_file(*prompts)), purpose="batch")
+    return client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+
+def lines_of(client, file_id):
+    return {line["custom_id"]: line for line in map(json.loads, client.files.content(file_id).text.splitlines())}
+
+
+def test_batch_answers_each_line_as_a_chat_completion():
+    with fake_openai() as (server, client):
+        uploaded = client.files.create(file=("runs.jsonl", batch_file("one", "two")), purpose="batch")
+        assert uploaded.purpose == "batch" and uploaded.bytes > 0
+        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        assert batch.status == "in_progress" and batch.request_counts.total == 2
+        assert server.requests == []  # nothing is answered before the batch ends
+        done = client.batches.retrieve(batch.id)
+        assert done.status == "completed" and done.error_file_id is None
+        assert done.request_counts.completed == 2
+        output = lines_of(client, done.output_file_id)
+    assert output["r0"]["response"]["status_code"] == 200
+    assert output["r0"]["response"]["body"]["choices"][0]["message"]["content"] == "echo: one"
+    assert output["r1"]["response"]["body"]["usage"]["total_tokens"] == 3
+    assert [r["messages"][-1]["content"] for r in server.requests] == ["one", "two"]
+
+
+def test_batch_stays_in_progress_for_its_scripted_polls():
+    with fake_openai() as (server, client):
+        assert http_json(control_url(server, "/_fake/batch_script"), {"batches": [{"polls": 2}]})[0] == 200
+        batch = submit(client, "slow")
+        assert [client.batches.retrieve(batch.id).status for _ in range(3)] == ["in_progress", "in_progress",
+                                                                                  "completed"]
+        assert server.batches[batch.id]["polls"] == 3
+
+
+def test_per_line_error_goes_to_the_error_file_alone():
+    with fake_openai() as (_, client):
+        done = client.batches.retrieve(submit(client, "fine", "[[fail:400]] broken").id)
+        assert done.status == "completed"
+        assert done.request_counts.completed == 1 and done.request_counts.failed == 1
+        assert set(lines_of(client, done.output_file_id)) == {"r0"}
+        error = lines_of(client, done.error_file_id)["r1"]
+    assert error["response"]["status_code"] == 400
+    assert error["response"]["body"]["error"]["message"] == "Invalid request."
+
+
+def test_expired_batch_puts_every_line_in_the_error_file():
+    with fake_openai() as (server, client):
+        http_json(control_url(server, "/_fake/batch_script"), {"batches": [{"outcome": "expired"}]})
+        done = client.batches.retrieve(submit(client, "a", "b").id)
+        assert done.status == "expired" and done.output_file_id is None and done.expired_at
+        errors = lines_of(client, done.error_file_id)
+    assert {line["error"]["code"] for line in errors.values()} == {"batch_expired"}
+    assert server.requests == []
+
+
+def test_failed_batch_reports_its_errors_and_cancel_ends_a_batch():
+    with fake_openai() as (server, client):
+        http_json(control_url(server, "/_fake/batch_script"), {"batches": [{"outcome": "failed"}, {"polls": 5}]})
+        failed = client.batches.retrieve(submit(client, "a").id)
+        assert failed.status == "failed" and failed.errors.data[0].message
+        pending = submit(client, "b")
+        assert client.batches.cancel(pending.id).status == "cancelled"
+        assert client.batches.retrieve(pending.id).status == "cancelled"
+
+
+def test_unknown_batch_is_404_and_bad_scripts_are_refused():
+    with fake_openai() as (server, client):
+        with pytest.raises(openai.NotFoundError):
+            client.batches.retrieve("batch_missing")
+        with pytest.raises(openai.NotFoundError):
+            client.batches.create(input_file_id="file-missing", endpoint="/v1/chat/completions",
+                                  completion_window="24h")
+        for script in ({"polls": -1}, {"polls": "2"}, {"outcome": "exploded"}, {"seconds": 1e9}, "x"):
+            status, body = http_json(control_url(server, "/_fake/batch_script"), {"batches": [script]})
+            assert status == 400 and body["error"]["param"] == "batches"
+        client.files.create(file=("x.jsonl", b"{}\n"), purpose="batch")
+        server.reset()
+        assert server.batches == {}

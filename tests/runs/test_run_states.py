@@ -121,12 +121,40 @@ def test_a_queued_run_whose_message_was_lost_is_counted_once_or_lost(app, source
 
 
 @pytest.mark.parametrize("source", list(RunStatus))
-def test_cancel_ends_a_queued_or_running_run_and_nothing_else(app, source):
+def test_cancel_ends_a_queued_running_or_submitted_run_and_nothing_else(app, source):
+    in_flight = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUBMITTED)
     with app.app_context():
         run_id = run_in(make_task(), source)
-        assert store.cancel(run_id) == (source in (RunStatus.QUEUED, RunStatus.RUNNING))
-        assert status_of(run_id) == (RunStatus.CANCELLED if source in (RunStatus.QUEUED, RunStatus.RUNNING)
-                                     else source)
+        assert store.cancel(run_id) == (source in in_flight)
+        assert status_of(run_id) == (RunStatus.CANCELLED if source in in_flight else source)
+
+
+@pytest.mark.parametrize("source", list(RunStatus))
+def test_only_a_queued_run_is_collected_for_a_batch(app, source):
+    with app.app_context():
+        run_id = run_in(make_task(), source)
+        moved = store.collect(run_id, {"prompt": "Say hi", "batch_request": {"model": "fake-model"}})
+        assert moved == (source == RunStatus.QUEUED)
+        assert status_of(run_id) == (RunStatus.SUBMITTED if moved else source)
+
+
+@pytest.mark.parametrize("source", list(RunStatus))
+def test_only_a_submitted_run_finishes_or_is_lost_and_only_under_its_batch(app, source):
+    with app.app_context():
+        task_id = make_task()
+        finished, lost, marked = (run_in(task_id, source, batch_id="batch_a") for _ in range(3))
+        assert store.finish_submitted(finished, "batch_b", {"output": "late"}, failed=False, counted=True) == (
+            False, None)
+        written, counters = store.finish_submitted(finished, "batch_a", {"output": "hi"}, failed=False, counted=True)
+        assert written == (source == RunStatus.SUBMITTED) == (counters is not None)
+        assert db.session.get(Task, task_id).run_count == (1 if written else 0)
+        assert not store.lose_submitted(lost, "batch_b", "gone", utcnow())
+        assert store.lose_submitted(lost, "batch_a", "gone", utcnow()) == (source == RunStatus.SUBMITTED)
+        assert status_of(lost) == (RunStatus.LOST if source == RunStatus.SUBMITTED else source)
+        # Only a submitted run not yet sent is marked with the batch it was sent in.
+        waiting = run_in(task_id, source)
+        assert store.mark_batched([marked, waiting], "batch_c") == (1 if source == RunStatus.SUBMITTED else 0)
+        assert db.session.get(Execution, marked).batch_id == "batch_a"
 
 
 @pytest.mark.parametrize("source", list(RunStatus))

@@ -177,6 +177,7 @@ TASK_KINDS = {
     "max_attempts": Kind.NUMBER, "request_timeout_seconds": Kind.NUMBER, "max_run_seconds": Kind.NUMBER,
     "output_schema": Kind.SCHEMA, "ignore_patterns": Kind.PATTERNS, "notify_on": Kind.RULES, "channel_ids": Kind.IDS,
     "fallbacks": Kind.FALLBACKS,
+    "batch": Kind.FLAG,
 }
 TASK_REQUIRED = {"name", "prompt"}
 CHANNEL_KINDS = {"name": Kind.LINE, "kind": Kind.CHOICE, "url": Kind.URL, "secret": Kind.SIGNING_SECRET,
@@ -184,7 +185,7 @@ CHANNEL_KINDS = {"name": Kind.LINE, "kind": Kind.CHOICE, "url": Kind.URL, "secre
 CONNECTION_KINDS = {"name": Kind.LINE, "base_url": Kind.URL, "api_key": Kind.SECRET, "default_model": Kind.LINE,
                     "extra_headers": Kind.HEADERS, "fallbacks": Kind.FALLBACKS}
 FORM_KINDS = {
-    "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX, "ignore_patterns": Kind.PATTERN_LINES,
+    "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX, "batch": Kind.CHECKBOX, "ignore_patterns": Kind.PATTERN_LINES,
              "fallbacks": Kind.FALLBACK_LINES},
     "connection": {**CONNECTION_KINDS, "extra_headers": Kind.HEADER_LINES, "fallbacks": Kind.FALLBACK_LINES},
     "channel": CHANNEL_KINDS,
