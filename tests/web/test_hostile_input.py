@@ -26,6 +26,7 @@ from werkzeug.security import generate_password_hash
 from promptbeat import validation
 from promptbeat.llm import connections
 from promptbeat.notify import channels
+from promptbeat.scheduling.schedules import known_zone
 from promptbeat.extensions import db
 from promptbeat.models import ApiToken, Channel, Connection, Role, Task, User
 from tests.conftest import csrf_token
@@ -63,6 +64,7 @@ class Kind(enum.Enum):
     FALLBACK_LINES = "fallback models, one a line"  # the form's textarea of FALLBACKS: each line a model
     SIGNING_SECRET = "whsec_ and base64"  # nothing of the corpus; null or "" makes a new one
     ADDRESSES = "list of plain email addresses"  # nothing of the corpus: each address is a bare user@host
+    BROWSER_ZONE = "zone the browser sends with the sign-in"  # taken if known, else ignored: the sign-in goes on
 
 
 PRINTABLE = frozenset({Kind.LINE, Kind.TEXT, Kind.TEMPLATE, Kind.SECRET})
@@ -162,6 +164,9 @@ def verdict(kind, hostile, required=False):
     if kind in (Kind.CHECKBOX, Kind.REDIRECT):
         # A ticked box whatever its value; a redirect, checked to stay on this site.
         return Verdict.ACCEPT
+    if kind is Kind.BROWSER_ZONE:
+        # Ignored unless it is a known zone; control characters refuse the whole request, as in every form.
+        return Verdict.EITHER
     if kind is Kind.CREDENTIAL:
         return Verdict.REFUSE
     return Verdict.ACCEPT if kind in hostile.accepted_by else Verdict.REFUSE
@@ -191,7 +196,7 @@ FORM_KINDS = {
     "channel": CHANNEL_KINDS,
     "token": {"name": Kind.LINE},
     "language": {"language": Kind.CHOICE, "next": Kind.REDIRECT},
-    "login": {"email": Kind.CREDENTIAL, "password": Kind.CREDENTIAL},
+    "login": {"email": Kind.CREDENTIAL, "password": Kind.CREDENTIAL, "timezone": Kind.BROWSER_ZONE},
 }
 # The operations with a request body, each tested below; the document lists them.
 BODY_OPERATIONS = {
@@ -804,9 +809,26 @@ def test_login_form(app, client, api_token, subtests):
         assert flash_error(page) or field_error_at(page, case.field), "no message"
         assert client.get("/account").status_code == 302, "signed in with a hostile credential"
 
+    def accepted(response, case):
+        # Only the browser's zone is accepted: signed in, with no zone kept unless it is a known one.
+        assert response.status_code == 302 and client.get("/account").status_code == 200
+        with app.app_context():
+            user = db.session.execute(db.select(User).filter_by(email=ADMIN_EMAIL)).scalar_one()
+            assert user.timezone is None or known_zone(user.timezone), user.timezone
+            user.timezone = None
+            db.session.commit()
+        # Signed out again, into a session whose CSRF secret still matches the token the form was read with.
+        with client.session_transaction() as session:
+            session.clear()
+            session["csrf_token"] = csrf_secret
+
+    client.get("/login")
+    with client.session_transaction() as session:
+        csrf_secret = session["csrf_token"]
+
     try:
         run_form(app, client, subtests, "login", "/login",
-                 lambda field: {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}, refused, None,
+                 lambda field: {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}, refused, accepted,
                  refusal=lambda status: status in (200, 400, 422))
     finally:
         limits.close()
