@@ -36,6 +36,9 @@ def reasons(notify_on, facts):
 
 
 def _meets(rule, facts):
+    if facts.budget_stopped:
+        # A skipped run tells no other rule, as a run skipped for its overlap or bounds does not.
+        return rule == NotifyOn.BUDGET or (rule == NotifyOn.AUTO_PAUSE and facts.auto_paused)
     success = facts.status == RunStatus.SUCCESS
     if rule == NotifyOn.EVERY:
         return True

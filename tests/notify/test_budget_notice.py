@@ -16,10 +16,10 @@ def test_a_budget_stop_is_delivered_to_a_channel_that_asks_for_it(app, api, clie
     hook = receivers()
     channel = create_channel(api, name="Spend", kind="webhook", url=hook.url + "/hook")
     told = make_task(app, [channel["id"]], notify_on=["budget"], budget_tokens_day=10)
-    silent = make_task(app, [channel["id"]], notify_on=["failure"], budget_tokens_day=10)
+    silent = make_task(app, [channel["id"]], notify_on=["every", "failure"], budget_tokens_day=10)
     run_id, status = run_once(app, told)
     assert status == "skipped"
-    assert run_once(app, silent)[1] == "skipped"  # a budget stop is no failure
+    assert run_once(app, silent)[1] == "skipped"  # a budget stop is no failure, and skipped runs are no "every"
     drain(app, redis_client)
     (request,) = hook.requests
     body = Webhook(channel["secret"]).verify(request.body, request.headers)
