@@ -14,7 +14,7 @@ from promptbeat.app import create_app
 from promptbeat.extensions import db
 from promptbeat.settings import Settings
 
-TABLES = {"alembic_version", "api_tokens", "channels", "connections", "deliveries", "executions", "runners",
+TABLES = {"alembic_version", "api_tokens", "channels", "connections", "deliveries", "executions", "runners", "spend",
           "task_channels", "tasks", "users"}
 
 
