@@ -4,8 +4,9 @@ The spend ledger (models.Spend) keeps one row per scope (a task, or the global s
 month) and period start, so a check reads at most four rows instead of summing executions. A run
 charges its estimate under row locks taken in one order, so concurrent runs cannot both slip past a
 limit; its finish replaces the estimate with its usage (nothing, for a call that failed), in the
-transaction that records its result. A run whose worker dies keeps its estimate charged: its call
-may have been paid for, and the ledger errs towards stopping runs rather than overspending.
+transaction that records its result; a run cancelled mid-call gives its estimate back. A run whose
+worker dies keeps its estimate charged: its call may have been paid for, and the ledger errs towards
+stopping runs rather than overspending.
 """
 import math
 from contextlib import contextmanager
@@ -175,9 +176,22 @@ def settlement(hold, prices, model, result):
 
 
 def release(hold):
-    """Give back a hold's estimate for a run that never called (its claim failed)."""
+    """Give back a hold's estimate (None: nothing held) for a run that will not reach its finish."""
+    if hold is None:
+        return
     with transaction() as connection:
         _apply(connection, hold, -hold.estimate.usd, -hold.estimate.tokens)
+
+
+@contextmanager
+def released_unless_finished(hold):
+    """Give the hold back when its run leaves before its finish: cancelled or taken over mid-call
+    (promptbeat.runs.liveness.RunCancelled), or an error. Its answer never arrived, so no usage is known."""
+    try:
+        yield
+    except BaseException:
+        release(hold)
+        raise
 
 
 def _apply(connection, hold, usd, tokens):

@@ -93,15 +93,15 @@ def _claim_and_run(request, settings, task, run_id, sleep, exclusive=False):
     if isinstance(hold, budget.Stop):
         return _stop_for_budget(run_id, task, hold.message)
     if not store.claim(run_id, start, guard=guard):
-        if hold is not None:
-            budget.release(hold)
+        budget.release(hold)
         return _unclaimed(run_id, exclusive)
-    if preparation.templated(task):
-        preparation.render(plan, task, run_id, settings, started)
+    with budget.released_unless_finished(hold):
+        if preparation.templated(task):
+            preparation.render(plan, task, run_id, settings, started)
 
-    result = call_with_retries(plan, run_id, settings, sleep)
-    # Parsed, validated and compared before the finish, so that one UPDATE records all of it.
-    answers.settle(task, run_id, result)
+        result = call_with_retries(plan, run_id, settings, sleep)
+        # Parsed, validated and compared before the finish, so that one UPDATE records all of it.
+        answers.settle(task, run_id, result)
     written, counters = store.finish(run_id, {"finished_at": utcnow(), **result.columns()}, result.failed,
                                      counted=lifecycle.counts(request.trigger), claim=claim,
                                      also=budget.settlement(hold, settings.prices, plan.model, result))

@@ -58,3 +58,20 @@ def test_workers_stop_a_run_over_budget_and_keep_concurrent_runs_within_it(app, 
         rows = db.session.execute(select(Spend).where(Spend.scope == task["id"])).scalars().all()
         assert {row.tokens for row in rows} == {used}  # every estimate settled to the answers' usage
     assert api.get(f"/tasks/{task['id']}").get_json()["spend"]["tokens_day"] == used
+
+
+def test_a_run_cancelled_mid_call_gives_its_estimate_back(app, api, fake_llm, two_workers):
+    fake_llm.reset()
+    task = api.post("/tasks", json={**TASK, "name": "Cancelled", "prompt": "Long [[sleep:20]]",
+                                    "budget_tokens_day": 100_000}).get_json()
+    run_id = api.post(f"/tasks/{task['id']}/run").get_json()["execution"]["id"]
+    wait_for(lambda: fake_llm.stats["in_flight"] == 1, 30, "the call in flight")
+
+    def held():
+        with app.app_context():
+            return {row.tokens for row in db.session.execute(select(Spend)).scalars()}
+
+    assert held() == {5 + 1024}  # "Long [[sleep:20]]": 17 characters, 5 tokens; 1,024 for the answer
+    assert api.post(f"/executions/{run_id}/cancel").status_code == 202
+    wait_for(lambda: held() == {0}, 30, "the estimate given back")
+    assert api.get(f"/tasks/{task['id']}").get_json()["last_run"]["status"] == "cancelled"
