@@ -42,3 +42,15 @@ def test_a_task_paused_by_its_budget_tells_the_auto_pause_channels(app, api, fak
     assert Webhook(channel["secret"]).verify(request.body, request.headers)["notify"] == ["auto_pause"]
     task = api.get(f"/tasks/{task_id}").get_json()
     assert task["status"] == "paused" and task["pause_note"].startswith("Paused automatically: Budget exceeded")
+
+
+def test_a_budget_stop_is_mailed_with_the_budget_named(app, api, fake_llm, smtp_server, redis_client):
+    smtp = smtp_server()
+    channel = create_channel(api, name="Mail", kind="email", to=["ops@example.com"])
+    task_id = make_task(app, [channel["id"]], notify_on=["budget"], budget_usd_day=0.0)
+    run_once(app, task_id)
+    drain(app, redis_client)
+    ((_, recipients, message),) = smtp.mailbox.messages
+    assert recipients == ["ops@example.com"] and message["Subject"] == "[promptbeat] Notified: skipped"
+    text = message.get_body(("plain",)).get_content()
+    assert "Notified on: budget" in text and "the task's daily budget" in text and "in USD" in text
