@@ -28,7 +28,8 @@ DEFAULT_COMPLETION_TOKENS = 1024
 # A rough tokenizer-free estimate, as the providers' own guidance for English text.
 CHARS_PER_TOKEN = 4
 _KEY = (SPEND.c.scope, SPEND.c.period, SPEND.c.period_start)
-_CENTS = Decimal("0.00000001")
+# The ledger keeps USD to 8 places, as the executions keep cost_usd.
+_USD_PLACES = Decimal("0.00000001")
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def price(prices, model, prompt_tokens, completion_tokens):
         return Decimal(0)
     cost = (Decimal(prompt_tokens or 0) * Decimal(str(pair[0])) + Decimal(completion_tokens or 0)
             * Decimal(str(pair[1]))) / Decimal(1_000_000)
-    return cost.quantize(_CENTS)
+    return cost.quantize(_USD_PLACES)
 
 
 def reserve(task, plan, settings, now):
