@@ -22,6 +22,7 @@ from promptbeat.extensions import db
 from promptbeat.models import GLOBAL_SCOPE, BudgetPeriod, Spend
 
 SPEND = Spend.__table__
+BUDGET_FIELDS = ("budget_usd_day", "budget_usd_month", "budget_tokens_day", "budget_tokens_month")
 ERROR_CLASS = "budget_exceeded"
 # Tokens estimated for an answer when the task sets no max_tokens.
 DEFAULT_COMPLETION_TOKENS = 1024
@@ -213,9 +214,9 @@ def transaction():
 
 
 def usage(tasks, settings, now):
-    """Spend in the current day and month: {task id: Usage} for tasks (rows with id and timezone), and the
-    global Usage under GLOBAL_SCOPE; one query whatever the number of tasks."""
-    zones = {task.id: task.timezone or "UTC" for task in tasks}
+    """Spend in the current day and month: {task id: Usage} for those of tasks that have a budget (only those
+    are counted), and the global Usage under GLOBAL_SCOPE; one query whatever the number of tasks."""
+    zones = {task.id: task.timezone or "UTC" for task in tasks if _budgeted(task)}
     zones[GLOBAL_SCOPE] = settings.budget_timezone
     current = {}
     for scope, zone in zones.items():
@@ -226,6 +227,10 @@ def usage(tasks, settings, now):
     for row in rows:
         found[row.scope][row.period] = row
     return {scope: _usage(periods) for scope, periods in found.items()}
+
+
+def _budgeted(task):
+    return any(getattr(task, name) is not None for name in BUDGET_FIELDS)
 
 
 def _usage(periods):
