@@ -93,7 +93,7 @@ class TaskInput(ScheduleInput):
     budget_tokens_day: int | None = Field(None, description=BUDGET_NOTE.format(unit="tokens", period="day"))
     budget_tokens_month: int | None = Field(None, description=BUDGET_NOTE.format(unit="tokens", period="month"))
     pause_on_budget: bool | None = Field(None, description="Pause the task when a budget stops one of its runs; "
-                                                           "false when left out.")
+                                                           "false when left out on create.")
 
 
 class PauseInput(ApiInput):
