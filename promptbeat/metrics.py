@@ -14,6 +14,7 @@ from promptbeat.extensions import db
 from promptbeat.health import redis_client
 from promptbeat.models import ChannelKind, DeliveryStatus, Execution, Task, Trigger
 from promptbeat.notify import ledger
+from promptbeat.runs.budget import ERROR_CLASS as BUDGET_EXCEEDED
 from promptbeat.runs.states import RunStatus
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class PromptbeatCollector:
                 func.coalesce(func.sum(Execution.prompt_tokens), 0),
                 func.coalesce(func.sum(Execution.completion_tokens), 0),
                 func.coalesce(func.sum(Execution.cost_usd), 0),
+                func.count().filter(Execution.error_class == BUDGET_EXCEEDED),
                 *bucket_columns,
             ).group_by(Execution.status, Execution.trigger)
         ).all()
@@ -63,12 +65,16 @@ class PromptbeatCollector:
         tokens = CounterMetricFamily("promptbeat_tokens", "Tokens used by runs, by kind.", labels=["kind", "trigger"])
         cost = CounterMetricFamily("promptbeat_cost_usd", "Estimated cost of runs in USD, from the price table.",
                                    labels=["trigger"])
+        stops = CounterMetricFamily("promptbeat_budget_stops", "Runs a budget stopped before they called the model.",
+                                    labels=["trigger"])
         prompt_by_trigger, completion_by_trigger, cost_by_trigger = {}, {}, {}
+        stops_by_trigger = {str(trigger): 0 for trigger in Trigger}
         # Every status and trigger has its series, at 0 until a run has it, so a dashboard or an alert
         # can name a status before it first happens.
         counts = {(str(status), str(trigger)): 0 for status in RunStatus for trigger in Trigger}
-        for status, trigger, count, timed, total_ms, prompt_tokens, completion_tokens, usd, *buckets in rows:
+        for status, trigger, count, timed, total_ms, prompt_tokens, completion_tokens, usd, stopped, *buckets in rows:
             counts[status, trigger] = count
+            stops_by_trigger[trigger] = stops_by_trigger.get(trigger, 0) + stopped
             if timed:
                 cumulative = [(str(bound), int(n or 0)) for bound, n in zip(DURATION_BUCKETS, buckets)]
                 duration.add_metric([status, trigger], cumulative + [("+Inf", timed)], total_ms / 1000)
@@ -83,7 +89,9 @@ class PromptbeatCollector:
             tokens.add_metric(["completion", trigger], value)
         for trigger, value in cost_by_trigger.items():
             cost.add_metric([trigger], value)
-        return [runs, duration, tokens, cost]
+        for trigger, value in stops_by_trigger.items():
+            stops.add_metric([trigger], value)
+        return [runs, duration, tokens, cost, stops]
 
     def _enabled_tasks(self):
         count = db.session.execute(db.select(func.count()).select_from(Task).where(Task.enabled)).scalar_one()

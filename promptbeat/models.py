@@ -2,10 +2,11 @@
 import enum
 import hashlib
 import secrets
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from decimal import Decimal
 
-from sqlalchemy import (JSON, Column, Computed, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator,
-                        UniqueConstraint)
+from sqlalchemy import (JSON, BigInteger, Column, Computed, Date, DateTime, ForeignKey, Index, Integer, Numeric, String,
+                        Text, TypeDecorator, UniqueConstraint)
 from sqlalchemy import false as sa_false
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
@@ -155,6 +156,8 @@ class NotifyOn(enum.StrEnum):
     FAILURE = "failure"
     RECOVERY = "recovery"
     AUTO_PAUSE = "auto_pause"
+    # A run was stopped by a budget before it called the model (promptbeat.runs.budget).
+    BUDGET = "budget"
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -268,6 +271,13 @@ class Task(db.Model):
     fallbacks: Mapped[list | None] = mapped_column(JSON)
     # Batch mode: runs are collected and sent through the provider's Batch API (promptbeat.batches).
     batch: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
+    # Spend limits per day and month in the task's zone (promptbeat.runs.budget); None: no limit.
+    budget_usd_day: Mapped[float | None]
+    budget_usd_month: Mapped[float | None]
+    budget_tokens_day: Mapped[int | None] = mapped_column(BigInteger)
+    budget_tokens_month: Mapped[int | None] = mapped_column(BigInteger)
+    # Pause the task when a budget stops one of its runs.
+    pause_on_budget: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
 
     connection: Mapped[Connection | None] = relationship()
     channels: Mapped[list[Channel]] = relationship(secondary=task_channels, order_by=Channel.id,
@@ -393,6 +403,34 @@ class Delivery(db.Model):
     # The receiver's or SMTP server's reply, or the error, cut short.
     detail: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BudgetPeriod(enum.StrEnum):
+    DAY = "day"
+    MONTH = "month"
+
+
+# The scope of the global budgets in the spend ledger: no task has id 0.
+GLOBAL_SCOPE = 0
+
+
+class Spend(db.Model):
+    """What one scope (a task, or GLOBAL_SCOPE) spent in one day or month: the budget ledger (promptbeat.runs.budget).
+
+    A run charges its estimate before its call and replaces it with its usage when it finishes, so the
+    check before a call reads one row per budget instead of summing executions.
+    """
+
+    __tablename__ = "spend"
+
+    # A task's id, or GLOBAL_SCOPE; no foreign key, so the global rows need no task. A task's rows go with it
+    # (promptbeat.runs.budget.forget).
+    scope: Mapped[int] = mapped_column(primary_key=True)
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)
+    # The local date the day or month starts on, in the task's zone (or PROMPTBEAT_BUDGET_TIMEZONE).
+    period_start: Mapped[date] = mapped_column(Date, primary_key=True)
+    usd: Mapped[Decimal] = mapped_column(Numeric(20, 8), default=0, server_default="0")
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Runner(db.Model):

@@ -7,7 +7,7 @@ from flask import current_app
 from promptbeat.runs import message_ids
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ScheduleType, Task, Trigger, utcnow
-from promptbeat.runs import overlap, store
+from promptbeat.runs import budget, overlap, store
 from promptbeat.runs.tasks import execute_task
 from promptbeat.scheduling.sync import remove_entry, sync_task
 from promptbeat.validation import TaskInputError, task_values, validate_pause_note, validate_task
@@ -97,6 +97,7 @@ def delete_task(task):
     # Runs first, then the task: the same lock order as a worker finishing a run (its
     # execution, then the task's counters), so the two cannot deadlock.
     store.delete_runs_of(task_id)
+    budget.forget(task_id)
     db.session.delete(task)
     db.session.commit()
     try:

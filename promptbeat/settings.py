@@ -2,6 +2,7 @@
 import json
 import os
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 class ConfigError(RuntimeError):
@@ -31,6 +32,21 @@ def _float(environ, name, default):
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _limit(environ, name, kind):
+    """A budget: a finite number at or above 0, or None when unset."""
+    raw = _str(environ, name)
+    if raw is None:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < float("inf"):
+        word = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {word} of at least 0, or empty for no limit, got {raw!r}")
+    return value
 
 
 def _bool(environ, name, default):
@@ -121,6 +137,13 @@ class Settings:
     fast_broker: bool = True
     fast_gevent_poll: bool = True
     fast_llm_calls: bool = True
+    # Global budgets (promptbeat.runs.budget): spend of all tasks together per day and month in
+    # budget_timezone; None means no limit.
+    budget_usd_day: float | None = None
+    budget_usd_month: float | None = None
+    budget_tokens_day: int | None = None
+    budget_tokens_month: int | None = None
+    budget_timezone: str = "UTC"
     # Flower's address as a browser reaches it; each run on a task's page then links to its entry there.
     flower_url: str | None = None
 
@@ -151,6 +174,10 @@ class Settings:
             raise ConfigError("PROMPTBEAT_DELIVERY_ATTEMPTS must be at least 1.")
         if self.max_attempts < 1:
             raise ConfigError("PROMPTBEAT_MAX_ATTEMPTS must be at least 1.")
+        try:
+            ZoneInfo(self.budget_timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ConfigError("PROMPTBEAT_BUDGET_TIMEZONE must be an IANA zone name such as Europe/Berlin.") from None
         # Two heartbeats may be late (a busy process, a slow database) before a live worker is thought dead.
         if self.heartbeat_seconds <= 0 or self.runner_timeout_seconds < 3 * self.heartbeat_seconds:
             raise ConfigError("PROMPTBEAT_RUNNER_TIMEOUT_SECONDS must be at least three times "
@@ -229,6 +256,11 @@ class Settings:
             fast_gevent_poll=_bool(environ, "PROMPTBEAT_FAST_GEVENT_POLL", cls.fast_gevent_poll),
             fast_llm_calls=_bool(environ, "PROMPTBEAT_FAST_LLM_CALLS", cls.fast_llm_calls),
             flower_url=_flower_url(environ),
+            budget_usd_day=_limit(environ, "PROMPTBEAT_BUDGET_USD_DAY", float),
+            budget_usd_month=_limit(environ, "PROMPTBEAT_BUDGET_USD_MONTH", float),
+            budget_tokens_day=_limit(environ, "PROMPTBEAT_BUDGET_TOKENS_DAY", int),
+            budget_tokens_month=_limit(environ, "PROMPTBEAT_BUDGET_TOKENS_MONTH", int),
+            budget_timezone=_str(environ, "PROMPTBEAT_BUDGET_TIMEZONE", cls.budget_timezone),
         )
 
     def flask_config(self):

@@ -95,6 +95,15 @@ ROWS = (
         "comma-separated Fernet keys, newest first; encrypt connections' API keys and header values"),
     Row((V("PROMPTBEAT_PRICES", "prices", default="built-in table for common OpenAI models"),),
         'JSON `{"model": [USD per 1M input tokens, USD per 1M output tokens]}`, added to the built-in table'),
+    Row((V("PROMPTBEAT_BUDGET_USD_DAY", "budget_usd_day", default="no limit"),
+         V("PROMPTBEAT_BUDGET_USD_MONTH", "budget_usd_month", default="no limit")),
+        "global budgets in USD (priced from `PROMPTBEAT_PRICES`) of all tasks together per day and per month; a run "
+        "that would pass one is skipped before it calls the model (see [budgets](operations.md#budgets))"),
+    Row((V("PROMPTBEAT_BUDGET_TOKENS_DAY", "budget_tokens_day", default="no limit"),
+         V("PROMPTBEAT_BUDGET_TOKENS_MONTH", "budget_tokens_month", default="no limit")),
+        "global budgets in tokens (prompt and completion) of all tasks together per day and per month"),
+    Row((V("PROMPTBEAT_BUDGET_TIMEZONE", "budget_timezone"),),
+        "the IANA zone whose days and months the global budgets count (a task's own budgets count in its zone)"),
     Row((V("PROMPTBEAT_CONNECTION_ALLOW_PRIVATE", "connection_allow_private"),),
         "allow connection URLs in private, loopback and link-local ranges (local servers such as Ollama); `false` "
         "refuses them at save and at every call (see [the address policy](operations.md#connections-and-api-keys))"),

@@ -16,7 +16,8 @@ FIELDS = (
     "run_at", "start_at", "end_at", "max_runs", "overlap_policy", "catchup_seconds", "auto_pause_after",
     "pause_note",
     "connection_id", "max_attempts", "request_timeout_seconds", "max_run_seconds", "notify_on", "channel_ids",
-    "output_schema", "ignore_patterns", "fallbacks", "batch",
+    "output_schema", "ignore_patterns", "fallbacks", "batch", "budget_usd_day", "budget_usd_month",
+    "budget_tokens_day", "budget_tokens_month", "pause_on_budget",
 )
 SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone",
                    "run_at", "start_at", "end_at", "max_runs", "catchup_seconds")
@@ -31,7 +32,12 @@ CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_TEMPERATURE = 2.0
 MAX_TOKENS = 1_000_000
 MAX_TASK_CHANNELS = 20
-NOTIFY_MESSAGE = "Must be a list of: every, change, failure, recovery, auto_pause."
+NOTIFY_MESSAGE = "Must be a list of: every, change, failure, recovery, auto_pause, budget."
+# Budgets (promptbeat.runs.budget): far above any real one, low enough to stay exact in a float and the ledger.
+MAX_BUDGET_USD = 1_000_000_000
+MAX_BUDGET_TOKENS = 10**15
+BUDGETS = (("budget_usd_day", float, MAX_BUDGET_USD), ("budget_usd_month", float, MAX_BUDGET_USD),
+           ("budget_tokens_day", int, MAX_BUDGET_TOKENS), ("budget_tokens_month", int, MAX_BUDGET_TOKENS))
 
 
 class TaskInputError(ValueError):
@@ -57,6 +63,9 @@ def task_values(task):
         "max_run_seconds": task.max_run_seconds, "notify_on": list(task.notify_on or []),
         "channel_ids": [channel.id for channel in task.channels], "output_schema": task.output_schema,
         "ignore_patterns": task.ignore_patterns, "fallbacks": task.fallbacks, "batch": task.batch,
+        "budget_usd_day": task.budget_usd_day,
+        "budget_usd_month": task.budget_usd_month, "budget_tokens_day": task.budget_tokens_day,
+        "budget_tokens_month": task.budget_tokens_month, "pause_on_budget": task.pause_on_budget,
     }
     if task.interval_seconds is not None:
         values["interval_seconds"] = task.interval_seconds
@@ -93,6 +102,7 @@ def validate_task(data, settings, base=None):
     clean.update(_execution_options(merged, settings, errors))
     clean.update(_output_options(merged, errors))
     clean["fallbacks"] = _fallbacks(merged, clean, errors)
+    clean.update(_budgets(merged, errors))
     # Tried with sample values, so that a template past the render budget or the size limit is refused now
     # rather than failing every run.
     limits = prompts.Limits.from_settings(settings)
@@ -368,6 +378,15 @@ def _fallbacks(data, clean, errors):
     except fallbacks.FallbackError as exc:
         errors["fallbacks"] = str(exc)
         return None
+
+
+def _budgets(data, errors):
+    """The task's budgets (None: no limit) and whether a budget stop pauses it."""
+    values = {field: _number(data, field, errors, kind, 0, high, default=None) for field, kind, high in BUDGETS}
+    # null, as for the budgets, means the default.
+    values["pause_on_budget"] = (data.get("pause_on_budget") is not None
+                                 and _boolean(data, "pause_on_budget", errors, default=False))
+    return values
 
 
 def _notify_on(data, errors):

@@ -9,16 +9,17 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from promptbeat import service
 from promptbeat.llm import connections
 from promptbeat.extensions import db
-from promptbeat.models import Channel, Connection, Execution, Task, utcnow
+from promptbeat.models import GLOBAL_SCOPE, Channel, Connection, Execution, Task, utcnow
 from promptbeat.notify import channels, dispatch, ledger
 from promptbeat.outputs import trial
-from promptbeat.runs import export, search
+from promptbeat.runs import budget, export, search
 from promptbeat.validation import TaskInputError, task_values, validate_schedule, validate_task
 from promptbeat.runs.states import RunStatus
 from web import api_models as models
 from web.api_spec import MAX_BODY_BYTES, ApiError, document, operation
 from web.auth import token_required
-from web.presenters import execution_json, latest_executions, preview_json, schedule_preview, task_json
+from web.presenters import (budget_json, execution_json, latest_executions, preview_json, schedule_preview,
+                            task_json)
 from web.security import admin_required, audit
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -81,8 +82,13 @@ def _task_or_404(task_id):
 
 
 def _one(task, status=200):
-    body = task_json(task, latest_executions([task.id]).get(task.id))
+    body = task_json(task, latest_executions([task.id]).get(task.id), _spend([task]).get(task.id))
     return jsonify(body), status
+
+
+def _spend(tasks):
+    """Spend of the tasks (and the global one) in their current periods, in one query."""
+    return budget.usage(tasks, _settings(), utcnow())
 
 
 def _check_task_input(data):
@@ -115,7 +121,16 @@ def list_tasks():
     """List tasks"""
     tasks = db.session.execute(db.select(Task).order_by(Task.id)).scalars().all()
     last = latest_executions([t.id for t in tasks])
-    return jsonify(tasks=[task_json(t, last.get(t.id)) for t in tasks])
+    spend = _spend(tasks)
+    return jsonify(tasks=[task_json(t, last.get(t.id), spend.get(t.id)) for t in tasks])
+
+
+@bp.get("/budget")
+@token_required
+@operation("getBudget", {"HTTP_200": models.Budget}, tags=["tasks"])
+def get_budget():
+    """The global budgets and the spend of all tasks against them"""
+    return jsonify(budget_json(_settings(), _spend([]).get(GLOBAL_SCOPE)))
 
 
 @bp.post("/tasks")

@@ -27,6 +27,10 @@ Moment = Annotated[Text, Field(description="ISO 8601; without an offset it is re
                                 json_schema_extra={"format": "date-time"})]
 
 
+BUDGET_NOTE = ("The most the task may spend per {period} in its time zone, in {unit} (USD from the price table); "
+               "a run that would pass it is skipped before it calls the model. null: no limit.")
+
+
 class ApiInput(BaseModel):
     """A request body: JSON types exactly (no "5" for 5), and no fields beyond the declared ones."""
 
@@ -103,6 +107,12 @@ class TaskInput(ScheduleInput):
         False, description="Batch mode: runs are sent through the provider's Batch API at its discount and show "
                           "submitted, with their batch id, until the result arrives (within 24 h). Left out on create: "
                           "false.")
+    budget_usd_day: float | None = Field(None, description=BUDGET_NOTE.format(unit="USD", period="day"))
+    budget_usd_month: float | None = Field(None, description=BUDGET_NOTE.format(unit="USD", period="month"))
+    budget_tokens_day: int | None = Field(None, description=BUDGET_NOTE.format(unit="tokens", period="day"))
+    budget_tokens_month: int | None = Field(None, description=BUDGET_NOTE.format(unit="tokens", period="month"))
+    pause_on_budget: bool | None = Field(None, description="Pause the task when a budget stops one of its runs; "
+                                                           "false when left out on create.")
 
 
 class PauseInput(ApiInput):
@@ -289,6 +299,26 @@ class RunList(ApiOutput):
     next_cursor: str | None = Field(description="Pass as cursor for the next (older) page; null on the last page.")
 
 
+class Spend(ApiOutput):
+    """Spend in the current day and month: USD from the price table, and tokens; runs in flight count their estimate."""
+
+    usd_day: float
+    usd_month: float
+    tokens_day: int
+    tokens_month: int
+
+
+class Budget(ApiOutput):
+    """The global budgets (PROMPTBEAT_BUDGET_*; null: no limit) and what all tasks together spent against them."""
+
+    timezone: str = Field(description="The zone whose days and months the global budgets count.")
+    budget_usd_day: float | None
+    budget_usd_month: float | None
+    budget_tokens_day: int | None
+    budget_tokens_month: int | None
+    spend: Spend
+
+
 class Task(ApiOutput):
     """A task as stored, with its schedule in words and its next runs."""
 
@@ -334,6 +364,13 @@ class Task(ApiOutput):
     notify_on: list[NotifyOn]
     channel_ids: list[int]
     batch: bool
+    budget_usd_day: float | None
+    budget_usd_month: float | None
+    budget_tokens_day: int | None
+    budget_tokens_month: int | None
+    pause_on_budget: bool
+    spend: Spend = Field(description="What the task spent in its current day and month (in its time zone), "
+                                     "counted while it has a budget.")
 
 
 class TaskList(ApiOutput):

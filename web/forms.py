@@ -30,9 +30,11 @@ NOTIFY_CHOICES = [
     SelectChoice("failure", _l("A run failed")),
     SelectChoice("recovery", _l("The first success after a failure")),
     SelectChoice("auto_pause", _l("The task was paused automatically")),
+    SelectChoice("budget", _l("A budget stopped a run")),
 ]
 # Optional inputs passed to the validator as typed (blank means "not set").
 OPTIONAL_INPUTS = ("run_at", "start_at", "end_at", "max_runs", "catchup_seconds", "auto_pause_after")
+BUDGET_INPUTS = ("budget_usd_day", "budget_usd_month", "budget_tokens_day", "budget_tokens_month")
 # Form field names that differ from the shared validator's.
 FIELD_FOR_INPUT = {"interval_seconds": "interval_minutes"}
 
@@ -59,6 +61,11 @@ class TaskForm(FlaskForm):
     enabled = BooleanField(_l("Enabled"), default=True)
     batch = BooleanField(_l("Batch mode: send runs through the provider's Batch API at its discount; answers may "
                             "take up to 24 hours"), default=False)
+    budget_usd_day = StringField(_l("USD per day (optional)"))
+    budget_usd_month = StringField(_l("USD per month (optional)"))
+    budget_tokens_day = StringField(_l("Tokens per day (optional)"))
+    budget_tokens_month = StringField(_l("Tokens per month (optional)"))
+    pause_on_budget = BooleanField(_l("Pause the task when a budget stops a run"), default=False)
     connection_id = SelectField(_l("Connection"), default="")
     max_attempts = StringField(_l("Attempts at most (optional)"))
     output_schema = TextAreaField(_l("Output schema (optional JSON Schema)"))
@@ -84,11 +91,11 @@ class TaskForm(FlaskForm):
         data = {name: getattr(self, name).data for name in (
             "name", "prompt", "system_prompt", "model", "temperature", "max_tokens",
             "schedule_type", "time", "cron", "timezone", "enabled", "overlap_policy", "connection_id",
-            "max_attempts", "notify_on", "output_schema", "ignore_patterns", "fallbacks", "batch",
+            "max_attempts", "notify_on", "output_schema", "ignore_patterns", "fallbacks", "batch", "pause_on_budget",
         )}
         # A channel id that is not a number is passed on as typed, for the validator to refuse.
         data["channel_ids"] = [int(v) if v.isdigit() and len(v) < 11 else v for v in self.channel_ids.data or []]
-        for name in OPTIONAL_INPUTS:
+        for name in OPTIONAL_INPUTS + BUDGET_INPUTS:
             data[name] = (getattr(self, name).data or "").strip() or None
         if self.schedule_type.data == "interval":
             data["interval_minutes"] = self.interval_minutes.data
@@ -143,12 +150,13 @@ class TaskForm(FlaskForm):
             for name in ("run_at", "start_at", "end_at"):
                 moment = getattr(task, name)
                 getattr(form, name).data = moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else ""
-            for name in ("max_runs", "catchup_seconds", "auto_pause_after"):
+            for name in ("max_runs", "catchup_seconds", "auto_pause_after") + BUDGET_INPUTS:
                 value = getattr(task, name)
                 getattr(form, name).data = "" if value is None else str(value)
             form.overlap_policy.data = task.overlap_policy
             form.enabled.data = task.enabled
             form.batch.data = task.batch
+            form.pause_on_budget.data = task.pause_on_budget
             form.connection_id.data = str(task.connection_id or "")
             form.max_attempts.data = str(task.max_attempts or "")
             form.output_schema.data = json.dumps(task.output_schema, indent=2) if task.output_schema else ""

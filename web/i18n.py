@@ -109,7 +109,7 @@ CHANNEL_WORDS = (
     _l("Give a list of one or more email addresses."),
     _l("Each address must be a plain address such as ops@example.com (no name, comma or line break)."),
     _l("Must be one of: webhook, slack, email."),
-    _l("Must be a list of: every, change, failure, recovery, auto_pause."),
+    _l("Must be a list of: every, change, failure, recovery, auto_pause, budget."),
 )
 # Connection messages from promptbeat.llm.connections and promptbeat.llm.crypto that the connections page shows.
 CONNECTION_WORDS = (

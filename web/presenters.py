@@ -1,4 +1,5 @@
 """How tasks and executions are shown: the shapes shared by pages and the API."""
+import dataclasses
 import functools
 from datetime import datetime, timezone
 
@@ -10,6 +11,7 @@ from sqlalchemy import func
 from promptbeat.scheduling import descriptions, schedules
 from promptbeat.extensions import db
 from promptbeat.notify import ledger
+from promptbeat.runs.budget import Usage
 from promptbeat.models import SCHEDULE_TYPES, Execution, ScheduleType, Task
 from promptbeat.validation import validate_schedule
 
@@ -73,8 +75,8 @@ def status(task):
     return "active" if task.enabled else "paused"
 
 
-def task_json(task, last_execution=None):
-    """A task as the API returns it."""
+def task_json(task, last_execution=None, spend=None):
+    """A task as the API returns it; spend, its promptbeat.runs.budget.Usage, counts as nothing when not given."""
     data = {
         "id": task.id,
         "name": task.name,
@@ -118,10 +120,48 @@ def task_json(task, last_execution=None):
         "notify_on": list(task.notify_on or []),
         "channel_ids": [channel.id for channel in task.channels],
         "batch": task.batch,
+        "budget_usd_day": task.budget_usd_day,
+        "budget_usd_month": task.budget_usd_month,
+        "budget_tokens_day": task.budget_tokens_day,
+        "budget_tokens_month": task.budget_tokens_month,
+        "pause_on_budget": task.pause_on_budget,
+        "spend": spend_json(spend),
     }
     if task.schedule_type != ScheduleType.INTERVAL:
         data["interval_minutes"] = None
     return data
+
+
+def spend_json(usage):
+    """Spend in the current day and month (a promptbeat.runs.budget.Usage) as the API returns it."""
+    return dataclasses.asdict(usage or Usage())
+
+
+def budget_parts(limits, usage):
+    """Spend against each budget that is set, as short phrases for the pages ("$0.0120 / $1 today").
+
+    limits is a task or the settings (both name their budgets budget_usd_day etc.), usage its Usage.
+    """
+    usage = usage or Usage()
+    parts = []
+    for limit, spent, text in (
+            (limits.budget_usd_day, usage.usd_day, _l("today")),
+            (limits.budget_usd_month, usage.usd_month, _l("this month"))):
+        if limit is not None:
+            parts.append(f"${spent:.4f} / ${limit:g} {text}")
+    for limit, spent, text in (
+            (limits.budget_tokens_day, usage.tokens_day, _l("tokens today")),
+            (limits.budget_tokens_month, usage.tokens_month, _l("tokens this month"))):
+        if limit is not None:
+            parts.append(f"{spent:,} / {limit:,} {text}")
+    return parts
+
+
+def budget_json(settings, usage):
+    """The global budgets and the spend of all tasks against them."""
+    return {"timezone": settings.budget_timezone, "budget_usd_day": settings.budget_usd_day,
+            "budget_usd_month": settings.budget_usd_month, "budget_tokens_day": settings.budget_tokens_day,
+            "budget_tokens_month": settings.budget_tokens_month, "spend": spend_json(usage)}
 
 
 def execution_json(execution, brief=False, deliveries=None):

@@ -6,10 +6,10 @@ from flask_babel import gettext as _
 
 from promptbeat import service
 from promptbeat.notify import dispatch, ledger
-from promptbeat.runs import message_ids
+from promptbeat.runs import budget, message_ids
 from promptbeat.scheduling import schedules
 from promptbeat.extensions import db
-from promptbeat.models import Execution, Task
+from promptbeat.models import GLOBAL_SCOPE, Execution, Task, utcnow
 from promptbeat.outputs import changes, schema as output_schemas, trial
 from promptbeat.runs.states import RETRYABLE, RunStatus, sources
 from promptbeat.validation import TaskInputError
@@ -18,7 +18,7 @@ from web.charts import line_chart, sparkline
 from web.forms import TaskForm
 from web.api_models import MAX_ID
 from web.i18n import status_words, translate_message
-from web.presenters import (describe_schedule, model_choices, next_run, preview_json, schedule_preview,
+from web.presenters import (budget_parts, describe_schedule, model_choices, next_run, preview_json, schedule_preview,
                             schedule_problem)
 from web.rendering import markdown_to_html
 from web.security import admin_required, audit, safe_next
@@ -54,8 +54,11 @@ def index():
     version = dashboard.signature(page.items, stats)
     if _is_fragment() and request.args.get("v") == version:
         return "", 204  # htmx keeps the table as it is
+    # One query for the spend of the page's tasks and the global one, whatever the page's size.
+    spend = budget.usage(page.items, _settings(), utcnow())
     template = "tasks/_table.html" if _is_fragment() else "tasks/list.html"
-    return render_template(template, page=page, stats=stats, filters=filters, version=version)
+    return render_template(template, page=page, stats=stats, filters=filters, version=version, spend=spend,
+                           settings=_settings(), global_scope=GLOBAL_SCOPE)
 
 
 @bp.route("/tasks/new", methods=["GET", "POST"])
@@ -181,8 +184,10 @@ def detail(task_id):
     timeline = db.session.execute(
         db.select(Execution).filter_by(task_id=task.id, changed=True).order_by(Execution.id.desc()).limit(TIMELINE_RUNS)
     ).scalars().all()
+    spend = budget.usage([task], _settings(), utcnow()).get(task.id)
     return render_template("tasks/detail.html", task=task, runs=runs, version=version, upcoming=upcoming,
-                           charts=charts, endpoint=task_endpoint(task), timeline=timeline, deliveries=deliveries)
+                           charts=charts, endpoint=task_endpoint(task), timeline=timeline, deliveries=deliveries,
+                           spend=spend)
 
 
 @bp.get("/tasks/<int:task_id>/runs")
@@ -336,7 +341,7 @@ def register_filters(app):
     """Template helpers for times, schedules, charts and Markdown."""
     app.jinja_env.filters["describe"] = describe_schedule
     app.jinja_env.filters["markdown"] = markdown_to_html
-    app.jinja_env.globals.update(next_run=next_run, sparkline=sparkline, schedule_problem=schedule_problem,
+    app.jinja_env.globals.update(next_run=next_run, budget_parts=budget_parts, sparkline=sparkline, schedule_problem=schedule_problem,
                                  flower_link=flower_link, schema_example=json.dumps(output_schemas.EXAMPLE, indent=2))
     # Which runs show Cancel and Retry, from the state machine's own table.
     app.jinja_env.globals.update(cancellable=frozenset(sources(RunStatus.CANCELLED)), retryable=RETRYABLE,

@@ -16,13 +16,14 @@ from promptbeat.models import Channel, ChannelKind, DeliveryStatus, Execution, T
 from promptbeat.notify import email, ledger, rules, webhook
 from promptbeat.notify.channels import secret_of
 from promptbeat.notify.outcome import Outcome
+from promptbeat.runs.budget import ERROR_CLASS as BUDGET_EXCEEDED
 from promptbeat.runs.states import RunStatus
 
 logger = logging.getLogger(__name__)
 EXECUTIONS = Execution.__table__
 TASK_CHANNELS = task_channels
 CHANNELS_OF_TASK = select(TASK_CHANNELS.c.channel_id).where(TASK_CHANNELS.c.task_id == bindparam("task_id"))
-READ_RUN = select(EXECUTIONS.c.status, EXECUTIONS.c.changed).where(EXECUTIONS.c.id == bindparam("run_id"))
+READ_RUN = select(EXECUTIONS.c.status, EXECUTIONS.c.changed, EXECUTIONS.c.error_class).where(EXECUTIONS.c.id == bindparam("run_id"))
 # The task's previous finished run, for the recovery rule.
 PREVIOUS_FINISHED = (select(EXECUTIONS.c.status)
                      .where(EXECUTIONS.c.task_id == bindparam("task_id"), EXECUTIONS.c.id < bindparam("run_id"),
@@ -47,7 +48,7 @@ def after_run(run_id, task, auto_paused):
         if run is None:
             return []
         facts = rules.RunFacts(RunStatus(run.status), run.changed, RunStatus(previous) if previous else None,
-                               auto_paused)
+                               auto_paused, budget_stopped=run.error_class == BUDGET_EXCEEDED)
         reasons = rules.reasons(task.notify_on, facts)
         if reasons:
             queue(run_id, channel_ids, [str(reason) for reason in reasons])

@@ -11,12 +11,14 @@ FAILED = frozenset({RunStatus.FAILED, RunStatus.LOST})
 @dataclass(frozen=True)
 class RunFacts:
     """What a rule looks at: the run's status and change, the status of the task's previous finished run, and
-    whether this run paused its task."""
+    whether this run paused its task or was stopped by a budget."""
 
     status: RunStatus
     changed: bool | None
     previous_status: RunStatus | None
     auto_paused: bool = False
+    # A budget stopped it before its call (promptbeat.runs.budget).
+    budget_stopped: bool = False
 
 
 def reasons(notify_on, facts):
@@ -34,6 +36,9 @@ def reasons(notify_on, facts):
 
 
 def _meets(rule, facts):
+    if facts.budget_stopped:
+        # A skipped run tells no other rule, as a run skipped for its overlap or bounds does not.
+        return rule == NotifyOn.BUDGET or (rule == NotifyOn.AUTO_PAUSE and facts.auto_paused)
     success = facts.status == RunStatus.SUCCESS
     if rule == NotifyOn.EVERY:
         return True
@@ -43,4 +48,6 @@ def _meets(rule, facts):
         return facts.status in FAILED
     if rule == NotifyOn.RECOVERY:
         return success and facts.previous_status in FAILED
+    if rule == NotifyOn.BUDGET:
+        return facts.budget_stopped
     return facts.auto_paused

@@ -33,6 +33,7 @@ def payload(kind, task, execution, reasons):
         "output": execution.output,
         "parsed_output": execution.parsed_output,
         "error": execution.error,
+        "error_class": execution.error_class,
         "changed": execution.changed,
         "diff": execution.diff,
         "notify": [str(reason) for reason in reasons],

@@ -13,7 +13,7 @@ from promptbeat.extensions import db
 from promptbeat.models import OverlapPolicy, Task, Trigger, utcnow
 from promptbeat.notify import dispatch
 from promptbeat.outputs import answers
-from promptbeat.runs import lifecycle, liveness, overlap, preparation, store
+from promptbeat.runs import budget, lifecycle, liveness, overlap, preparation, store
 from promptbeat.runs.attempts import call_with_retries
 from promptbeat.runs.overlap import HELD_BY_THIS_RUN, run_guard
 from promptbeat.runs.plan import Start
@@ -94,16 +94,23 @@ def _claim_and_run(request, settings, task, run_id, sleep, exclusive=False):
                   deadline_at=started + timedelta(seconds=plan.max_run_seconds), runner=claim)
     guard = ({"guard_task_id": task.id, "guard_horizon": overlap.horizon(settings, task, started)}
              if exclusive else None)
+    hold = budget.reserve(task, plan, settings, started)
+    if isinstance(hold, budget.Stop):
+        return _stop_for_budget(run_id, task, hold.message)
     if not store.claim(run_id, start, guard=guard):
+        budget.release(hold)
         return _unclaimed(run_id, exclusive)
-    if preparation.templated(task):
-        preparation.render(plan, task, run_id, settings, started)
+    with budget.released_unless_finished(hold):
+        if preparation.templated(task):
+            preparation.render(plan, task, run_id, settings, started)
 
-    result = call_with_retries(plan, run_id, settings, sleep)
-    # Parsed, validated and compared before the finish, so that one UPDATE records all of it.
-    answers.settle(task, run_id, result)
+        result = call_with_retries(plan, run_id, settings, sleep)
+        # Parsed, validated and compared before the finish, so that one UPDATE records all of it.
+        answers.settle(task, run_id, result)
+    # Spend is priced for the model that answered: a fallback's price, not the task's model's.
+    settle = budget.settlement(hold, settings.prices, result.answered_model or plan.model, result)
     written, counters = store.finish(run_id, {"finished_at": utcnow(), **result.columns()}, result.failed,
-                                     counted=lifecycle.counts(request.trigger), claim=claim)
+                                     counted=lifecycle.counts(request.trigger), claim=claim, also=settle)
     if not written:
         logger.info("run %s vanished, was cancelled, marked lost or started again elsewhere during the call; "
                     "result discarded", run_id)
@@ -130,12 +137,27 @@ def _unclaimed(run_id, exclusive):
     return run_id
 
 
+def _stop_for_budget(run_id, task, message):
+    """Skip a run a budget stops before its call, pause its task if it asks for that, and tell its channels."""
+    db.session.remove()
+    if not store.skip(run_id, message, error_class=budget.ERROR_CLASS):
+        return run_id
+    logger.warning("task %s run %s skipped: %s", task.id, run_id, message)
+    auto_paused = task.pause_on_budget and task.enabled and _stop_task(
+        task.id, run_id, {"enabled": False, "pause_note": f"Paused automatically: {message}"})
+    dispatch.after_run(run_id, task, auto_paused)
+    return run_id
+
+
 def stop_if_last(task_id, run_id, trigger, counters, error):
     """Pause or complete the task if the run just counted was its last (promptbeat.runs.lifecycle.stop_after_run);
     returns whether it paused the task automatically."""
     stop = lifecycle.stop_after_run(counters, trigger, error)
-    if not stop:
-        return False
+    return bool(stop) and _stop_task(task_id, run_id, stop)
+
+
+def _stop_task(task_id, run_id, stop):
+    """Set the stop's columns on the task and re-sync it to beat; returns whether it paused the task."""
     try:
         task = db.session.get(Task, task_id)
         if task is not None:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Task, Trigger, utcnow
+from promptbeat.runs import budget
 from promptbeat.runs.overlap import NO_OTHER_RUN_RUNNING
 from promptbeat.runs.states import RETRYABLE, RunStatus, sources
 
@@ -197,27 +198,35 @@ def lose_submitted(run_id, batch_id, message, now):
                        | {"in_batch": batch_id}))
 
 
-def finish(run_id, values, failed, counted, claim=None):
+def finish(run_id, values, failed, counted, claim=None, also=None):
     """Move a running run, held by claim, to success or failed with its result; returns (written, counters).
 
     A counted run is counted on its task in the same statement, only if its result was written;
     counters (promptbeat.runs.lifecycle.stop_after_run's input) is None for a run not counted or
     whose task is gone. It changes the run's row, then its task's: the lock order of deleting a
-    task (delete_runs_of, then the task).
+    task (delete_runs_of, then the task). also(connection), when given (a budget's settlement,
+    promptbeat.runs.budget), runs in the same transaction whether the result was written or not.
     """
     return _finish(run_id, RunStatus.FAILED if failed else RunStatus.SUCCESS, values, counted, RunStatus.RUNNING,
-                   {"claim": claim})
+                   {"claim": claim}, also)
 
 
-def _finish(run_id, target, values, counted, source, held):
+def _finish(run_id, target, values, counted, source, held, also=None):
     names = tuple(sorted(values))
     params = {**_params(run_id, values), **held}
-    if not counted:
+    if not counted and also is None:
         return bool(_write(_finish_statement(target, names, source), params)), None
-    with db.engine.begin() as connection:
-        counters = connection.execute(_finish_and_count_statement(target, names, source), params).one_or_none()
-    # No row: the run vanished or was marked lost (or its task, and with it the run, was deleted).
-    return counters is not None, counters
+    with (db.engine.begin() if also is None else budget.transaction()) as connection:
+        if counted:
+            counters = connection.execute(_finish_and_count_statement(target, names, source), params).one_or_none()
+            # No row: the run vanished or was marked lost (or its task, and with it the run, was deleted).
+            written = counters is not None
+        else:
+            counters = None
+            written = bool(connection.execute(_finish_statement(target, names, source), params).rowcount)
+        if also is not None:
+            also(connection)
+    return written, counters
 
 
 @functools.cache
@@ -234,10 +243,11 @@ def _finish_and_count_statement(target, names, source=RunStatus.RUNNING):
             .values(COUNTED[target == RunStatus.FAILED]).returning(*COUNTERS))
 
 
-def skip(run_id, reason):
-    """Move a queued run to skipped with the reason; returns whether it moved."""
-    return bool(_write(transition_statement(RunStatus.SKIPPED, ("error", "finished_at"), (RunStatus.QUEUED,)),
-                       _params(run_id, {"error": reason, "finished_at": utcnow()})))
+def skip(run_id, reason, error_class=None):
+    """Move a queued run to skipped with the reason (and its class, e.g. a budget stop); returns whether it moved."""
+    return bool(_write(transition_statement(RunStatus.SKIPPED, ("error", "error_class", "finished_at"),
+                                            (RunStatus.QUEUED,)),
+                       _params(run_id, {"error": reason, "error_class": error_class, "finished_at": utcnow()})))
 
 
 def fail_unqueued(run_id, error):

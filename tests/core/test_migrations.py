@@ -14,7 +14,8 @@ from promptbeat.app import create_app
 from promptbeat.extensions import db
 from promptbeat.settings import Settings
 
-TABLES = {"alembic_version", "api_tokens", "channels", "connections", "deliveries", "executions", "provider_batches", "runners",
+TABLES = {"alembic_version", "api_tokens", "channels", "connections", "deliveries", "executions", "provider_batches",
+          "runners", "spend",
           "task_channels", "tasks", "users"}
 
 

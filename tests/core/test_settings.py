@@ -96,3 +96,19 @@ def test_batch_jobs_are_fixed_jobs_of_beat_at_their_interval():
             ("promptbeat-submit-batches", "promptbeat-poll-batches")} == {
         "promptbeat.submit_batches": 7.0, "promptbeat.poll_batches": 7.0}
     assert settings.batch_discount == 0.25
+@pytest.mark.parametrize(("name", "raw"), [
+    ("PROMPTBEAT_BUDGET_USD_DAY", "-1"), ("PROMPTBEAT_BUDGET_USD_DAY", "nan"), ("PROMPTBEAT_BUDGET_USD_MONTH", "inf"),
+    ("PROMPTBEAT_BUDGET_USD_MONTH", "ten"), ("PROMPTBEAT_BUDGET_TOKENS_DAY", "1.5"),
+    ("PROMPTBEAT_BUDGET_TOKENS_MONTH", "-5"), ("PROMPTBEAT_BUDGET_TIMEZONE", "Mars/Base"),
+])
+def test_a_malformed_global_budget_is_refused_by_name(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_environ({"SECRET_KEY": "x", name: raw})
+
+
+def test_global_budgets_are_read_and_blank_means_no_limit():
+    settings = Settings.from_environ({"SECRET_KEY": "x", "PROMPTBEAT_BUDGET_USD_DAY": "2.5",
+                                      "PROMPTBEAT_BUDGET_TOKENS_MONTH": "1000000", "PROMPTBEAT_BUDGET_USD_MONTH": " ",
+                                      "PROMPTBEAT_BUDGET_TIMEZONE": "Asia/Tokyo"})
+    assert (settings.budget_usd_day, settings.budget_usd_month, settings.budget_tokens_day,
+            settings.budget_tokens_month, settings.budget_timezone) == (2.5, None, None, 1_000_000, "Asia/Tokyo")

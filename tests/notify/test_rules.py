@@ -26,6 +26,9 @@ SUCCESS, FAILED, LOST = RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.LOST
     (RunFacts(SUCCESS, True, LOST), {"every", "change", "recovery"}),
     (RunFacts(FAILED, None, SUCCESS), {"every", "failure"}),
     (RunFacts(FAILED, None, FAILED, auto_paused=True), {"every", "failure", "auto_pause"}),
+    # A budget stop is a skipped run: only the budget rule, and auto_pause when it paused its task, tell of it.
+    (RunFacts(RunStatus.SKIPPED, None, FAILED, budget_stopped=True), {"budget"}),
+    (RunFacts(RunStatus.SKIPPED, None, SUCCESS, auto_paused=True, budget_stopped=True), {"budget", "auto_pause"}),
 ])
 def test_each_rule_decides_on_the_run_alone(facts, met):
     assert set(rules.reasons(list(NotifyOn), facts)) == met

@@ -261,7 +261,7 @@ WRONG_TYPES = [
     ("schedule_type", [], "Must be one of: interval, fixed_time, crontab, once."),
     ("overlap_policy", ["skip"], "Must be one of: skip, allow."),
     ("overlap_policy", {"a": 1}, "Must be one of: skip, allow."),
-    ("notify_on", ["never"], "Must be one of: every, change, failure, recovery, auto_pause."),
+    ("notify_on", ["never"], "Must be one of: every, change, failure, recovery, auto_pause, budget."),
     ("channel_ids", [0], "Must be a list of at most 20 channel ids."),
     ("channel_ids", [987654], "No channel with id 987654."),
     ("interval_seconds", "600", "Must be a whole number."),

@@ -183,6 +183,8 @@ TASK_KINDS = {
     "output_schema": Kind.SCHEMA, "ignore_patterns": Kind.PATTERNS, "notify_on": Kind.RULES, "channel_ids": Kind.IDS,
     "fallbacks": Kind.FALLBACKS,
     "batch": Kind.FLAG,
+    "budget_usd_day": Kind.NUMBER, "budget_usd_month": Kind.NUMBER, "budget_tokens_day": Kind.NUMBER,
+    "budget_tokens_month": Kind.NUMBER, "pause_on_budget": Kind.FLAG,
 }
 TASK_REQUIRED = {"name", "prompt"}
 CHANNEL_KINDS = {"name": Kind.LINE, "kind": Kind.CHOICE, "url": Kind.URL, "secret": Kind.SIGNING_SECRET,
@@ -190,8 +192,8 @@ CHANNEL_KINDS = {"name": Kind.LINE, "kind": Kind.CHOICE, "url": Kind.URL, "secre
 CONNECTION_KINDS = {"name": Kind.LINE, "base_url": Kind.URL, "api_key": Kind.SECRET, "default_model": Kind.LINE,
                     "extra_headers": Kind.HEADERS, "fallbacks": Kind.FALLBACKS}
 FORM_KINDS = {
-    "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX, "batch": Kind.CHECKBOX, "ignore_patterns": Kind.PATTERN_LINES,
-             "fallbacks": Kind.FALLBACK_LINES},
+    "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX, "batch": Kind.CHECKBOX, "pause_on_budget": Kind.CHECKBOX,
+             "ignore_patterns": Kind.PATTERN_LINES, "fallbacks": Kind.FALLBACK_LINES},
     "connection": {**CONNECTION_KINDS, "extra_headers": Kind.HEADER_LINES, "fallbacks": Kind.FALLBACK_LINES},
     "channel": CHANNEL_KINDS,
     "token": {"name": Kind.LINE},

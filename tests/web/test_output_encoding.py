@@ -11,7 +11,8 @@ from jinja2 import meta, nodes
 from werkzeug.datastructures import MultiDict
 
 from promptbeat.extensions import db
-from promptbeat.models import ApiToken, Channel, Connection, Execution, Task, User, utcnow
+from promptbeat.models import GLOBAL_SCOPE, ApiToken, Channel, Connection, Execution, Task, User, utcnow
+from promptbeat.runs.budget import Usage
 from promptbeat.runs.search import Changed, RunFilters, RunPage
 from tests.conftest import csrf_token
 from web.auth import LoginForm
@@ -35,6 +36,7 @@ def hostile_task(**extra):
                   cron="0 9 * * *", timezone="UTC", enabled=False, pause_note=HOSTILE, overlap_policy="skip",
                   run_count=2, max_runs=9, catchup_seconds=60, auto_pause_after=3, consecutive_failures=1,
                   temperature=0.5, max_tokens=100, anchor_at=now, created_at=now, updated_at=now, completed_at=None,
+                  budget_usd_day=1.5, budget_tokens_month=100_000, pause_on_budget=True,
                   connection=Connection(id=3, name=HOSTILE, base_url=HOSTILE, default_model=HOSTILE),
                   channels=[Channel(id=5, name=HOSTILE, kind="webhook", url=HOSTILE)])
     values.update(extra)
@@ -70,12 +72,16 @@ def contexts():
     stats = {7: TaskStats(last=LastRun(11, HOSTILE, now, now), finished=2, succeeded=1, durations=[1, 2],
                           tokens=[3, 4])}
     charts = {"duration": line_chart([1, 2], HOSTILE, HOSTILE), "tokens": line_chart([1, 2], HOSTILE, HOSTILE)}
-    table = dict(page=pages([hostile_task()]), stats=stats, filters=Filters(search=HOSTILE), version=HOSTILE)
+    spend = {7: Usage(usd_day=0.25, tokens_month=1234), GLOBAL_SCOPE: Usage(usd_month=3.5)}
+    budgets = SimpleNamespace(budget_usd_day=None, budget_usd_month=10.0, budget_tokens_day=None,
+                              budget_tokens_month=None)
+    table = dict(page=pages([hostile_task()]), stats=stats, filters=Filters(search=HOSTILE), version=HOSTILE,
+                 spend=spend, settings=budgets, global_scope=GLOBAL_SCOPE)
     bad_preview = {"errors": {"timezone": HOSTILE, HOSTILE: HOSTILE}, "description": None, "runs": []}
     good_preview = {"errors": {}, "description": HOSTILE, "runs": [now, now], "immediate": True, "timezone": HOSTILE}
     changed_run = hostile_run(changed=True, diff=HOSTILE)
     task_page = dict(task=hostile_task(), runs=runs, version=HOSTILE, upcoming=[now + timedelta(hours=1)],
-                     charts=charts, endpoint=HOSTILE, timeline=[changed_run])
+                     charts=charts, endpoint=HOSTILE, timeline=[changed_run], spend=spend[7])
     compare_page = dict(task=hostile_task(), left=hostile_run(), right=changed_run, choices=[changed_run], cut=True,
                         rows=[("equal", HOSTILE, HOSTILE), ("replace", HOSTILE, HOSTILE), ("insert", None, HOSTILE)])
     channel_values = {"name": HOSTILE, "kind": HOSTILE, "url": HOSTILE, "to": HOSTILE}

@@ -171,7 +171,7 @@ WRONG_TYPES = [
     ({"name": 123}, "name", "Must be text."),
     ({"enabled": "maybe"}, "enabled", "Must be true or false."),
     ({"notify_on": "every"}, "notify_on", "Must be a list."),
-    ({"notify_on": ["every", "sometimes"]}, "notify_on", "Must be one of: every, change, failure, recovery, auto_pause."),
+    ({"notify_on": ["every", "sometimes"]}, "notify_on", "Must be one of: every, change, failure, recovery, auto_pause, budget."),
     ({"channel_ids": ["1"]}, "channel_ids", "Must be a whole number."),
     ({"channel_ids": list(range(1, 100))}, "channel_ids", "The list is too long."),
     # A list or an object is no choice, and an empty one does not mean "not set".
