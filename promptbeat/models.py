@@ -176,6 +176,10 @@ class Connection(db.Model):
     api_key_encrypted: Mapped[str | None] = mapped_column(Text)
     default_model: Mapped[str | None] = mapped_column(String(200))
     extra_headers: Mapped[dict | None] = mapped_column(JSON)
+    # The provider's limits on this key, enforced across all workers (promptbeat.ratelimits); None: no limit.
+    rpm_limit: Mapped[int | None]
+    tpm_limit: Mapped[int | None]
+    max_concurrency: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -260,6 +264,10 @@ class Task(db.Model):
     output_schema: Mapped[dict | None] = mapped_column(JSON)
     # Regular expressions: lines of the answer that match one are left out of the change comparison.
     ignore_patterns: Mapped[list | None] = mapped_column(JSON)
+    # A scheduled run waits a random 0..jitter_seconds after its slot (as a waiting run).
+    jitter_seconds: Mapped[int] = mapped_column(default=0, server_default="0")
+    # An interval task's immediate run (on create, enable or schedule change) waits this long; 0: at once.
+    first_run_delay_seconds: Mapped[int] = mapped_column(default=0, server_default="0")
 
     connection: Mapped[Connection | None] = relationship()
     channels: Mapped[list[Channel]] = relationship(secondary=task_channels, order_by=Channel.id,
@@ -325,6 +333,9 @@ class Execution(db.Model):
     changed: Mapped[bool | None]
     # A unified diff (text) or a list of changed paths (structured output) against that previous run.
     diff: Mapped[str | None] = mapped_column(Text)
+    # A waiting run: why (promptbeat.ratelimits.limits.WaitReason) and the moment it is to run.
+    wait_reason: Mapped[str | None] = mapped_column(String(32))
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The output's words for full-text search, kept by PostgreSQL from the output (promptbeat.runs.search);
     # stored rather than an expression index so that checking a phrase match reads it instead of
     # re-parsing each candidate output. Never loaded with the row.

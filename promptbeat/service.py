@@ -1,5 +1,6 @@
 """Task operations shared by the form and the API: save, then sync the schedule, then run."""
 import logging
+from datetime import timedelta
 
 import redis
 from flask import current_app
@@ -7,6 +8,7 @@ from flask import current_app
 from promptbeat.runs import message_ids
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ScheduleType, Task, Trigger, utcnow
+from promptbeat.ratelimits.limits import WaitReason
 from promptbeat.runs import overlap, store
 from promptbeat.runs.tasks import execute_task
 from promptbeat.scheduling.sync import remove_entry, sync_task
@@ -110,18 +112,23 @@ def run_now(task, allow_overlap=False):
     return enqueue_run(task, Trigger.MANUAL, allow_overlap=allow_overlap)
 
 
-def enqueue_run(task, trigger, allow_overlap=False, run_id=None):
+def enqueue_run(task, trigger, allow_overlap=False, run_id=None, delay=0):
     """Record a queued run (unless run_id names one recorded already), then hand it to a worker.
 
+    With a delay (seconds), the run waits that long first, shown as waiting for its first-run delay.
     Returns the Execution as recorded.
     """
     if run_id is None:
         run_id = store.create(task.id, trigger, task.model)
+    kwargs = {"trigger": str(trigger), "execution_id": run_id, "allow_overlap": allow_overlap}
+    if delay:
+        store.wait(run_id, WaitReason.FIRST_RUN_DELAY, utcnow() + timedelta(seconds=delay))
+        kwargs["delayed"] = True
     try:
         # Through this app's own Celery (its broker), not whichever Celery app was made current last.
-        kwargs = {"trigger": str(trigger), "execution_id": run_id, "allow_overlap": allow_overlap}
         _celery().tasks[execute_task.name].apply_async(
-            (task.id,), kwargs, task_id=message_ids.id_for_run(run_id), shadow=message_ids.shadow_name(task.id))
+            (task.id,), kwargs, task_id=message_ids.id_for_run(run_id), shadow=message_ids.shadow_name(task.id),
+            countdown=delay or None)
         logger.info("queued %s run %s of task %s", trigger, run_id, task.id)
     except Exception as exc:
         logger.exception("could not queue run %s of task %s", run_id, task.id)
@@ -163,4 +170,4 @@ def _after_save(task, schedule_restarted):
                 and (task.start_at is None or task.start_at <= utcnow()))
     sync_task(_celery(), task, reset_phase=runs_now or schedule_restarted)
     if runs_now:
-        enqueue_run(task, Trigger.IMMEDIATE)
+        enqueue_run(task, Trigger.IMMEDIATE, delay=task.first_run_delay_seconds)

@@ -10,6 +10,7 @@ from promptbeat.llm import netguard
 from promptbeat.extensions import db
 from promptbeat.fields import one_line
 from promptbeat.models import Connection
+from promptbeat.ratelimits.limits import RateLimits
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ def endpoint_of(connection, settings):
         headers=tuple(sorted(headers.items())),
         name=connection.name,
         allow_private=settings.connection_allow_private,
+        limits=RateLimits.of_connection(connection),
     )
 
 

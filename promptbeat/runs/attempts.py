@@ -5,6 +5,7 @@ import time
 from promptbeat.llm import client as llm
 from promptbeat.outputs import asking
 from promptbeat.models import utcnow
+from promptbeat.ratelimits.limiter import Admission, Call
 from promptbeat.runs import retry, store
 from promptbeat.runs.limits import llm_call_slot
 from promptbeat.runs.plan import Result, iso
@@ -37,13 +38,17 @@ def _attempt(plan, run_id, settings, sleep):
         attempts.append(record)
         call_begun = time.monotonic()
         try:
-            # The cap on calls in flight across all workers holds per attempt, not during backoff.
-            with llm_call_slot(settings):
+            # The connection's rate limits (a retry takes a new place in line) and the cap on calls in flight
+            # across all workers hold per attempt, not during backoff.
+            limits = plan.endpoint.limits if plan.endpoint is not None else None
+            admission = plan.admission if number == 1 and plan.admission else Admission.RESERVE
+            with Call(settings, limits, plan.estimated_tokens, admission, sleep) as call, llm_call_slot(settings):
                 completion = asking.complete(
                     plan.endpoint, model=plan.model, prompt=plan.prompt, system_prompt=plan.system_prompt,
                     temperature=plan.temperature, max_tokens=plan.max_tokens, timeout=timeout,
                     output_schema=plan.output_schema,
                 )
+                call.answered(completion.total_tokens, completion.headers)
         except llm.LLMError as exc:
             record.update(ms=int((time.monotonic() - call_begun) * 1000), error_class=exc.error_class, error=str(exc))
             logger.warning("task %s run %s attempt %d failed: %s", plan.task_id, run_id, number, exc)

@@ -23,14 +23,18 @@ class RunRequest:
     redelivered: bool = False
     # The Celery node that runs it.
     worker: str | None = None
+    # A waiting run's message at its moment (promptbeat.runs.waiting): its jitter or spread is behind it,
+    # and with reserved its place under its connection's rate limit too.
+    delayed: bool = False
+    reserved: bool = False
 
     @classmethod
     def from_message(cls, task_id, trigger, execution_id=None, slot=None, catch_up=False, allow_overlap=False,
-                     redelivered=False, worker=None):
+                     redelivered=False, worker=None, delayed=False, reserved=False):
         """From a message's arguments, as JSON carries them."""
         return cls(task_id=task_id, trigger=Trigger(trigger), execution_id=execution_id, slot=parse_moment(slot),
                    catch_up=bool(catch_up), allow_overlap=bool(allow_overlap), redelivered=bool(redelivered),
-                   worker=worker)
+                   worker=worker, delayed=bool(delayed), reserved=bool(reserved))
 
 
 @dataclass
@@ -53,6 +57,10 @@ class CallPlan:
     prompt: str | None = None
     # (error class, message) when the run must fail without a call.
     error: tuple[str, str] | None = None
+    # Under a connection's rate limits (plan.endpoint.limits): the tokens counted up front, and what the
+    # first attempt does about its place in line (promptbeat.ratelimits.limiter.Admission).
+    estimated_tokens: int = 0
+    admission: object = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ import enum
 
 class RunStatus(enum.StrEnum):
     QUEUED = "queued"
+    # Held back until its moment (not_before) for its wait_reason: its connection's rate limit, the
+    # provider's request to slow down, jitter or a spread burst; no worker holds it meanwhile.
+    WAITING = "waiting"
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"
@@ -22,9 +25,13 @@ class RunStatus(enum.StrEnum):
 # Which state may go to which. promptbeat.runs.store derives each write's WHERE from this table, so a
 # run in any other state is left as it is. RUNNING -> QUEUED is a run whose worker died, put back to be
 # started again (promptbeat.runs.recovery); QUEUED -> LOST, one whose message was lost past its attempts.
+# A waiting run goes on as a queued one would; WAITING -> WAITING is a run whose jitter or spread ended
+# waiting again for its place under its connection's rate limit.
 TRANSITIONS = {
-    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.FAILED, RunStatus.LOST,
-                                 RunStatus.CANCELLED}),
+    RunStatus.QUEUED: frozenset({RunStatus.WAITING, RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.FAILED,
+                                 RunStatus.LOST, RunStatus.CANCELLED}),
+    RunStatus.WAITING: frozenset({RunStatus.WAITING, RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.FAILED,
+                                  RunStatus.LOST, RunStatus.CANCELLED}),
     RunStatus.RUNNING: frozenset({RunStatus.QUEUED, RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.LOST,
                                   RunStatus.CANCELLED}),
     RunStatus.SUCCESS: frozenset(),
@@ -33,6 +40,8 @@ TRANSITIONS = {
     RunStatus.LOST: frozenset(),
     RunStatus.CANCELLED: frozenset(),
 }
+# Not yet handed to a worker's call: a message carries it (promptbeat.runs.recovery watches its marker).
+PENDING = (RunStatus.QUEUED, RunStatus.WAITING)
 FINAL = frozenset(status for status, targets in TRANSITIONS.items() if not targets)
 # A new run may retry one that ended in one of these.
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.LOST, RunStatus.CANCELLED})
