@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
         routes = {"/v1/models": lambda: {"object": "list", "data": [
                       {"id": m, "object": "model", "created": 0, "owned_by": "fakellm"} for m in MODELS]},
                   "/_fake/requests": lambda: {"requests": fake.requests},
+                  "/_fake/arrivals": lambda: {"arrivals": fake.arrivals},
                   "/_fake/stats": lambda: fake.stats,
                   "/_fake/health": lambda: {"ok": True}}
         path = self.path.split("?")[0]
@@ -147,6 +149,13 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
         if self.path == "/_fake/reset":
             fake.reset()
             return self.send_json(200, {"ok": True})
+        if self.path == "/_fake/limits":
+            rpm = payload.get("rpm")
+            if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, int) or rpm < 1):
+                return self.send_json(400, error_body("rpm must be a positive whole number or null.",
+                                                      "invalid_request_error", param="rpm"))
+            fake.rpm_limit = rpm
+            return self.send_json(200, {"rpm": rpm})
         self.send_json(404, error_body("Unknown path " + self.path, "invalid_request_error"))
 
     def send_json(self, status, body, headers=None):
@@ -171,12 +180,15 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
 class FakeLLMServer:
     """An in-process fake OpenAI server; use as a context manager or call start()/stop()."""
 
-    def __init__(self, host="127.0.0.1", port=0, latency=0.0):
+    def __init__(self, host="127.0.0.1", port=0, latency=0.0, rpm_limit=None):
         self.host, self._port, self.latency = host, port, latency
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = self._thread = None
         self.reset()
+        # Like a provider's requests-per-minute limit: a chat request beyond this many accepted in the
+        # last 60 s is answered 429 with retry-after-ms (POST /_fake/limits sets it). None: no limit.
+        self.rpm_limit = rpm_limit
 
     @property
     def port(self):
@@ -195,17 +207,26 @@ class FakeLLMServer:
             return [dict(r) for r in self._requests]
 
     @property
+    def arrivals(self):
+        """When each chat request arrived (seconds since the epoch), oldest first, and whether it was refused 429."""
+        with self._lock:
+            return [{"time": r["time"], "status": r.get("status")} for r in self._requests]
+
+    @property
     def stats(self):
-        """Chat calls in flight now, the most seen at once since the last reset, and the total."""
+        """Chat calls in flight now, the most seen at once since the last reset, the total, and 429s."""
         with self._lock:
             return {"in_flight": self._in_flight, "peak_in_flight": self._peak_in_flight,
-                    "chat_requests": len(self._requests)}
+                    "chat_requests": len(self._requests),
+                    "rate_limited": sum(1 for r in self._requests if r.get("status") == 429)}
 
     def reset(self):
-        """Forget recorded requests, failure counters, scripted responses and the in-flight peak."""
+        """Forget recorded requests, failure counters, scripted responses, the in-flight peak and the rpm limit."""
         with self._lock:
             self._requests, self._fail_counts, self._script = [], {}, []
             self._in_flight = self._peak_in_flight = 0
+            self._accepted = deque()
+            self.rpm_limit = None
 
     def queue_responses(self, responses):
         """Queue raw responses to return, in order, to the next chat requests."""
@@ -251,9 +272,14 @@ class FakeLLMServer:
         refused = refuses_format(model, payload.get("response_format"))
         with self._lock:
             # Only the key's presence is stored, so /_fake/requests cannot leak it.
-            self._requests.append({"model": model, "messages": messages, "headers": headers,
-                                   "response_format": payload.get("response_format"),
-                                   "authorization_present": bool(key), "time": time.time()})
+            record = {"model": model, "messages": messages, "headers": headers,
+                      "response_format": payload.get("response_format"),
+                      "authorization_present": bool(key), "time": time.time()}
+            self._requests.append(record)
+            limited = self._over_limit(record["time"])
+            if limited is not None:
+                record["status"] = 429
+                return limited
             # Pop on arrival so concurrent callers get scripted responses in arrival order; a request
             # refused for its response_format leaves the script to the request asked again.
             scripted = (self._script.pop(0) if self._script and key and key != INVALID_API_KEY and not refused
@@ -267,6 +293,22 @@ class FakeLLMServer:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _over_limit(self, now):
+        """Under rpm_limit, count this request in the window: None if accepted, else the 429 to answer.
+
+        Called with the lock held.
+        """
+        if self.rpm_limit is None:
+            return None
+        while self._accepted and self._accepted[0] <= now - 60:
+            self._accepted.popleft()
+        if len(self._accepted) >= self.rpm_limit:
+            wait_ms = max(1, int((self._accepted[0] + 60 - now) * 1000))
+            status, body, _ = failure_response("429")
+            return status, body, {"retry-after-ms": str(wait_ms), "Retry-After": str(-(-wait_ms // 1000))}
+        self._accepted.append(now)
+        return None
 
     def _decide(self, key, payload, prompt, scripted):
         """Pick the response: auth errors, then scripted, then error model, then directives."""
@@ -305,6 +347,7 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8089, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every chat request")
+    parser.add_argument("--rpm", type=int, default=None, help="answer 429 beyond this many chat requests a minute")
     parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
@@ -312,7 +355,7 @@ def main(argv=None):
     stop_requested = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop_requested.set())
-    with FakeLLMServer(args.host, args.port, args.latency) as server:
+    with FakeLLMServer(args.host, args.port, args.latency, rpm_limit=args.rpm) as server:
         print(f"FAKELLM_URL={server.url}", flush=True)
         stop_requested.wait()
     return 0

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from promptbeat.models import ChannelKind, DeliveryStatus, NotifyOn, OverlapPolicy, ScheduleType, Trigger
+from promptbeat.ratelimits.limits import WaitReason
 from promptbeat.runs import search
 from promptbeat.runs.states import RunStatus
 
@@ -84,6 +85,11 @@ class TaskInput(ScheduleInput):
         description="When the task's channels are told about a run: every, change (the answer differs from the previous successful one; a first run is not a change), "
                     "failure, recovery (the first success after a failure), auto_pause. Left out on create: every.")
     channel_ids: list[int] | None = Field(None, max_length=20, description="The channels runs are delivered to.")
+    jitter_seconds: int | None = Field(None, description="A scheduled run waits a random 0 to this many seconds "
+                                                         "after its slot (0-3600; 0 when left out).")
+    first_run_delay_seconds: int | None = Field(
+        None, description="An interval task's immediate run (on create, enable or schedule change) waits this many "
+                          "seconds (0-3600; 0, at once, when left out).")
 
 
 class PauseInput(ApiInput):
@@ -106,6 +112,10 @@ class ConnectionInput(ApiInput):
     api_key: Text | None = None
     default_model: Text | None = None
     extra_headers: dict[str, Text] | None = None
+    rpm_limit: int | None = Field(None, description="Requests per minute, enforced across all workers; null: no limit.")
+    tpm_limit: int | None = Field(None, description="Tokens per minute (prompt estimate plus max_tokens, corrected by "
+                                                    "the answer's usage); null: no limit.")
+    max_concurrency: int | None = Field(None, description="Calls in flight at once; null: no limit.")
 
 
 class ChannelInput(ApiInput):
@@ -211,6 +221,10 @@ class ExecutionBrief(ApiOutput):
     worker: str | None = Field(description="The Celery worker node (name@host) that ran it; null until claimed.")
     changed: bool | None = Field(description="Whether the answer differs from the task's previous successful run's; "
                                              "null for the first, and for runs that did not succeed.")
+    wait_reason: WaitReason | None = Field(
+        None, description="Why a waiting run waits: rate_limit (its connection's limits), provider (the provider "
+                          "asked to slow down), jitter, spread, first_run_delay; null unless waiting.")
+    not_before: datetime | None = Field(None, description="When a waiting run is to run.")
 
 
 class Execution(ExecutionBrief):
@@ -299,6 +313,8 @@ class Task(ApiOutput):
     ignore_patterns: list[str] | None
     notify_on: list[NotifyOn]
     channel_ids: list[int]
+    jitter_seconds: int
+    first_run_delay_seconds: int
 
 
 class TaskList(ApiOutput):
@@ -371,6 +387,9 @@ class Connection(ApiOutput):
     default_model: str | None
     extra_headers: dict[str, str]
     has_api_key: bool
+    rpm_limit: int | None
+    tpm_limit: int | None
+    max_concurrency: int | None
 
 
 class ConnectionList(ApiOutput):

@@ -31,7 +31,8 @@ NOTIFY_CHOICES = [
     SelectChoice("auto_pause", _l("The task was paused automatically")),
 ]
 # Optional inputs passed to the validator as typed (blank means "not set").
-OPTIONAL_INPUTS = ("run_at", "start_at", "end_at", "max_runs", "catchup_seconds", "auto_pause_after")
+OPTIONAL_INPUTS = ("run_at", "start_at", "end_at", "max_runs", "catchup_seconds", "auto_pause_after", "jitter_seconds",
+                   "first_run_delay_seconds")
 # Form field names that differ from the shared validator's.
 FIELD_FOR_INPUT = {"interval_seconds": "interval_minutes"}
 
@@ -58,6 +59,8 @@ class TaskForm(FlaskForm):
     enabled = BooleanField(_l("Enabled"), default=True)
     connection_id = SelectField(_l("Connection"), default="")
     max_attempts = StringField(_l("Attempts at most (optional)"))
+    jitter_seconds = StringField(_l("Jitter in seconds (optional)"))
+    first_run_delay_seconds = StringField(_l("Delay of the first run in seconds (optional)"))
     output_schema = TextAreaField(_l("Output schema (optional JSON Schema)"))
     ignore_patterns = TextAreaField(_l("Ignore lines matching (optional, one regular expression a line)"))
     # Checkboxes, so that several can be picked; validate_choice is off: the shared validator decides.
@@ -142,6 +145,8 @@ class TaskForm(FlaskForm):
             for name in ("max_runs", "catchup_seconds", "auto_pause_after"):
                 value = getattr(task, name)
                 getattr(form, name).data = "" if value is None else str(value)
+            for name in ("jitter_seconds", "first_run_delay_seconds"):
+                getattr(form, name).data = str(getattr(task, name) or "")
             form.overlap_policy.data = task.overlap_policy
             form.enabled.data = task.enabled
             form.connection_id.data = str(task.connection_id or "")

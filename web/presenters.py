@@ -10,6 +10,7 @@ from sqlalchemy import func
 from promptbeat.scheduling import descriptions, schedules
 from promptbeat.extensions import db
 from promptbeat.notify import ledger
+from promptbeat.runs.states import RunStatus
 from promptbeat.models import SCHEDULE_TYPES, Execution, ScheduleType, Task
 from promptbeat.validation import validate_schedule
 
@@ -116,6 +117,8 @@ def task_json(task, last_execution=None):
         "ignore_patterns": task.ignore_patterns,
         "notify_on": list(task.notify_on or []),
         "channel_ids": [channel.id for channel in task.channels],
+        "jitter_seconds": task.jitter_seconds or 0,
+        "first_run_delay_seconds": task.first_run_delay_seconds or 0,
     }
     if task.schedule_type != ScheduleType.INTERVAL:
         data["interval_minutes"] = None
@@ -150,6 +153,10 @@ def execution_json(execution, brief=False, deliveries=None):
         "worker": execution.worker,
         "changed": execution.changed,
     }
+    # Kept on the row once it runs, shown only while it waits.
+    waiting = execution.status == RunStatus.WAITING
+    data["wait_reason"] = execution.wait_reason if waiting else None
+    data["not_before"] = iso(execution.not_before) if waiting else None
     if not brief:
         data["output"] = execution.output
         data["prompt"] = execution.prompt

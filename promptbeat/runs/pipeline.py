@@ -16,7 +16,7 @@ from promptbeat.runs import lifecycle, liveness, overlap, preparation, store, wa
 from promptbeat.runs.attempts import call_with_retries
 from promptbeat.runs.overlap import HELD_BY_THIS_RUN, run_guard
 from promptbeat.runs.plan import Start
-from promptbeat.runs.states import RunStatus
+from promptbeat.runs.states import PENDING, RunStatus
 from promptbeat.scheduling.sync import sync_task
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _unclaimed(run_id, exclusive):
         logger.info("run %s no longer exists; nothing to run", run_id)
     elif status.is_final:
         logger.info("run %s already finished (%s); not running it again", run_id, status)
-    elif exclusive and status in (RunStatus.QUEUED, RunStatus.WAITING):
+    elif exclusive and status in PENDING:
         return _skip(run_id, overlap.STILL_MARKED_RUNNING)
     else:
         logger.info("run %s is already running elsewhere (a duplicate message); leaving it", run_id)

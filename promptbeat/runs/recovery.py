@@ -29,7 +29,7 @@ from promptbeat.redis_client import get_client
 from promptbeat.runs import message_ids, store
 from promptbeat.runs.liveness import DATABASE_NOW, runner_of
 from promptbeat.runs.overlap import release_for_run
-from promptbeat.runs.states import RunStatus
+from promptbeat.runs.states import PENDING, RunStatus
 from promptbeat.runs.waiting import resume_kwargs
 
 logger = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def drop_redelivered(settings, task_id, execution_id, slot):
             run = connection.execute(RUN_BY_SLOT, {"task_id": task_id, "slot": _moment(slot)}).one_or_none()
         else:
             return False
-        if run is None or run.status in (RunStatus.QUEUED, RunStatus.WAITING):
+        if run is None or run.status in PENDING:
             return False
         held = run.status != RunStatus.RUNNING or run.runner is None or connection.execute(
             RUNNER_ALIVE, {"runner_id": runner_of(run.runner), "since": connection.execute(DATABASE_NOW).scalar()
