@@ -136,6 +136,7 @@ CONNECTION_WORDS = (
     _l("Put credentials in the API key or a header, not in the URL."),
     _l("The URL now points to another server: give its API key again, or remove the stored one."),
     _l("The URL now points to another server: give the header values again, or remove them."),
+    _l("Must be a whole number, or empty for no limit."),
 )
 # Messages from promptbeat.accounts.users (and the forms around it) that the account and users pages show.
 ACCOUNT_WORDS = (
