@@ -180,15 +180,16 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
 class FakeLLMServer:
     """An in-process fake OpenAI server; use as a context manager or call start()/stop()."""
 
-    def __init__(self, host="127.0.0.1", port=0, latency=0.0, rpm_limit=None):
+    def __init__(self, host="127.0.0.1", port=0, latency=0.0, rpm_limit=None, rate_window=60.0):
         self.host, self._port, self.latency = host, port, latency
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = self._thread = None
         self.reset()
-        # Like a provider's requests-per-minute limit: a chat request beyond this many accepted in the
-        # last 60 s is answered 429 with retry-after-ms (POST /_fake/limits sets it). None: no limit.
-        self.rpm_limit = rpm_limit
+        # Like a provider's requests-per-minute limit: a chat request beyond rpm_limit * rate_window / 60
+        # accepted in the last rate_window seconds is answered 429 with retry-after-ms (POST /_fake/limits
+        # sets it; providers enforce over windows shorter than a minute). None: no limit.
+        self.rpm_limit, self.rate_window = rpm_limit, rate_window
 
     @property
     def port(self):
@@ -301,10 +302,11 @@ class FakeLLMServer:
         """
         if self.rpm_limit is None:
             return None
-        while self._accepted and self._accepted[0] <= now - 60:
+        window = self.rate_window
+        while self._accepted and self._accepted[0] <= now - window:
             self._accepted.popleft()
-        if len(self._accepted) >= self.rpm_limit:
-            wait_ms = max(1, int((self._accepted[0] + 60 - now) * 1000))
+        if len(self._accepted) >= max(1, self.rpm_limit * window / 60):
+            wait_ms = max(1, int((self._accepted[0] + window - now) * 1000))
             status, body, _ = failure_response("429")
             return status, body, {"retry-after-ms": str(wait_ms), "Retry-After": str(-(-wait_ms // 1000))}
         self._accepted.append(now)
@@ -348,6 +350,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8089, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every chat request")
     parser.add_argument("--rpm", type=int, default=None, help="answer 429 beyond this many chat requests a minute")
+    parser.add_argument("--rate-window", type=float, default=60.0, help="seconds over which --rpm is enforced")
     parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
@@ -355,7 +358,7 @@ def main(argv=None):
     stop_requested = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop_requested.set())
-    with FakeLLMServer(args.host, args.port, args.latency, rpm_limit=args.rpm) as server:
+    with FakeLLMServer(args.host, args.port, args.latency, rpm_limit=args.rpm, rate_window=args.rate_window) as server:
         print(f"FAKELLM_URL={server.url}", flush=True)
         stop_requested.wait()
     return 0

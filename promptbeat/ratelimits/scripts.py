@@ -29,11 +29,11 @@ if per_token > 0 then
 end
 if per_request > 0 then
   local tat = at + per_request
-  redis.call('set', KEYS[1], tat, 'PX', tat - now + 1000)
+  redis.call('set', KEYS[1], tat, 'PX', math.ceil(tat - now) + 1000)
 end
 if per_token > 0 then
-  local tat = math.ceil(at + tokens * per_token)
-  redis.call('set', KEYS[2], tat, 'PX', tat - now + 1000)
+  local tat = at + tokens * per_token
+  redis.call('set', KEYS[2], tat, 'PX', math.ceil(tat - now) + 1000)
 end
 return {at - now, why}
 """
@@ -46,9 +46,9 @@ if ARGV[4] ~= '' then redis.call('zrem', KEYS[3], ARGV[4]) end
 if per_token > 0 and delta ~= 0 then
   local tat = tonumber(redis.call('get', KEYS[1]) or '0')
   if tat > 0 then
-    tat = math.ceil(tat + delta * per_token)
+    tat = tat + delta * per_token
     if tat > now then
-      redis.call('set', KEYS[1], tat, 'PX', tat - now + 1000)
+      redis.call('set', KEYS[1], tat, 'PX', math.ceil(tat - now) + 1000)
     else
       redis.call('del', KEYS[1])
     end

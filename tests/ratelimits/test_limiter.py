@@ -6,6 +6,8 @@ from promptbeat.ratelimits.estimate import estimated_tokens
 from promptbeat.ratelimits.limiter import Admission, Call
 from promptbeat.ratelimits.limits import RateLimits, WaitReason
 
+PACED = 1 + limiter.PACING_MARGIN
+
 
 class Sleeps(list):
     """A sleep that records instead of sleeping."""
@@ -23,10 +25,10 @@ def test_places_are_handed_out_first_come_first_served_at_the_rpm(settings):
     limits = RateLimits("connection:1", rpm=60)
     waits = [limiter.reserve(settings, limits, 10) for _ in range(4)]
     assert waits[0].wait_seconds == 0 and waits[0].reason is None
-    # One a second, each caller one place further back: nobody jumps the line.
+    # One a second (less the pacing margin), each caller one place further back: nobody jumps the line.
     for place, reservation in enumerate(waits[1:], start=1):
         assert reservation.reason == WaitReason.RATE_LIMIT
-        assert place - 0.1 < reservation.wait_seconds <= place
+        assert place * PACED - 0.1 < reservation.wait_seconds <= place * PACED
     # Another connection has a line of its own.
     assert limiter.reserve(settings, RateLimits("connection:2", rpm=60), 10).wait_seconds == 0
 
@@ -35,7 +37,7 @@ def test_a_tpm_limit_counts_each_requests_tokens(settings):
     limits = RateLimits("connection:3", tpm=600)  # ten tokens a second
     assert limiter.reserve(settings, limits, 50).wait_seconds == 0
     # The first request's 50 tokens take five seconds of the budget.
-    assert 4.8 < limiter.reserve(settings, limits, 10).wait_seconds <= 5
+    assert 5 * PACED - 0.2 < limiter.reserve(settings, limits, 10).wait_seconds <= 5 * PACED
 
 
 def test_the_answers_usage_corrects_the_estimate(settings):
@@ -43,7 +45,7 @@ def test_the_answers_usage_corrects_the_estimate(settings):
     with Call(settings, limits, 50, Admission.RESERVE, Sleeps()) as call:
         call.answered(10, {})
     # 40 tokens were given back: the next caller waits for the 10 used, not the 50 estimated.
-    assert 0.8 < limiter.reserve(settings, limits, 10).wait_seconds <= 1
+    assert PACED - 0.2 < limiter.reserve(settings, limits, 10).wait_seconds <= PACED
 
 
 def test_a_429s_retry_after_holds_every_call_on_the_connection(settings):
