@@ -173,12 +173,14 @@ TASK_KINDS = {
     "auto_pause_after": Kind.NUMBER, "pause_note": Kind.TEXT, "connection_id": Kind.NUMBER,
     "max_attempts": Kind.NUMBER, "request_timeout_seconds": Kind.NUMBER, "max_run_seconds": Kind.NUMBER,
     "output_schema": Kind.SCHEMA, "ignore_patterns": Kind.PATTERNS, "notify_on": Kind.RULES, "channel_ids": Kind.IDS,
+    "jitter_seconds": Kind.NUMBER, "first_run_delay_seconds": Kind.NUMBER,
 }
 TASK_REQUIRED = {"name", "prompt"}
 CHANNEL_KINDS = {"name": Kind.LINE, "kind": Kind.CHOICE, "url": Kind.URL, "secret": Kind.SIGNING_SECRET,
                  "to": Kind.ADDRESSES}
 CONNECTION_KINDS = {"name": Kind.LINE, "base_url": Kind.URL, "api_key": Kind.SECRET, "default_model": Kind.LINE,
-                    "extra_headers": Kind.HEADERS}
+                    "extra_headers": Kind.HEADERS, "rpm_limit": Kind.NUMBER, "tpm_limit": Kind.NUMBER,
+                    "max_concurrency": Kind.NUMBER}
 FORM_KINDS = {
     "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX, "ignore_patterns": Kind.PATTERN_LINES},
     "connection": {**CONNECTION_KINDS, "extra_headers": Kind.HEADER_LINES},
