@@ -9,7 +9,7 @@ from promptbeat.runs import message_ids
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ScheduleType, Task, Trigger, utcnow
 from promptbeat.ratelimits.limits import WaitReason
-from promptbeat.runs import overlap, store
+from promptbeat.runs import overlap, store, waiting
 from promptbeat.runs.tasks import execute_task
 from promptbeat.scheduling.sync import remove_entry, sync_task
 from promptbeat.validation import TaskInputError, task_values, validate_pause_note, validate_task
@@ -122,13 +122,14 @@ def enqueue_run(task, trigger, allow_overlap=False, run_id=None, delay=0):
         run_id = store.create(task.id, trigger, task.model)
     kwargs = {"trigger": str(trigger), "execution_id": run_id, "allow_overlap": allow_overlap}
     if delay:
-        store.wait(run_id, WaitReason.FIRST_RUN_DELAY, utcnow() + timedelta(seconds=delay))
-        kwargs["delayed"] = True
+        not_before = utcnow() + timedelta(seconds=delay)
+        store.wait(run_id, WaitReason.FIRST_RUN_DELAY, not_before)
+        kwargs.update(delayed=True, **waiting.moment_kwargs(not_before, WaitReason.FIRST_RUN_DELAY))
     try:
         # Through this app's own Celery (its broker), not whichever Celery app was made current last.
         _celery().tasks[execute_task.name].apply_async(
             (task.id,), kwargs, task_id=message_ids.id_for_run(run_id), shadow=message_ids.shadow_name(task.id),
-            countdown=delay or None)
+            countdown=waiting.countdown(_settings(), delay) if delay else None)
         logger.info("queued %s run %s of task %s", trigger, run_id, task.id)
     except Exception as exc:
         logger.exception("could not queue run %s of task %s", run_id, task.id)

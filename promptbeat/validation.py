@@ -18,8 +18,7 @@ FIELDS = (
     "connection_id", "max_attempts", "request_timeout_seconds", "max_run_seconds", "notify_on", "channel_ids",
     "output_schema", "ignore_patterns", "jitter_seconds", "first_run_delay_seconds",
 )
-# Jitter and a first-run delay wait as a message with a countdown: an hour stays under the broker's
-# visibility timeout, past which Redis would hand the message out a second time.
+# Jitter and a first-run delay wait as waiting runs (promptbeat.runs.waiting); an hour is plenty to spread load.
 MAX_DELAY_SECONDS = 3600
 SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone",
                    "run_at", "start_at", "end_at", "max_runs", "catchup_seconds")

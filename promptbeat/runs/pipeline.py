@@ -60,9 +60,9 @@ def run(request, settings, sleep=time.sleep):
         reason = lifecycle.out_of_bounds(task, request.slot)
         if reason:
             return _skip(run_id, reason)
-    # A scheduled run's jitter and its share of a spread burst, as a waiting run.
+    # A scheduled run's jitter and its share of a spread burst (or the rest of a wait), as a waiting run.
     delay = waiting.start_delay(request, task, settings)
-    if delay is not None and waiting.hold(request, run_id, task.id, *delay, sleep):
+    if delay is not None and waiting.hold(request, run_id, task.id, *delay, sleep, settings):
         return run_id
 
     if task.overlap_policy == OverlapPolicy.ALLOW or request.allow_overlap:

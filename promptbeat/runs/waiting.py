@@ -35,21 +35,26 @@ def spread_offset(task_id, spread_seconds):
 
 
 def start_delay(request, task, settings, now=None):
-    """(seconds from now, reason) a scheduled run waits after its slot for its jitter and spread; None for none.
+    """(seconds from now, reason) a run waits before it goes on; None for no wait.
 
-    Only a scheduled slot's run waits so, and only once (its message says when it already waited).
+    A message that came back before its run's moment waits for the rest; a scheduled slot's run
+    waits after its slot for its jitter and spread, once (its message says when it already waited).
     """
+    now = now or utcnow()
+    if request.not_before is not None:
+        left = (request.not_before - now).total_seconds()
+        return (left, WaitReason(request.wait_reason or WaitReason.RATE_LIMIT)) if left > 0 else None
     if request.delayed or request.slot is None or request.trigger != Trigger.SCHEDULED:
         return None
     spread = spread_offset(task.id, settings.spread_bursts_seconds)
     jitter = random.uniform(0, task.jitter_seconds) if task.jitter_seconds else 0.0
     if not (spread or jitter):
         return None
-    wait = (request.slot + timedelta(seconds=spread + jitter) - (now or utcnow())).total_seconds()
+    wait = (request.slot + timedelta(seconds=spread + jitter) - now).total_seconds()
     return wait, WaitReason.JITTER if jitter else WaitReason.SPREAD
 
 
-def hold(request, run_id, task_id, wait, reason, sleep, reserved=False):
+def hold(request, run_id, task_id, wait, reason, sleep, settings, reserved=False):
     """Wait `wait` seconds for reason: a moment in the worker, longer as a waiting run; returns whether it
     was handed back to the broker (the caller then stops: the message comes back at the run's moment)."""
     if wait <= SHORT_WAIT_SECONDS:
@@ -61,14 +66,15 @@ def hold(request, run_id, task_id, wait, reason, sleep, reserved=False):
         logger.info("run %s moved on (cancelled or gone) before it could wait; leaving it", run_id)
         return True
     kwargs = {"trigger": str(request.trigger), "execution_id": run_id, "catch_up": request.catch_up,
-              "allow_overlap": request.allow_overlap, "delayed": True, "reserved": reserved}
+              "allow_overlap": request.allow_overlap, "delayed": True, "reserved": reserved or request.reserved,
+              **moment_kwargs(not_before, reason)}
     if request.slot is not None:
         kwargs["slot"] = request.slot.isoformat()
     message_id = (message_ids.id_for_slot(task_id, request.slot) if request.slot is not None
                   else message_ids.id_for_run(run_id))
     try:
         current_app.extensions["celery"].send_task(
-            EXECUTE_TASK, args=[task_id], kwargs=kwargs, countdown=wait, task_id=message_id,
+            EXECUTE_TASK, args=[task_id], kwargs=kwargs, countdown=countdown(settings, wait), task_id=message_id,
             shadow=message_ids.shadow_name(task_id))
     except Exception as exc:
         logger.exception("could not send waiting run %s back to the broker", run_id)
@@ -76,6 +82,17 @@ def hold(request, run_id, task_id, wait, reason, sleep, reserved=False):
         return True
     logger.info("run %s waits %.1f s (%s)", run_id, wait, reason)
     return True
+
+
+def countdown(settings, wait):
+    """A waiting message's countdown: its wait, but less than the broker's visibility timeout, past which
+    Redis would hand the held message out again; a message back early waits again for the rest."""
+    return min(wait, settings.visibility_timeout / 2)
+
+
+def moment_kwargs(not_before, reason):
+    """The message arguments that carry a waiting run's moment and reason."""
+    return {"not_before": not_before.isoformat(), "wait_reason": str(reason)}
 
 
 def resume_kwargs(wait_reason):
@@ -102,4 +119,5 @@ def take_place(request, plan, task, settings, run_id, sleep):
         return False
     plan.admission = Admission.RESERVED
     reservation = limiter.reserve(settings, limits, plan.estimated_tokens)
-    return hold(request, run_id, task.id, reservation.wait_seconds, reservation.reason, sleep, reserved=True)
+    return hold(request, run_id, task.id, reservation.wait_seconds, reservation.reason, sleep, settings,
+                reserved=True)

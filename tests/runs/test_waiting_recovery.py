@@ -2,7 +2,7 @@
 import base64
 import dataclasses
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -102,3 +102,24 @@ def test_a_spread_burst_waits_each_task_its_own_offset_after_the_slot(app):
         wait, reason = waiting.start_delay(RunRequest(task_id=task_id, trigger=Trigger.SCHEDULED, slot=slot),
                                            Task(id=task_id, jitter_seconds=0), settings, now=slot)
         assert (wait, reason) == (pytest.approx(waiting.spread_offset(task_id, 60)), WaitReason.SPREAD)
+
+
+def test_a_long_wait_comes_back_before_the_visibility_timeout_and_waits_again_for_the_rest(app, redis_client):
+    settings = app.config["PROMPTBEAT"]
+    wait = settings.visibility_timeout * 3
+    with app.test_request_context():
+        task_id, run_id = waiting_run(WaitReason.RATE_LIMIT, utcnow())
+        request = RunRequest(task_id=task_id, trigger=Trigger.MANUAL, execution_id=run_id)
+        assert waiting.hold(request, run_id, task_id, wait, WaitReason.RATE_LIMIT, None, settings, reserved=True)
+        moment = db.session.get(Execution, run_id).not_before
+    (_, kwargs), = queued_messages(redis_client)
+    envelope = json.loads(redis_client.lindex("promptbeat", 0))
+    eta = datetime.fromisoformat(envelope["headers"]["eta"])
+    # Held by a worker for less than the visibility timeout, so Redis never hands it out twice.
+    assert eta - utcnow() < timedelta(seconds=settings.visibility_timeout)
+    assert (kwargs["reserved"], kwargs["wait_reason"], kwargs["not_before"]) == (True, "rate_limit", moment.isoformat())
+    back = RunRequest.from_message(task_id, "manual", execution_id=run_id, **{
+        name: kwargs[name] for name in ("delayed", "reserved", "not_before", "wait_reason")})
+    left, reason = waiting.start_delay(back, Task(id=task_id, jitter_seconds=0), settings, now=eta)
+    assert reason == WaitReason.RATE_LIMIT and left == pytest.approx((moment - eta).total_seconds())
+    assert waiting.start_delay(back, Task(id=task_id, jitter_seconds=0), settings, now=moment) is None
