@@ -138,7 +138,7 @@ def enqueue_run(task, trigger, allow_overlap=False, run_id=None, delay=0):
 
 
 def cancel_run(execution):
-    """Cancel a queued or running run; returns whether it was cancelled (False: it had already ended).
+    """Cancel a queued, waiting or running run; returns whether it was cancelled (False: it had already ended).
 
     The row changes here; the worker holding a running run notices and abandons its call, and a
     queued run's message finds it cancelled and runs nothing.

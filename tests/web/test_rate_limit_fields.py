@@ -1,8 +1,12 @@
 """Connections' rate limits and tasks' jitter and first-run delay, through the API and the pages, hostile input too."""
+from datetime import timedelta
+
 import pytest
 
 from promptbeat.extensions import db
-from promptbeat.models import Connection, Task
+from promptbeat.models import Connection, Task, Trigger, utcnow
+from promptbeat.ratelimits.limits import WaitReason
+from promptbeat.runs import store
 from tests.conftest import csrf_token
 from tests.web.test_forms import created_task_id, form_data
 
@@ -89,3 +93,18 @@ def test_the_task_form_saves_delays_and_refuses_a_bad_one(app, signed_in):
     with app.app_context():
         task = db.session.get(Task, task_id)
         assert (task.jitter_seconds, task.first_run_delay_seconds) == (30, 15)
+
+
+def test_a_waiting_run_shows_its_reason_and_moment_on_its_tasks_page_and_in_the_api(app, api, signed_in):
+    task = api.post("/tasks", json=task_body()).get_json()
+    with app.app_context():
+        run_id = store.create(task["id"], Trigger.MANUAL, "fake-model")
+        moment = utcnow().replace(microsecond=0) + timedelta(minutes=2)
+        assert store.wait(run_id, WaitReason.PROVIDER, moment)
+    (run,) = api.get(f"/tasks/{task['id']}/executions").get_json()["executions"]
+    assert (run["status"], run["wait_reason"]) == ("waiting", "provider")
+    assert run["not_before"].startswith(moment.strftime("%Y-%m-%dT%H:%M:%S"))
+    page = signed_in.get(f"/tasks/{task['id']}").get_data(as_text=True)
+    assert 'data-wait-reason="provider"' in page and "the provider asked to slow down" in page
+    # A waiting run may be cancelled like a queued one.
+    assert f"Cancel run #{run_id}" in page
