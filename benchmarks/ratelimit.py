@@ -89,7 +89,8 @@ def round_trips(client):
 
 def scenario(limiter_on, options):
     implied = options.tasks / options.rpm * 60
-    with FakeLLMServer(rpm_limit=options.rpm, rate_window=WINDOW_SECONDS) as fake, tempfile.TemporaryDirectory() as logs:
+    with (FakeLLMServer(rpm_limit=options.rpm, rate_window=WINDOW_SECONDS) as fake,
+          tempfile.TemporaryDirectory() as logs):
         env = environ(options.database_url, options.redis_url, fake.url)
         # The burst takes minutes by design; a run must not give up before its place comes.
         env.update({"PROMPTBEAT_MAX_RUN_SECONDS": str(int(implied * 2 + 600)),
@@ -174,8 +175,9 @@ def report(limiter_on, options, result):
     total = result["ended"] - result["slot"]
     allowed = options.rpm * WINDOW_SECONDS / 60
     print(f"\nlimiter {'on' if limiter_on else 'off'}:")
-    print(f"  requests {len(arrivals)}, most in any {WINDOW_SECONDS} s window {most_in_window([a['time'] for a in arrivals], WINDOW_SECONDS)} "
-          f"(the limit allows {allowed:g}), 429s {sum(1 for a in arrivals if a['status'] == 429)}, retries {retries}")
+    most = most_in_window([a["time"] for a in arrivals], WINDOW_SECONDS)
+    print(f"  requests {len(arrivals)}, most in any {WINDOW_SECONDS} s window {most} (the limit allows {allowed:g}), "
+          f"429s {sum(1 for a in arrivals if a['status'] == 429)}, retries {retries}")
     print(f"  runs {runs}: " + ", ".join(f"{s} {n}" for s, n in sorted(statuses.items()))
           + f"; lost {statuses.get(RunStatus.LOST, 0)}, unfinished {unfinished}")
     print(f"  slot to last run's end {total:.1f} s; the limit implies {result['implied']:.1f} s "

@@ -240,7 +240,10 @@ def lose_dead(run_id, claim, message, now):
 
 
 def count_resend(run_id, seen):
-    """Count a queued or waiting run's lost message as sent again; returns whether this call counted it (seen: the count read)."""
+    """Count a queued or waiting run's lost message as sent again; returns whether this call counted it.
+
+    seen: the count the caller read.
+    """
     return bool(_write(RESEND_QUEUED, {"run_id": run_id, "seen": seen}))
 
 

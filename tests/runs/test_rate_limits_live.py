@@ -172,3 +172,14 @@ def test_a_scheduled_runs_jitter_waits_after_its_slot_never_before_it(api, fake_
         if run.not_before is not None:
             assert run.wait_reason == "jitter"
             assert timedelta(0) <= run.not_before - slot <= timedelta(seconds=4.1)
+
+
+def test_max_concurrency_lets_that_many_calls_of_the_connection_fly_at_once(api, fake_llm):
+    connection_id = make_connection(api, fake_llm, max_concurrency=1)
+    task_ids = [make_task(api, connection_id, n, prompt=f"[[sleep:0.3]] slow {n}") for n in range(4)]
+    for task_id in task_ids:
+        assert api.post(f"/tasks/{task_id}/run").status_code == 202
+    finished, _ = finish_watching(api, task_ids, 4)
+    assert [run["status"] for run in finished] == ["success"] * 4
+    # Eight threads in two workers could have sent all four at once.
+    assert fake_llm.stats["peak_in_flight"] == 1
