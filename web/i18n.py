@@ -87,13 +87,15 @@ def init_app(app):
 # The word of every run status (promptbeat.runs.states.RunStatus), spelt out so extraction finds it;
 # tests/runs/test_run_states.py fails if a status has no word here or no translation.
 RUN_STATUS_WORDS = {
-    RunStatus.QUEUED: _l("queued"), RunStatus.WAITING: _l("waiting"), RunStatus.RUNNING: _l("running"), RunStatus.SUCCESS: _l("success"),
+    RunStatus.QUEUED: _l("queued"), RunStatus.WAITING: _l("waiting"), RunStatus.RUNNING: _l("running"),
+    RunStatus.SUCCESS: _l("success"),
     RunStatus.FAILED: _l("failed"), RunStatus.SKIPPED: _l("skipped"), RunStatus.LOST: _l("lost"),
     RunStatus.CANCELLED: _l("cancelled"),
 }
 # Why a run waits (promptbeat.ratelimits.limits.WaitReason), shown beside its status.
 WAIT_REASON_WORDS = {
-    WaitReason.RATE_LIMIT: _l("its connection's rate limit"), WaitReason.PROVIDER: _l("the provider asked to slow down"),
+    WaitReason.RATE_LIMIT: _l("its connection's rate limit"),
+    WaitReason.PROVIDER: _l("the provider asked to slow down"),
     WaitReason.JITTER: _l("the task's jitter"), WaitReason.SPREAD: _l("spreading a burst of runs"),
     WaitReason.FIRST_RUN_DELAY: _l("the first-run delay"),
 }
