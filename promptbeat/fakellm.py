@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
         routes = {"/v1/models": lambda: {"object": "list", "data": [
                       {"id": m, "object": "model", "created": 0, "owned_by": "fakellm"} for m in MODELS]},
                   "/_fake/requests": lambda: {"requests": fake.requests},
+                  "/_fake/arrivals": lambda: {"arrivals": fake.arrivals},
                   "/_fake/stats": lambda: fake.stats,
                   "/_fake/health": lambda: {"ok": True}}
         path = self.path.split("?")[0]
@@ -176,6 +178,13 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
         if self.path == "/_fake/reset":
             fake.reset()
             return self.send_json(200, {"ok": True})
+        if self.path == "/_fake/limits":
+            rpm = payload.get("rpm")
+            if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, int) or rpm < 1):
+                return self.send_json(400, error_body("rpm must be a positive whole number or null.",
+                                                      "invalid_request_error", param="rpm"))
+            fake.rpm_limit = rpm
+            return self.send_json(200, {"rpm": rpm})
         self.send_json(404, error_body("Unknown path " + self.path, "invalid_request_error"))
 
     def send_json(self, status, body, headers=None):
@@ -203,12 +212,16 @@ class FakeLLMHandler(BaseHTTPRequestHandler):
 class FakeLLMServer:
     """An in-process fake OpenAI server; use as a context manager or call start()/stop()."""
 
-    def __init__(self, host="127.0.0.1", port=0, latency=0.0):
+    def __init__(self, host="127.0.0.1", port=0, latency=0.0, rpm_limit=None, rate_window=60.0):
         self.host, self._port, self.latency = host, port, latency
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = self._thread = None
         self.reset()
+        # Like a provider's requests-per-minute limit: a chat request beyond rpm_limit * rate_window / 60
+        # accepted in the last rate_window seconds is answered 429 with retry-after-ms (POST /_fake/limits
+        # sets it; providers enforce over windows shorter than a minute). None: no limit.
+        self.rpm_limit, self.rate_window = rpm_limit, rate_window
 
     @property
     def port(self):
@@ -227,18 +240,28 @@ class FakeLLMServer:
             return [dict(r) for r in self._requests]
 
     @property
+    def arrivals(self):
+        """When each chat request arrived (seconds since the epoch), oldest first, and whether it was refused 429."""
+        with self._lock:
+            return [{"time": r["time"], "status": r.get("status")} for r in self._requests]
+
+    @property
     def stats(self):
-        """Chat calls in flight now, the most seen at once since the last reset, and the total."""
+        """Chat calls in flight now, the most seen at once since the last reset, the total, and 429s."""
         with self._lock:
             return {"in_flight": self._in_flight, "peak_in_flight": self._peak_in_flight,
-                    "chat_requests": len(self._requests)}
+                    "chat_requests": len(self._requests),
+                    "rate_limited": sum(1 for r in self._requests if r.get("status") == 429)}
 
     def reset(self):
-        """Forget recorded requests, failure counters, scripted responses, files, batches and the in-flight peak."""
+        """Forget recorded requests, failure counters, scripted responses, files, batches, the in-flight peak and
+        the rpm limit."""
         with self._lock:
             self._requests, self._fail_counts, self._script = [], {}, []
             self._in_flight = self._peak_in_flight = 0
             self._files, self._batches, self._batch_script = {}, {}, []
+            self._accepted = deque()
+            self.rpm_limit = None
 
     @property
     def batches(self):
@@ -426,9 +449,14 @@ class FakeLLMServer:
         refused = refuses_format(model, payload.get("response_format"))
         with self._lock:
             # Only the key's presence is stored, so /_fake/requests cannot leak it.
-            self._requests.append({"model": model, "messages": messages, "headers": headers,
-                                   "response_format": payload.get("response_format"),
-                                   "authorization_present": bool(key), "time": time.time()})
+            record = {"model": model, "messages": messages, "headers": headers,
+                      "response_format": payload.get("response_format"),
+                      "authorization_present": bool(key), "time": time.time()}
+            self._requests.append(record)
+            limited = self._over_limit(record["time"])
+            if limited is not None:
+                record["status"] = 429
+                return limited
             # Pop on arrival so concurrent callers get scripted responses in arrival order; a request
             # refused for its response_format leaves the script to the request asked again.
             scripted = (self._next_scripted(model) if self._script and key and key != INVALID_API_KEY and not refused
@@ -448,6 +476,22 @@ class FakeLLMServer:
         for index, response in enumerate(self._script):
             if response.get("model", model) == model:
                 return self._script.pop(index)
+
+    def _over_limit(self, now):
+        """Under rpm_limit, count this request in the window: None if accepted, else the 429 to answer.
+
+        Called with the lock held.
+        """
+        if self.rpm_limit is None:
+            return None
+        window = self.rate_window
+        while self._accepted and self._accepted[0] <= now - window:
+            self._accepted.popleft()
+        if len(self._accepted) >= max(1, self.rpm_limit * window / 60):
+            wait_ms = max(1, int((self._accepted[0] + window - now) * 1000))
+            status, body, _ = failure_response("429")
+            return status, body, {"retry-after-ms": str(wait_ms), "Retry-After": str(-(-wait_ms // 1000))}
+        self._accepted.append(now)
         return None
 
     def _decide(self, key, payload, prompt, scripted):
@@ -533,6 +577,8 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8089, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every chat request")
+    parser.add_argument("--rpm", type=int, default=None, help="answer 429 beyond this many chat requests a minute")
+    parser.add_argument("--rate-window", type=float, default=60.0, help="seconds over which --rpm is enforced")
     parser.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
@@ -540,7 +586,7 @@ def main(argv=None):
     stop_requested = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop_requested.set())
-    with FakeLLMServer(args.host, args.port, args.latency) as server:
+    with FakeLLMServer(args.host, args.port, args.latency, rpm_limit=args.rpm, rate_window=args.rate_window) as server:
         print(f"FAKELLM_URL={server.url}", flush=True)
         stop_requested.wait()
     return 0

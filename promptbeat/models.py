@@ -182,6 +182,10 @@ class Connection(db.Model):
     # Models tried in turn when a call through this connection fails in a way another model may not
     # (promptbeat.runs.fallbacks): [{"model", "connection_id"}], for tasks that list none of their own.
     fallbacks: Mapped[list | None] = mapped_column(JSON)
+    # The provider's limits on this key, enforced across all workers (promptbeat.ratelimits); None: no limit.
+    rpm_limit: Mapped[int | None]
+    tpm_limit: Mapped[int | None]
+    max_concurrency: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -278,6 +282,10 @@ class Task(db.Model):
     budget_tokens_month: Mapped[int | None] = mapped_column(BigInteger)
     # Pause the task when a budget stops one of its runs.
     pause_on_budget: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
+    # A scheduled run waits a random 0..jitter_seconds after its slot (as a waiting run).
+    jitter_seconds: Mapped[int] = mapped_column(default=0, server_default="0")
+    # An interval task's immediate run (on create, enable or schedule change) waits this long; 0: at once.
+    first_run_delay_seconds: Mapped[int] = mapped_column(default=0, server_default="0")
 
     connection: Mapped[Connection | None] = relationship()
     channels: Mapped[list[Channel]] = relationship(secondary=task_channels, order_by=Channel.id,
@@ -350,6 +358,9 @@ class Execution(db.Model):
     # and the chat request its line of the batch file carries.
     batch_id: Mapped[str | None] = mapped_column(String(100))
     batch_request: Mapped[dict | None] = mapped_column(JSON, deferred=True)
+    # A waiting run: why (promptbeat.ratelimits.limits.WaitReason) and the moment it is to run.
+    wait_reason: Mapped[str | None] = mapped_column(String(32))
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The output's words for full-text search, kept by PostgreSQL from the output (promptbeat.runs.search);
     # stored rather than an expression index so that checking a phrase match reads it instead of
     # re-parsing each candidate output. Never loaded with the row.

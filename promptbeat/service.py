@@ -1,5 +1,6 @@
 """Task operations shared by the form and the API: save, then sync the schedule, then run."""
 import logging
+from datetime import timedelta
 
 import redis
 from flask import current_app
@@ -7,7 +8,8 @@ from flask import current_app
 from promptbeat.runs import message_ids
 from promptbeat.extensions import db
 from promptbeat.models import Execution, ScheduleType, Task, Trigger, utcnow
-from promptbeat.runs import budget, overlap, store
+from promptbeat.ratelimits.limits import WaitReason
+from promptbeat.runs import budget, overlap, store, waiting
 from promptbeat.runs.tasks import execute_task
 from promptbeat.scheduling.sync import remove_entry, sync_task
 from promptbeat.validation import TaskInputError, task_values, validate_pause_note, validate_task
@@ -111,18 +113,24 @@ def run_now(task, allow_overlap=False):
     return enqueue_run(task, Trigger.MANUAL, allow_overlap=allow_overlap)
 
 
-def enqueue_run(task, trigger, allow_overlap=False, run_id=None):
+def enqueue_run(task, trigger, allow_overlap=False, run_id=None, delay=0):
     """Record a queued run (unless run_id names one recorded already), then hand it to a worker.
 
+    With a delay (seconds), the run waits that long first, shown as waiting for its first-run delay.
     Returns the Execution as recorded.
     """
     if run_id is None:
         run_id = store.create(task.id, trigger, task.model)
+    kwargs = {"trigger": str(trigger), "execution_id": run_id, "allow_overlap": allow_overlap}
+    if delay:
+        not_before = utcnow() + timedelta(seconds=delay)
+        store.wait(run_id, WaitReason.FIRST_RUN_DELAY, not_before)
+        kwargs.update(delayed=True, **waiting.moment_kwargs(not_before, WaitReason.FIRST_RUN_DELAY))
     try:
         # Through this app's own Celery (its broker), not whichever Celery app was made current last.
-        kwargs = {"trigger": str(trigger), "execution_id": run_id, "allow_overlap": allow_overlap}
         _celery().tasks[execute_task.name].apply_async(
-            (task.id,), kwargs, task_id=message_ids.id_for_run(run_id), shadow=message_ids.shadow_name(task.id))
+            (task.id,), kwargs, task_id=message_ids.id_for_run(run_id), shadow=message_ids.shadow_name(task.id),
+            countdown=waiting.countdown(_settings(), delay) if delay else None)
         logger.info("queued %s run %s of task %s", trigger, run_id, task.id)
     except Exception as exc:
         logger.exception("could not queue run %s of task %s", run_id, task.id)
@@ -131,7 +139,7 @@ def enqueue_run(task, trigger, allow_overlap=False, run_id=None):
 
 
 def cancel_run(execution):
-    """Cancel a queued, running or submitted run; returns whether it was cancelled (False: it had already ended).
+    """Cancel a queued, waiting, running or submitted run; returns whether it was cancelled (False: it had ended).
 
     The row changes here; the worker holding a running run notices and abandons its call, and a
     queued run's message finds it cancelled and runs nothing.
@@ -164,4 +172,4 @@ def _after_save(task, schedule_restarted):
                 and (task.start_at is None or task.start_at <= utcnow()))
     sync_task(_celery(), task, reset_phase=runs_now or schedule_restarted)
     if runs_now:
-        enqueue_run(task, Trigger.IMMEDIATE)
+        enqueue_run(task, Trigger.IMMEDIATE, delay=task.first_run_delay_seconds)

@@ -74,6 +74,10 @@ class Settings:
     max_enabled_tasks: int = 10_000
     # Across all workers; 0 means no cap. As many as one worker container runs at once by default.
     max_concurrent_llm_calls: int = 300
+    # Runs due in the same minute start spread over this many seconds, each task at its own stable offset (0: off).
+    spread_bursts_seconds: int = 0
+    # The completion tokens a rate limit counts up front for a task without max_tokens (promptbeat.ratelimits).
+    estimated_completion_tokens: int = 500
     # A scheduled run this much later than its slot is recorded as a catch-up.
     misfire_grace_seconds: int = 15
     max_prompt_chars: int = 20_000
@@ -172,6 +176,10 @@ class Settings:
                               "at least 0.")
         if self.delivery_attempts < 1:
             raise ConfigError("PROMPTBEAT_DELIVERY_ATTEMPTS must be at least 1.")
+        if not 0 <= self.spread_bursts_seconds <= 3600:
+            raise ConfigError("PROMPTBEAT_SPREAD_BURSTS_SECONDS must be between 0 and 3600.")
+        if self.estimated_completion_tokens < 1:
+            raise ConfigError("PROMPTBEAT_ESTIMATED_COMPLETION_TOKENS must be at least 1.")
         if self.max_attempts < 1:
             raise ConfigError("PROMPTBEAT_MAX_ATTEMPTS must be at least 1.")
         try:
@@ -203,6 +211,9 @@ class Settings:
             min_interval_seconds=_int(environ, "PROMPTBEAT_MIN_INTERVAL_SECONDS", cls.min_interval_seconds),
             max_enabled_tasks=_int(environ, "PROMPTBEAT_MAX_ENABLED_TASKS", cls.max_enabled_tasks),
             max_concurrent_llm_calls=_int(environ, "PROMPTBEAT_MAX_CONCURRENT_LLM_CALLS", cls.max_concurrent_llm_calls),
+            spread_bursts_seconds=_int(environ, "PROMPTBEAT_SPREAD_BURSTS_SECONDS", cls.spread_bursts_seconds),
+            estimated_completion_tokens=_int(environ, "PROMPTBEAT_ESTIMATED_COMPLETION_TOKENS",
+                                             cls.estimated_completion_tokens),
             misfire_grace_seconds=_int(environ, "PROMPTBEAT_MISFIRE_GRACE_SECONDS", cls.misfire_grace_seconds),
             max_prompt_chars=_int(environ, "PROMPTBEAT_MAX_PROMPT_CHARS", cls.max_prompt_chars),
             template_max_steps=_int(environ, "PROMPTBEAT_TEMPLATE_MAX_STEPS", cls.template_max_steps),

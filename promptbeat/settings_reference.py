@@ -53,6 +53,12 @@ ROWS = (
     Row((V("PROMPTBEAT_MAX_CONCURRENT_LLM_CALLS", "max_concurrent_llm_calls"),),
         "model calls in flight across all workers, as many as one default worker container runs; further runs wait "
         "their turn (0: no cap). Raise it with more workers"),
+    Row((V("PROMPTBEAT_SPREAD_BURSTS_SECONDS", "spread_bursts_seconds"),),
+        "scheduled runs due in the same minute start spread over this many seconds, each task at its own stable "
+        "offset, waiting meanwhile (0: off)"),
+    Row((V("PROMPTBEAT_ESTIMATED_COMPLETION_TOKENS", "estimated_completion_tokens"),),
+        "completion tokens a connection's tokens-per-minute limit counts up front for a task without `max_tokens`; "
+        "the answer's usage corrects it"),
     Row((V("PROMPTBEAT_MISFIRE_GRACE_SECONDS", "misfire_grace_seconds"),),
         "a scheduled run starting later than this after its slot is recorded as a catch-up"),
     Row((V("PROMPTBEAT_MAX_PROMPT_CHARS", "max_prompt_chars"),), "longest prompt accepted, as written and as rendered"),

@@ -17,8 +17,10 @@ FIELDS = (
     "pause_note",
     "connection_id", "max_attempts", "request_timeout_seconds", "max_run_seconds", "notify_on", "channel_ids",
     "output_schema", "ignore_patterns", "fallbacks", "batch", "budget_usd_day", "budget_usd_month",
-    "budget_tokens_day", "budget_tokens_month", "pause_on_budget",
+    "budget_tokens_day", "budget_tokens_month", "pause_on_budget", "jitter_seconds", "first_run_delay_seconds",
 )
+# Jitter and a first-run delay wait as waiting runs (promptbeat.runs.waiting); an hour is plenty to spread load.
+MAX_DELAY_SECONDS = 3600
 SCHEDULE_INPUTS = ("schedule_type", "interval_minutes", "interval_seconds", "time", "cron", "timezone",
                    "run_at", "start_at", "end_at", "max_runs", "catchup_seconds")
 # What makes a saved schedule start afresh (and so be checked for a fire time again).
@@ -66,6 +68,7 @@ def task_values(task):
         "budget_usd_day": task.budget_usd_day,
         "budget_usd_month": task.budget_usd_month, "budget_tokens_day": task.budget_tokens_day,
         "budget_tokens_month": task.budget_tokens_month, "pause_on_budget": task.pause_on_budget,
+        "jitter_seconds": task.jitter_seconds, "first_run_delay_seconds": task.first_run_delay_seconds,
     }
     if task.interval_seconds is not None:
         values["interval_seconds"] = task.interval_seconds
@@ -343,6 +346,9 @@ def _execution_options(data, settings, errors):
         # Bounded by the setting, which itself stays under the broker's visibility timeout.
         "max_run_seconds": _number(data, "max_run_seconds", errors, int, 5, settings.max_run_seconds, default=None),
         "connection_id": _number(data, "connection_id", errors, int, 1, 2**31 - 1, default=None),
+        "jitter_seconds": _number(data, "jitter_seconds", errors, int, 0, MAX_DELAY_SECONDS, default=0),
+        "first_run_delay_seconds": _number(data, "first_run_delay_seconds", errors, int, 0, MAX_DELAY_SECONDS,
+                                           default=0),
     }
     if options["connection_id"] and db.session.get(Connection, options["connection_id"]) is None:
         errors["connection_id"] = f"No connection with id {options['connection_id']}."

@@ -191,7 +191,7 @@ def _clear_redis(flask_app):
         # Overlap locks are keyed by task id, and ids start again after the tables are re-created (the
         # compose test migrates from scratch): a lock left by a worker stopped mid-run would make a
         # later test's run skip as "still running".
-        for pattern in (f"{prefix}task:*", f"{prefix}signin:*", f"{prefix}running:*"):
+        for pattern in (f"{prefix}task:*", f"{prefix}signin:*", f"{prefix}running:*", f"{prefix}rl:*"):
             for key in client.scan_iter(match=pattern):
                 client.delete(key)
         # The queue, kombu's record of taken but unfinished messages (restored to the queue when a

@@ -287,12 +287,12 @@ def _execution_or_404(execution_id):
 @operation("cancelExecution", {"HTTP_202": models.Execution}, admin=True, item=True, conflict=True,
            tags=["executions"])
 def cancel_execution(execution_id):
-    """Cancel a queued, running or submitted run: it ends cancelled and its model call is abandoned"""
+    """Cancel a queued, waiting, running or submitted run: it ends cancelled and its model call is abandoned"""
     execution = _execution_or_404(execution_id)
     if not service.cancel_run(execution):
         db.session.refresh(execution)
         raise ApiError(409, "conflict", f"Execution {execution_id} has already ended ({execution.status}); "
-                                        "only a queued, running or submitted run can be cancelled.")
+                                        "only a queued, waiting, running or submitted run can be cancelled.")
     audit("run_cancelled", task_id=execution.task_id, execution_id=execution_id)
     db.session.refresh(execution)
     return jsonify(execution_json(execution)), 202

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from promptbeat.models import ChannelKind, DeliveryStatus, NotifyOn, OverlapPolicy, ScheduleType, Trigger
+from promptbeat.ratelimits.limits import WaitReason
 from promptbeat.runs import search
 from promptbeat.runs.states import RunStatus
 
@@ -113,6 +114,11 @@ class TaskInput(ScheduleInput):
     budget_tokens_month: int | None = Field(None, description=BUDGET_NOTE.format(unit="tokens", period="month"))
     pause_on_budget: bool | None = Field(None, description="Pause the task when a budget stops one of its runs; "
                                                            "false when left out on create.")
+    jitter_seconds: int | None = Field(None, description="A scheduled run waits a random 0 to this many seconds "
+                                                         "after its slot (0-3600; 0 when left out).")
+    first_run_delay_seconds: int | None = Field(
+        None, description="An interval task's immediate run (on create, enable or schedule change) waits this many "
+                          "seconds (0-3600; 0, at once, when left out).")
 
 
 class PauseInput(ApiInput):
@@ -137,6 +143,10 @@ class ConnectionInput(ApiInput):
     extra_headers: dict[str, Text] | None = None
     fallbacks: list[FallbackInput] | None = Field(
         None, max_length=5, description=FALLBACKS_DESCRIPTION + " For tasks on this connection that list none.")
+    rpm_limit: int | None = Field(None, description="Requests per minute, enforced across all workers; null: no limit.")
+    tpm_limit: int | None = Field(None, description="Tokens per minute (prompt estimate plus max_tokens, corrected by "
+                                                    "the answer's usage); null: no limit.")
+    max_concurrency: int | None = Field(None, description="Calls in flight at once; null: no limit.")
 
 
 class ChannelInput(ApiInput):
@@ -253,6 +263,10 @@ class ExecutionBrief(ApiOutput):
                                                            "endpoint, and when none answered.")
     batch_id: str | None = Field(description="The provider's batch a batch-mode run was sent in; null until sent, "
                                              "and for other runs.")
+    wait_reason: WaitReason | None = Field(
+        None, description="Why a waiting run waits: rate_limit (its connection's limits), provider (the provider "
+                          "asked to slow down), jitter, spread, first_run_delay; null unless waiting.")
+    not_before: datetime | None = Field(None, description="When a waiting run is to run.")
 
 
 class Execution(ExecutionBrief):
@@ -371,6 +385,8 @@ class Task(ApiOutput):
     pause_on_budget: bool
     spend: Spend = Field(description="What the task spent in its current day and month (in its time zone), "
                                      "counted while it has a budget.")
+    jitter_seconds: int
+    first_run_delay_seconds: int
 
 
 class TaskList(ApiOutput):
@@ -444,6 +460,9 @@ class Connection(ApiOutput):
     extra_headers: dict[str, str]
     has_api_key: bool
     fallbacks: list[FallbackOutput]
+    rpm_limit: int | None
+    tpm_limit: int | None
+    max_concurrency: int | None
 
 
 class ConnectionList(ApiOutput):

@@ -70,7 +70,8 @@ def index():
 @bp.post("/")
 @admin_required
 def create():
-    data = {name: request.form.get(name, "") for name in ("name", "base_url", "api_key", "default_model", "fallbacks")}
+    data = {name: request.form.get(name, "") for name in ("name", "base_url", "api_key", "default_model", "fallbacks",
+                                                          *connections.LIMIT_FIELDS)}
     try:
         _form_headers(data)
         connection = connections.save_connection(data)
@@ -86,7 +87,8 @@ def create():
 def update(connection_id):
     """Change a connection; an empty key field keeps the stored key, unless the URL moves to another server."""
     connection = _connection_or_404(connection_id)
-    data = {name: request.form.get(name, "") for name in ("name", "base_url", "default_model")}
+    data = {name: request.form.get(name, "") for name in ("name", "base_url", "default_model",
+                                                          *connections.LIMIT_FIELDS)}
     if "fallbacks" in request.form:
         data["fallbacks"] = request.form["fallbacks"]
     if request.form.get("remove_key"):

@@ -33,7 +33,8 @@ NOTIFY_CHOICES = [
     SelectChoice("budget", _l("A budget stopped a run")),
 ]
 # Optional inputs passed to the validator as typed (blank means "not set").
-OPTIONAL_INPUTS = ("run_at", "start_at", "end_at", "max_runs", "catchup_seconds", "auto_pause_after")
+OPTIONAL_INPUTS = ("run_at", "start_at", "end_at", "max_runs", "catchup_seconds", "auto_pause_after", "jitter_seconds",
+                   "first_run_delay_seconds")
 BUDGET_INPUTS = ("budget_usd_day", "budget_usd_month", "budget_tokens_day", "budget_tokens_month")
 # Form field names that differ from the shared validator's.
 FIELD_FOR_INPUT = {"interval_seconds": "interval_minutes"}
@@ -68,6 +69,8 @@ class TaskForm(FlaskForm):
     pause_on_budget = BooleanField(_l("Pause the task when a budget stops a run"), default=False)
     connection_id = SelectField(_l("Connection"), default="")
     max_attempts = StringField(_l("Attempts at most (optional)"))
+    jitter_seconds = StringField(_l("Jitter in seconds (optional)"))
+    first_run_delay_seconds = StringField(_l("Delay of the first run in seconds (optional)"))
     output_schema = TextAreaField(_l("Output schema (optional JSON Schema)"))
     ignore_patterns = TextAreaField(_l("Ignore lines matching (optional, one regular expression a line)"))
     fallbacks = TextAreaField(_l("Fallback models (optional, one a line)"))
@@ -153,6 +156,8 @@ class TaskForm(FlaskForm):
             for name in ("max_runs", "catchup_seconds", "auto_pause_after") + BUDGET_INPUTS:
                 value = getattr(task, name)
                 getattr(form, name).data = "" if value is None else str(value)
+            for name in ("jitter_seconds", "first_run_delay_seconds"):
+                getattr(form, name).data = str(getattr(task, name) or "")
             form.overlap_policy.data = task.overlap_policy
             form.enabled.data = task.enabled
             form.batch.data = task.batch

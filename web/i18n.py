@@ -7,6 +7,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from promptbeat.models import DeliveryStatus
+from promptbeat.ratelimits.limits import WaitReason
 from promptbeat.runs.states import RunStatus
 
 LANGUAGES = {"en": "English", "zh_Hans": "简体中文"}
@@ -65,6 +66,11 @@ def status_words():
     return {str(status): str(word) for status, word in RUN_STATUS_WORDS.items()}
 
 
+def wait_words():
+    """Each wait reason's words in the page's language, keyed by its value."""
+    return {str(reason): str(words) for reason, words in WAIT_REASON_WORDS.items()}
+
+
 def delivery_words():
     """Each delivery status's word in the page's language, keyed by its value."""
     return {str(status): str(word) for status, word in DELIVERY_STATUS_WORDS.items()}
@@ -73,7 +79,7 @@ def delivery_words():
 def init_app(app):
     babel.init_app(app, locale_selector=select_locale, default_translation_directories="translations")
     app.jinja_env.globals.update(LANGUAGES=LANGUAGES, html_lang=html_lang, status_words=status_words,
-                                 delivery_words=delivery_words)
+                                 delivery_words=delivery_words, wait_words=wait_words)
     app.jinja_env.filters["ago"] = relative_time
     app.jinja_env.filters["message"] = translate_message
 
@@ -81,10 +87,17 @@ def init_app(app):
 # The word of every run status (promptbeat.runs.states.RunStatus), spelt out so extraction finds it;
 # tests/runs/test_run_states.py fails if a status has no word here or no translation.
 RUN_STATUS_WORDS = {
-    RunStatus.QUEUED: _l("queued"), RunStatus.RUNNING: _l("running"), RunStatus.SUBMITTED: _l("submitted"),
-    RunStatus.SUCCESS: _l("success"),
+    RunStatus.QUEUED: _l("queued"), RunStatus.WAITING: _l("waiting"), RunStatus.RUNNING: _l("running"),
+    RunStatus.SUBMITTED: _l("submitted"), RunStatus.SUCCESS: _l("success"),
     RunStatus.FAILED: _l("failed"), RunStatus.SKIPPED: _l("skipped"), RunStatus.LOST: _l("lost"),
     RunStatus.CANCELLED: _l("cancelled"),
+}
+# Why a run waits (promptbeat.ratelimits.limits.WaitReason), shown beside its status.
+WAIT_REASON_WORDS = {
+    WaitReason.RATE_LIMIT: _l("its connection's rate limit"),
+    WaitReason.PROVIDER: _l("the provider asked to slow down"),
+    WaitReason.JITTER: _l("the task's jitter"), WaitReason.SPREAD: _l("spreading a burst of runs"),
+    WaitReason.FIRST_RUN_DELAY: _l("the first-run delay"),
 }
 DELIVERY_STATUS_WORDS = {
     DeliveryStatus.DELIVERED: _l("delivered"), DeliveryStatus.RETRYING: _l("retrying"),
@@ -125,6 +138,7 @@ CONNECTION_WORDS = (
     _l("Put credentials in the API key or a header, not in the URL."),
     _l("The URL now points to another server: give its API key again, or remove the stored one."),
     _l("The URL now points to another server: give the header values again, or remove them."),
+    _l("Must be a whole number, or empty for no limit."),
 )
 # Messages from promptbeat.accounts.users (and the forms around it) that the account and users pages show.
 ACCOUNT_WORDS = (

@@ -12,6 +12,7 @@ from promptbeat.scheduling import descriptions, schedules
 from promptbeat.extensions import db
 from promptbeat.notify import ledger
 from promptbeat.runs.budget import Usage
+from promptbeat.runs.states import RunStatus
 from promptbeat.models import SCHEDULE_TYPES, Execution, ScheduleType, Task
 from promptbeat.validation import validate_schedule
 
@@ -126,6 +127,8 @@ def task_json(task, last_execution=None, spend=None):
         "budget_tokens_month": task.budget_tokens_month,
         "pause_on_budget": task.pause_on_budget,
         "spend": spend_json(spend),
+        "jitter_seconds": task.jitter_seconds or 0,
+        "first_run_delay_seconds": task.first_run_delay_seconds or 0,
     }
     if task.schedule_type != ScheduleType.INTERVAL:
         data["interval_minutes"] = None
@@ -195,6 +198,10 @@ def execution_json(execution, brief=False, deliveries=None):
         "answered_connection_id": execution.answered_connection_id,
         "batch_id": execution.batch_id,
     }
+    # Kept on the row once it runs, shown only while it waits.
+    waiting = execution.status == RunStatus.WAITING
+    data["wait_reason"] = execution.wait_reason if waiting else None
+    data["not_before"] = iso(execution.not_before) if waiting else None
     if not brief:
         data["output"] = execution.output
         data["prompt"] = execution.prompt

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 import httpx2 as httpx
 import openai
+from openai._constants import RAW_RESPONSE_HEADER
 
 from promptbeat import versions
 from promptbeat.llm import netguard
+from promptbeat.ratelimits import provider
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ class Endpoint:
     headers: tuple = field(default=(), repr=False)
     name: str = "default"
     allow_private: bool = True
+    # The connection's rate limits (promptbeat.ratelimits.limits.RateLimits), None for none.
+    limits: object = field(default=None, compare=False)
 
     @property
     def secrets(self):
@@ -38,12 +42,14 @@ class LLMError(Exception):
     """A completion failed; the message is safe to show and store.
 
     error_class names the kind of failure (RateLimitError, InsufficientQuota, APITimeoutError...),
-    status is the HTTP status if there was one, retry_after the server's hint in seconds.
+    status is the HTTP status if there was one, retry_after the server's hint in seconds, headers
+    the answer's rate-limit headers (promptbeat.ratelimits.provider.HEADERS).
     """
 
-    def __init__(self, message, error_class="LLMError", status=None, retry_after=None):
+    def __init__(self, message, error_class="LLMError", status=None, retry_after=None, headers=None):
         super().__init__(message)
         self.error_class, self.status, self.retry_after = error_class, status, retry_after
+        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class Completion:
     prompt_tokens: int | None
     completion_tokens: int | None
     total_tokens: int | None
+    # The answer's rate-limit headers (promptbeat.ratelimits.provider.HEADERS), lower-case names.
+    headers: dict = field(default_factory=dict, compare=False)
 
 
 POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
@@ -150,7 +158,8 @@ def complete(endpoint, *, model, prompt, system_prompt=None, temperature=None, m
     try:
         return _create(client, params)
     except LLMError as exc:
-        raise LLMError(redact(str(exc), *endpoint.secrets), exc.error_class, exc.status, exc.retry_after) from None
+        raise LLMError(redact(str(exc), *endpoint.secrets), exc.error_class, exc.status, exc.retry_after,
+                       exc.headers) from None
 
 
 def through_sdk(endpoint, method, /, **params):
@@ -185,13 +194,22 @@ def models_from(body):
 
 def _create_through_sdk(client, params):
     """chat.completions.create(), the SDK's own path: what a process uses unless install() was called."""
-    answer = _call(client.chat.completions.create, params)
+    # with_raw_response: the same call, with the answer's headers kept for the rate limiter.
+    raw = _call(client.chat.completions.with_raw_response.create, params)
+    answer = _call(lambda: raw.parse(), {})
     # The SDK builds its ChatCompletion from what the server sent, unvalidated; read it back as that JSON.
-    return completion_from(answer.to_dict() if isinstance(answer, openai.BaseModel) else answer)
+    return completion_from(answer.to_dict() if isinstance(answer, openai.BaseModel) else answer,
+                           rate_headers(raw.headers))
 
 
 def _create_by_post(client, params):
-    return completion_from(_call(_post_chat_completion(client), params))
+    raw = _call(_post_chat_completion(client), params)
+    return completion_from(_call(lambda: raw.parse(), {}), rate_headers(raw.headers))
+
+
+def rate_headers(headers):
+    """The rate-limit headers of an answer, by lower-case name: the only ones a run keeps."""
+    return {name: headers[name] for name in provider.HEADERS if name in headers}
 
 
 _create = _create_through_sdk
@@ -215,7 +233,7 @@ def install():
     return True
 
 
-def completion_from(body):
+def completion_from(body, headers=None):
     """The answer and token usage in a chat completion's JSON; servers differ in what they leave out."""
     if not isinstance(body, dict):
         raise LLMError("APIResponseValidationError: the server's answer is not a chat completion object",
@@ -228,6 +246,7 @@ def completion_from(body):
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         total_tokens=usage.get("total_tokens"),
+        headers=headers or {},
     )
 
 
@@ -246,7 +265,9 @@ def _post_chat_completion(client):
     """
 
     def post(*, timeout, **body):
-        return client.post("/chat/completions", body=body, cast_to=object, options={"timeout": timeout})
+        # The SDK's raw-response marker, as with_raw_response sets it: the answer comes back with its headers.
+        return client.post("/chat/completions", body=body, cast_to=object,
+                           options={"timeout": timeout, "headers": {RAW_RESPONSE_HEADER: "true"}})
 
     return post
 
@@ -259,7 +280,8 @@ def _call(method, params):
         if _error_code(exc) == "insufficient_quota":
             error_class = "InsufficientQuota"
         raise LLMError(f"{error_class} (HTTP {exc.status_code}): {_server_message(exc)}",
-                       error_class, exc.status_code, retry_after_seconds(exc.response.headers)) from None
+                       error_class, exc.status_code, retry_after_seconds(exc.response.headers),
+                       rate_headers(exc.response.headers)) from None
     except openai.APITimeoutError:
         raise LLMError(f"APITimeoutError: no answer within {params['timeout']:g} s", "APITimeoutError") from None
     except openai.APIConnectionError as exc:

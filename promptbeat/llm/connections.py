@@ -10,11 +10,15 @@ from promptbeat.llm import netguard
 from promptbeat.extensions import db
 from promptbeat.fields import one_line
 from promptbeat.models import Connection
+from promptbeat.ratelimits.limits import RateLimits
 from promptbeat.runs import fallbacks
 
 logger = logging.getLogger(__name__)
 
-FIELDS = ("name", "base_url", "api_key", "default_model", "extra_headers", "fallbacks")
+FIELDS = ("name", "base_url", "api_key", "default_model", "extra_headers", "fallbacks", "rpm_limit", "tpm_limit",
+          "max_concurrency")
+# The rate limits a connection may have (promptbeat.ratelimits): whole numbers from 1 to this, or null for none.
+LIMIT_FIELDS = {"rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000, "max_concurrency": 100_000}
 URL_EXAMPLE = "https://api.openai.com/v1"
 # The SDK's endpoint when a connection has no base URL: a key saved without one goes there.
 DEFAULT_ORIGIN = ("https", "api.openai.com", 443)
@@ -86,6 +90,9 @@ def connection_values(data, connection=None):
             values["fallbacks"] = fallbacks.check(value, connection.id if connection is not None else None)
         except fallbacks.FallbackError as exc:
             errors["fallbacks"] = str(exc)
+    for field, most in LIMIT_FIELDS.items():
+        if field in data:
+            values[field] = _limit(data[field], field, most, errors)
     if "name" in values and not errors.get("name"):
         clash = db.session.execute(db.select(Connection).filter_by(name=values["name"])).scalar()
         if clash is not None and clash is not connection:
@@ -147,6 +154,21 @@ def _base_url(value, errors, settings):
         errors["base_url"] = str(exc)
         return None
     return value.rstrip("/")
+
+
+def _limit(value, field, most, errors):
+    """A rate limit: a whole number from 1 to most (text from a form too), or None for no limit."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 12:
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors[field] = "Must be a whole number, or empty for no limit."
+    elif not 1 <= value <= most:
+        errors[field] = f"Must be between 1 and {most}, or empty for no limit."
+    else:
+        return value
+    return None
 
 
 def _headers(value, errors, settings, stored):
@@ -215,6 +237,7 @@ def endpoint_of(connection, settings):
         headers=tuple(sorted(headers.items())),
         name=connection.name,
         allow_private=settings.connection_allow_private,
+        limits=RateLimits.of_connection(connection),
     )
 
 
@@ -266,6 +289,9 @@ def connection_json(connection):
         "extra_headers": masked_headers(connection),
         "has_api_key": connection.has_api_key,
         "fallbacks": connection.fallbacks or [],
+        "rpm_limit": connection.rpm_limit,
+        "tpm_limit": connection.tpm_limit,
+        "max_concurrency": connection.max_concurrency,
     }
 
 

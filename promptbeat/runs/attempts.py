@@ -5,6 +5,7 @@ import time
 from promptbeat.llm import client as llm
 from promptbeat.outputs import asking
 from promptbeat.models import utcnow
+from promptbeat.ratelimits.limiter import Admission, Call
 from promptbeat.runs import fallbacks, retry, store
 from promptbeat.runs.limits import llm_call_slot
 from promptbeat.runs.plan import Result, iso
@@ -46,13 +47,18 @@ def _attempt(plan, run_id, settings, sleep):
             attempts.append(record)
             call_begun = time.monotonic()
             try:
-                # The cap on calls in flight across all workers holds per attempt, not during backoff.
-                with llm_call_slot(settings):
+                # The target connection's rate limits (a retry or a fallback takes a new place in line) and the
+                # cap on calls in flight across all workers hold per attempt, not during backoff.
+                limits = target.endpoint.limits if target.endpoint is not None else None
+                first = index == 0 and number == 1
+                admission = plan.admission if first and plan.admission else Admission.RESERVE
+                with Call(settings, limits, plan.estimated_tokens, admission, sleep) as call, llm_call_slot(settings):
                     completion = asking.complete(
                         target.endpoint, model=target.model, prompt=plan.prompt, system_prompt=plan.system_prompt,
                         temperature=plan.temperature, max_tokens=plan.max_tokens, timeout=timeout,
                         output_schema=plan.output_schema,
                     )
+                    call.answered(completion.total_tokens, completion.headers)
             except llm.LLMError as exc:
                 record.update(ms=int((time.monotonic() - call_begun) * 1000), error_class=exc.error_class,
                               error=str(exc))

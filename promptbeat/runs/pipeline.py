@@ -13,11 +13,11 @@ from promptbeat.extensions import db
 from promptbeat.models import OverlapPolicy, Task, Trigger, utcnow
 from promptbeat.notify import dispatch
 from promptbeat.outputs import answers
-from promptbeat.runs import budget, lifecycle, liveness, overlap, preparation, store
+from promptbeat.runs import budget, lifecycle, liveness, overlap, preparation, store, waiting
 from promptbeat.runs.attempts import call_with_retries
 from promptbeat.runs.overlap import HELD_BY_THIS_RUN, run_guard
 from promptbeat.runs.plan import Start
-from promptbeat.runs.states import RunStatus
+from promptbeat.runs.states import PENDING, RunStatus
 from promptbeat.scheduling.sync import sync_task
 
 logger = logging.getLogger(__name__)
@@ -62,9 +62,13 @@ def run(request, settings, sleep=time.sleep):
         if reason:
             return _skip(run_id, reason)
     # A batch-mode run is collected for the provider's Batch API instead of called (promptbeat.batches);
-    # its runs wait hours for their answers, so the overlap guard does not apply to them.
+    # its runs wait hours for their answers, so neither spreading nor the overlap guard applies to them.
     if task.batch:
         return batches.collect(request, settings, task, run_id)
+    # A scheduled run's jitter and its share of a spread burst (or the rest of a wait), as a waiting run.
+    delay = waiting.start_delay(request, task, settings)
+    if delay is not None and waiting.hold(request, run_id, task.id, *delay, sleep, settings):
+        return run_id
 
     if task.overlap_policy == OverlapPolicy.ALLOW or request.allow_overlap:
         return _claim_and_run(request, settings, task, run_id, sleep)
@@ -89,6 +93,8 @@ def _claim_and_run(request, settings, task, run_id, sleep, exclusive=False):
     # No connection is held during the model call: hundreds of runs share a small pool. remove(), not
     # close(): close() would first build a Session for the many runs that never used one.
     db.session.remove()
+    if waiting.take_place(request, plan, task, settings, run_id, sleep):
+        return run_id
     claim = liveness.claiming(run_id)
     start = Start(model=task.model, started_at=started, worker=request.worker, prompt=plan.prompt,
                   deadline_at=started + timedelta(seconds=plan.max_run_seconds), runner=claim)
@@ -130,7 +136,7 @@ def _unclaimed(run_id, exclusive):
         logger.info("run %s no longer exists; nothing to run", run_id)
     elif status.is_final:
         logger.info("run %s already finished (%s); not running it again", run_id, status)
-    elif exclusive and status == RunStatus.QUEUED:
+    elif exclusive and status in PENDING:
         return _skip(run_id, overlap.STILL_MARKED_RUNNING)
     else:
         logger.info("run %s is already running elsewhere (a duplicate message); leaving it", run_id)

@@ -23,14 +23,24 @@ class RunRequest:
     redelivered: bool = False
     # The Celery node that runs it.
     worker: str | None = None
+    # A waiting run's message at its moment (promptbeat.runs.waiting): its jitter or spread is behind it,
+    # and with reserved its place under its connection's rate limit too.
+    delayed: bool = False
+    reserved: bool = False
+    # A waiting run's moment and reason: a message may come back before it (a countdown is capped below
+    # the broker's visibility timeout), and then waits again for the rest.
+    not_before: datetime | None = None
+    wait_reason: str | None = None
 
     @classmethod
     def from_message(cls, task_id, trigger, execution_id=None, slot=None, catch_up=False, allow_overlap=False,
-                     redelivered=False, worker=None):
+                     redelivered=False, worker=None, delayed=False, reserved=False, not_before=None,
+                     wait_reason=None):
         """From a message's arguments, as JSON carries them."""
         return cls(task_id=task_id, trigger=Trigger(trigger), execution_id=execution_id, slot=parse_moment(slot),
                    catch_up=bool(catch_up), allow_overlap=bool(allow_overlap), redelivered=bool(redelivered),
-                   worker=worker)
+                   worker=worker, delayed=bool(delayed), reserved=bool(reserved),
+                   not_before=parse_moment(not_before), wait_reason=wait_reason)
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,10 @@ class CallPlan:
     prompt: str | None = None
     # (error class, message) when the run must fail without a call.
     error: tuple[str, str] | None = None
+    # Under a connection's rate limits (plan.endpoint.limits): the tokens counted up front, and what the
+    # first attempt does about its place in line (promptbeat.ratelimits.limiter.Admission).
+    estimated_tokens: int = 0
+    admission: object = None
 
     def targets(self):
         """The models to ask, in order: the task's own, then its fallbacks."""

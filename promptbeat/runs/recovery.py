@@ -9,7 +9,8 @@ The sweep (beat's fixed job, every PROMPTBEAT_SWEEP_SECONDS) looks at two kinds 
   run marks it in the broker's Redis as it is published (the marker is removed when a worker
   receives it), so a run without one lost its message with the Redis that held both (flushed, or
   restarted without persistence). It is sent again, or marked `lost` past its attempts. A long
-  backlog keeps its markers and is left alone.
+  backlog keeps its markers and is left alone. A `waiting` run is judged the same way once its
+  moment (not_before) is QUEUED_GRACE_SECONDS past: its message is held until then.
 
 Runs still `running` past their deadline plus PROMPTBEAT_LOST_GRACE_SECONDS (a live worker stuck, or
 a run claimed before claims were recorded) are marked `lost` as before.
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 from celery.signals import before_task_publish
 from flask import current_app, has_app_context
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, or_, select
 
 from promptbeat.extensions import db
 from promptbeat.models import Execution, Runner, Task, utcnow
@@ -28,7 +29,8 @@ from promptbeat.redis_client import get_client
 from promptbeat.runs import message_ids, store
 from promptbeat.runs.liveness import DATABASE_NOW, runner_of
 from promptbeat.runs.overlap import release_for_run
-from promptbeat.runs.states import RunStatus
+from promptbeat.runs.states import PENDING, RunStatus
+from promptbeat.runs.waiting import resume_kwargs
 
 logger = logging.getLogger(__name__)
 EXECUTIONS = Execution.__table__
@@ -51,8 +53,9 @@ _RUN_COLUMNS = (EXECUTIONS.c.id, EXECUTIONS.c.task_id, EXECUTIONS.c.trigger, EXE
                 EXECUTIONS.c.recoveries, EXECUTIONS.c.worker, TASKS.c.max_attempts)
 RUNNING_CLAIMED = (select(*_RUN_COLUMNS, EXECUTIONS.c.runner).join(TASKS, TASKS.c.id == EXECUTIONS.c.task_id)
                    .where(EXECUTIONS.c.status == RunStatus.RUNNING, EXECUTIONS.c.runner.is_not(None)))
-OLD_QUEUED = (select(*_RUN_COLUMNS).join(TASKS, TASKS.c.id == EXECUTIONS.c.task_id)
-              .where(EXECUTIONS.c.status == RunStatus.QUEUED, EXECUTIONS.c.created_at < bindparam("before"),
+OLD_QUEUED = (select(*_RUN_COLUMNS, EXECUTIONS.c.wait_reason).join(TASKS, TASKS.c.id == EXECUTIONS.c.task_id)
+              .where(or_(and_(EXECUTIONS.c.status == RunStatus.QUEUED, EXECUTIONS.c.created_at < bindparam("before")),
+                         and_(EXECUTIONS.c.status == RunStatus.WAITING, EXECUTIONS.c.not_before < bindparam("before"))),
                      EXECUTIONS.c.id > bindparam("after"))
               .order_by(EXECUTIONS.c.id).limit(PAGE))
 LIVE_RUNNERS = select(RUNNERS.c.id).where(RUNNERS.c.heartbeat_at >= bindparam("since"))
@@ -146,7 +149,7 @@ def _recover_lost_messages(settings, celery_app, now):
                     continue
                 logger.warning("run %s: its queued message was lost (Redis flushed or restarted); sending it again",
                                run.id)
-                _send(celery_app, run, allow_overlap=False)
+                _send(celery_app, run, allow_overlap=False, **resume_kwargs(run.wait_reason))
                 resent += 1
             else:
                 message = ("The run's queued message was lost (Redis flushed or restarted without persistence) "
@@ -167,9 +170,12 @@ def _lose_past_deadline(settings, now):
     return len(lost)
 
 
-def _send(celery_app, run, allow_overlap):
-    """Send a run's message again, under the id and name Flower knows it by; its slot goes with it for the bounds."""
-    kwargs = {"trigger": str(run.trigger), "execution_id": run.id, "allow_overlap": allow_overlap}
+def _send(celery_app, run, allow_overlap, **resume):
+    """Send a run's message again, under the id and name Flower knows it by; its slot goes with it for the bounds.
+
+    resume says how far a waiting run got (promptbeat.runs.waiting.resume_kwargs).
+    """
+    kwargs = {"trigger": str(run.trigger), "execution_id": run.id, "allow_overlap": allow_overlap, **resume}
     if run.slot is not None:
         kwargs["slot"] = run.slot.isoformat()
     celery_app.send_task(EXECUTE_TASK, args=[run.task_id], kwargs=kwargs, task_id=message_ids.message_id(run),
@@ -223,7 +229,7 @@ def drop_redelivered(settings, task_id, execution_id, slot):
             run = connection.execute(RUN_BY_SLOT, {"task_id": task_id, "slot": _moment(slot)}).one_or_none()
         else:
             return False
-        if run is None or run.status == RunStatus.QUEUED:
+        if run is None or run.status in PENDING:
             return False
         held = run.status != RunStatus.RUNNING or run.runner is None or connection.execute(
             RUNNER_ALIVE, {"runner_id": runner_of(run.runner), "since": connection.execute(DATABASE_NOW).scalar()

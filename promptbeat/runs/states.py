@@ -4,6 +4,9 @@ import enum
 
 class RunStatus(enum.StrEnum):
     QUEUED = "queued"
+    # Held back until its moment (not_before) for its wait_reason: its connection's rate limit, the
+    # provider's request to slow down, jitter or a spread burst; no worker holds it meanwhile.
+    WAITING = "waiting"
     RUNNING = "running"
     # A batch-mode run handed to the provider's Batch API (promptbeat.batches): its batch id is set once
     # its batch is sent, and its result arrives when beat's poll finds the batch ended.
@@ -26,10 +29,13 @@ class RunStatus(enum.StrEnum):
 # run in any other state is left as it is. RUNNING -> QUEUED is a run whose worker died, put back to be
 # started again (promptbeat.runs.recovery); QUEUED -> LOST, one whose message was lost past its attempts.
 # QUEUED -> SUBMITTED is a batch-mode run collected by its worker; SUBMITTED -> LOST, one whose batch
-# is gone or that outlived the batch window.
+# is gone or that outlived the batch window. A waiting run goes on as a queued one would; WAITING ->
+# WAITING is a run whose jitter or spread ended waiting again for its place under its connection's rate limit.
 TRANSITIONS = {
-    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.SUBMITTED, RunStatus.SKIPPED, RunStatus.FAILED,
-                                 RunStatus.LOST, RunStatus.CANCELLED}),
+    RunStatus.QUEUED: frozenset({RunStatus.WAITING, RunStatus.RUNNING, RunStatus.SUBMITTED, RunStatus.SKIPPED,
+                                 RunStatus.FAILED, RunStatus.LOST, RunStatus.CANCELLED}),
+    RunStatus.WAITING: frozenset({RunStatus.WAITING, RunStatus.RUNNING, RunStatus.SUBMITTED, RunStatus.SKIPPED,
+                                  RunStatus.FAILED, RunStatus.LOST, RunStatus.CANCELLED}),
     RunStatus.SUBMITTED: frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.LOST, RunStatus.CANCELLED}),
     RunStatus.RUNNING: frozenset({RunStatus.QUEUED, RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.LOST,
                                   RunStatus.CANCELLED}),
@@ -39,6 +45,8 @@ TRANSITIONS = {
     RunStatus.LOST: frozenset(),
     RunStatus.CANCELLED: frozenset(),
 }
+# Not yet handed to a worker's call: a message carries it (promptbeat.runs.recovery watches its marker).
+PENDING = (RunStatus.QUEUED, RunStatus.WAITING)
 FINAL = frozenset(status for status, targets in TRANSITIONS.items() if not targets)
 # A new run may retry one that ended in one of these.
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.LOST, RunStatus.CANCELLED})

@@ -17,7 +17,7 @@ from promptbeat.extensions import db
 from promptbeat.models import Execution, Task, Trigger, utcnow
 from promptbeat.runs import budget
 from promptbeat.runs.overlap import NO_OTHER_RUN_RUNNING
-from promptbeat.runs.states import RETRYABLE, RunStatus, sources
+from promptbeat.runs.states import PENDING, RETRYABLE, RunStatus, sources
 
 logger = logging.getLogger(__name__)
 EXECUTIONS = Execution.__table__
@@ -113,9 +113,10 @@ LOSE_DEAD = transition_statement(RunStatus.LOST, _LOST_VALUES, (RunStatus.RUNNIN
 # on the count read, so two sweeps cannot both send it.
 _UNCOUNTED = EXECUTIONS.c.recoveries == bindparam("seen")
 RESEND_QUEUED = (update(EXECUTIONS)
-                 .where(EXECUTIONS.c.id == bindparam("run_id"), EXECUTIONS.c.status == RunStatus.QUEUED, _UNCOUNTED)
+                 .where(EXECUTIONS.c.id == bindparam("run_id"),
+                        or_(*(EXECUTIONS.c.status == status for status in PENDING)), _UNCOUNTED)
                  .values(recoveries=EXECUTIONS.c.recoveries + 1))
-LOSE_QUEUED = transition_statement(RunStatus.LOST, _LOST_VALUES, (RunStatus.QUEUED,)).where(_UNCOUNTED)
+LOSE_QUEUED = transition_statement(RunStatus.LOST, _LOST_VALUES, PENDING).where(_UNCOUNTED)
 
 
 def create(task_id, trigger, model):
@@ -151,14 +152,21 @@ def claim_slot(task, slot, trigger, catch_up=False, advance_anchor=False):
 
 
 def claim(run_id, start, guard=None):
-    """Move a queued run to running with its Start (and the claim that holds it); returns whether this call claimed it.
+    """Move a queued or waiting run to running with its Start (and the claim that holds it); returns whether this
+    call claimed it.
 
-    Only a queued run is claimed: one left running by a dead worker is put back in the queue by
+    Only a queued or waiting run is claimed: one left running by a dead worker is put back in the queue by
     promptbeat.runs.recovery, never taken over. guard, the overlap guard's parameters, makes the
     claim exclusive: no other run of the task may be running.
     """
-    statement = transition_statement(RunStatus.RUNNING, START_COLUMNS, (RunStatus.QUEUED,), exclusive=guard is not None)
+    statement = transition_statement(RunStatus.RUNNING, START_COLUMNS, PENDING, exclusive=guard is not None)
     return bool(_write(statement, {**_params(run_id, start.columns()), **(guard or {})}))
+
+
+def wait(run_id, reason, not_before):
+    """Move a queued or waiting run to waiting until not_before, for reason; returns whether it moved."""
+    return bool(_write(transition_statement(RunStatus.WAITING, ("not_before", "wait_reason"), PENDING),
+                       _params(run_id, {"not_before": not_before, "wait_reason": reason})))
 
 
 def record_prompt(run_id, prompt):
@@ -175,7 +183,7 @@ def collect(run_id, values):
     """Move a queued batch-mode run to submitted with its start and batch request, to wait for the next batch;
     returns whether it moved (False: gone, cancelled or collected by another delivery)."""
     names = tuple(sorted(values))
-    return bool(_write(transition_statement(RunStatus.SUBMITTED, names, (RunStatus.QUEUED,)), _params(run_id, values)))
+    return bool(_write(transition_statement(RunStatus.SUBMITTED, names, PENDING), _params(run_id, values)))
 
 
 def mark_batched(run_ids, batch_id):
@@ -244,20 +252,20 @@ def _finish_and_count_statement(target, names, source=RunStatus.RUNNING):
 
 
 def skip(run_id, reason, error_class=None):
-    """Move a queued run to skipped with the reason (and its class, e.g. a budget stop); returns whether it moved."""
-    return bool(_write(transition_statement(RunStatus.SKIPPED, ("error", "error_class", "finished_at"),
-                                            (RunStatus.QUEUED,)),
+    """Move a queued or waiting run to skipped with the reason (and its class, e.g. a budget stop); returns
+    whether it moved."""
+    return bool(_write(transition_statement(RunStatus.SKIPPED, ("error", "error_class", "finished_at"), PENDING),
                        _params(run_id, {"error": reason, "error_class": error_class, "finished_at": utcnow()})))
 
 
 def fail_unqueued(run_id, error):
-    """Move a queued run that could not be handed to a worker to failed; returns whether it moved."""
-    return bool(_write(transition_statement(RunStatus.FAILED, ("error", "finished_at"), (RunStatus.QUEUED,)),
+    """Move a queued or waiting run that could not be handed to a worker to failed; returns whether it moved."""
+    return bool(_write(transition_statement(RunStatus.FAILED, ("error", "finished_at"), PENDING),
                        _params(run_id, {"error": error, "finished_at": utcnow()})))
 
 
 def cancel(run_id):
-    """Move a queued or running run to cancelled; returns whether it moved (False: gone or already final).
+    """Move a queued, waiting or running run to cancelled; returns whether it moved (False: gone or already final).
 
     A queued run's message is dropped when it arrives; a running run's worker abandons the call
     (promptbeat.runs.liveness) and writes nothing more to it.
@@ -281,12 +289,15 @@ def lose_dead(run_id, claim, message, now):
 
 
 def count_resend(run_id, seen):
-    """Count a queued run's lost message as sent again; returns whether this call counted it (seen: the count read)."""
+    """Count a queued or waiting run's lost message as sent again; returns whether this call counted it.
+
+    seen: the count the caller read.
+    """
     return bool(_write(RESEND_QUEUED, {"run_id": run_id, "seen": seen}))
 
 
 def lose_queued(run_id, seen, message, now):
-    """Mark lost a queued run whose message was lost, past its attempts; returns whether it moved."""
+    """Mark lost a queued or waiting run whose message was lost, past its attempts; returns whether it moved."""
     return bool(_write(LOSE_QUEUED, _params(run_id, {"error": message, "error_class": "MessageLost",
                                                      "finished_at": now}) | {"seen": seen}))
 

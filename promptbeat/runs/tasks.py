@@ -21,7 +21,7 @@ class RunFailed(Exception):
 
 @shared_task(name="promptbeat.execute_task", ignore_result=True, bind=True, throws=(RunFailed,))
 def execute_task(self, task_id, trigger="scheduled", execution_id=None, slot=None, catch_up=False,
-                 allow_overlap=False):
+                 allow_overlap=False, delayed=False, reserved=False, not_before=None, wait_reason=None):
     """Run a task once and record the execution, with the name of the worker node that ran it.
 
     A redelivered message whose run was already claimed or finished is dropped (promptbeat.runs.recovery).
@@ -35,7 +35,8 @@ def execute_task(self, task_id, trigger="scheduled", execution_id=None, slot=Non
         return f"task {task_id}: redelivered message dropped"
     request = RunRequest.from_message(task_id, trigger, execution_id=execution_id, slot=slot, catch_up=catch_up,
                                       allow_overlap=allow_overlap, redelivered=redelivered,
-                                      worker=self.request.hostname)
+                                      worker=self.request.hostname, delayed=delayed, reserved=reserved,
+                                      not_before=not_before, wait_reason=wait_reason)
     with liveness.in_flight(current_app._get_current_object(), self.request.hostname) as in_flight:
         run_id = run(request, settings)
     if in_flight.interrupted:

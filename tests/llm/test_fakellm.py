@@ -234,10 +234,10 @@ def test_stats_count_calls_in_flight_and_their_peak():
         list(pool.map(lambda n: ask(client, f"[[sleep:0.5]] call {n}"), range(6)))
         status, stats = http_json(control_url(server, "/_fake/stats"))
         assert status == 200
-        assert stats == {"in_flight": 0, "peak_in_flight": 6, "chat_requests": 6}
+        assert stats == {"in_flight": 0, "peak_in_flight": 6, "chat_requests": 6, "rate_limited": 0}
         server.reset()
         ask(client, "one at a time")
-        assert server.stats == {"in_flight": 0, "peak_in_flight": 1, "chat_requests": 1}
+        assert server.stats == {"in_flight": 0, "peak_in_flight": 1, "chat_requests": 1, "rate_limited": 0}
 
 
 def read_line(stream, timeout):
@@ -359,3 +359,43 @@ def test_unknown_batch_is_404_and_bad_scripts_are_refused():
         client.files.create(file=("x.jsonl", b"{}\n"), purpose="batch")
         server.reset()
         assert server.batches == {}
+
+
+def test_an_rpm_limit_answers_429_with_retry_after_ms_and_arrivals_are_recorded():
+    with fake_openai() as (server, client):
+        status, _ = http_json(control_url(server, "/_fake/limits"), {"rpm": 2})
+        assert status == 200
+        before = time.time()
+        ask(client, "one")
+        ask(client, "two")
+        with pytest.raises(openai.RateLimitError) as refused:
+            ask(client, "three")
+        wait_ms = int(refused.value.response.headers["retry-after-ms"])
+        assert 0 < wait_ms <= 60_000
+        status, body = http_json(control_url(server, "/_fake/arrivals"))
+        assert [a["status"] for a in body["arrivals"]] == [None, None, 429]
+        assert all(a["time"] >= before for a in body["arrivals"])
+        assert http_json(control_url(server, "/_fake/stats"))[1]["rate_limited"] == 1
+        # A reset lifts the limit, as it forgets everything else.
+        http_json(control_url(server, "/_fake/reset"), {})
+        ask(client, "four")
+
+
+@pytest.mark.parametrize("rpm", [0, -1, "5", True, 1.5])
+def test_an_rpm_limit_must_be_a_positive_whole_number(rpm):
+    with fake_openai() as (server, _):
+        status, body = http_json(control_url(server, "/_fake/limits"), {"rpm": rpm})
+        assert status == 400 and body["error"]["param"] == "rpm"
+
+
+def test_scripted_answers_carry_rate_limit_headers_to_the_client():
+    with fake_openai() as (server, client):
+        http_json(control_url(server, "/_fake/script"), {"responses": [
+            {"content": "ok", "headers": {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s"}},
+            {"status": 429, "headers": {"retry-after-ms": "1500"}}]})
+        raw = client.chat.completions.with_raw_response.create(
+            model="fake-model", messages=[{"role": "user", "content": "hi"}])
+        assert (raw.headers["x-ratelimit-remaining-requests"], raw.headers["x-ratelimit-reset-requests"]) == ("0", "6m0s")
+        with pytest.raises(openai.RateLimitError) as refused:
+            ask(client, "again")
+        assert refused.value.response.headers["retry-after-ms"] == "1500"

@@ -10,7 +10,7 @@ from promptbeat.extensions import db
 from promptbeat.models import Execution, Task, Trigger, utcnow
 from promptbeat.runs import store
 from promptbeat.runs.plan import Start
-from promptbeat.runs.states import FINAL, RETRYABLE, TRANSITIONS, RunStatus
+from promptbeat.runs.states import FINAL, PENDING, RETRYABLE, TRANSITIONS, RunStatus
 from tests.web.test_ops import scrape
 from web.i18n import RUN_STATUS_WORDS
 
@@ -71,20 +71,31 @@ START = Start(model="fake-model", started_at=utcnow(), deadline_at=utcnow() + ti
 
 
 @pytest.mark.parametrize("source", list(RunStatus))
-def test_a_claim_takes_only_a_queued_run_and_records_who_holds_it(app, source):
+def test_a_claim_takes_only_a_queued_or_waiting_run_and_records_who_holds_it(app, source):
     with app.app_context():
         run_id = run_in(make_task(), source)
-        assert store.claim(run_id, START) == (source == RunStatus.QUEUED)
+        assert store.claim(run_id, START) == (source in PENDING)
         claimed = db.session.get(Execution, run_id)
-        assert (claimed.worker, claimed.runner) == (("w@h", CLAIM) if source == RunStatus.QUEUED else (None, None))
+        assert (claimed.worker, claimed.runner) == (("w@h", CLAIM) if source in PENDING else (None, None))
 
 
 @pytest.mark.parametrize("source", list(RunStatus))
-def test_only_a_queued_run_is_skipped_and_only_a_running_one_finishes_under_its_claim(app, source):
+def test_only_a_queued_or_waiting_run_waits_with_its_reason_and_moment(app, source):
+    moment = utcnow().replace(microsecond=0) + timedelta(seconds=30)
+    with app.app_context():
+        run_id = run_in(make_task(), source)
+        assert store.wait(run_id, "rate_limit", moment) == (source in PENDING)
+        waiting = db.session.get(Execution, run_id)
+        assert (waiting.status, waiting.wait_reason, waiting.not_before) == (
+            (RunStatus.WAITING, "rate_limit", moment) if source in PENDING else (source, None, None))
+
+
+@pytest.mark.parametrize("source", list(RunStatus))
+def test_only_a_queued_or_waiting_run_is_skipped_and_only_a_running_one_finishes_under_its_claim(app, source):
     with app.app_context():
         task_id = make_task()
         skipped, finished = run_in(task_id, source), run_in(task_id, source, runner=CLAIM)
-        assert store.skip(skipped, "because") == (source == RunStatus.QUEUED)
+        assert store.skip(skipped, "because") == (source in PENDING)
         # Another claim (a worker thought dead, whose run was started again) writes nothing.
         assert store.finish(finished, {"output": "late"}, failed=False, counted=True, claim="other:2:cd/1") == (
             False, None)
@@ -109,32 +120,32 @@ def test_a_dead_runners_run_goes_back_to_the_queue_or_is_lost_only_under_its_cla
 
 
 @pytest.mark.parametrize("source", list(RunStatus))
-def test_a_queued_run_whose_message_was_lost_is_counted_once_or_lost(app, source):
+def test_a_queued_or_waiting_run_whose_message_was_lost_is_counted_once_or_lost(app, source):
     with app.app_context():
         task_id = make_task()
         resent, lost = run_in(task_id, source), run_in(task_id, source)
-        assert store.count_resend(resent, 0) == (source == RunStatus.QUEUED)
+        assert store.count_resend(resent, 0) == (source in PENDING)
         # A second sweep that read the same count does not send it again.
         assert not store.count_resend(resent, 0)
-        assert store.lose_queued(lost, 0, "message lost", utcnow()) == (source == RunStatus.QUEUED)
-        assert status_of(lost) == (RunStatus.LOST if source == RunStatus.QUEUED else source)
+        assert store.lose_queued(lost, 0, "message lost", utcnow()) == (source in PENDING)
+        assert status_of(lost) == (RunStatus.LOST if source in PENDING else source)
 
 
 @pytest.mark.parametrize("source", list(RunStatus))
-def test_cancel_ends_a_queued_running_or_submitted_run_and_nothing_else(app, source):
-    in_flight = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUBMITTED)
+def test_cancel_ends_a_queued_waiting_running_or_submitted_run_and_nothing_else(app, source):
+    live = (*PENDING, RunStatus.RUNNING, RunStatus.SUBMITTED)
     with app.app_context():
         run_id = run_in(make_task(), source)
-        assert store.cancel(run_id) == (source in in_flight)
-        assert status_of(run_id) == (RunStatus.CANCELLED if source in in_flight else source)
+        assert store.cancel(run_id) == (source in live)
+        assert status_of(run_id) == (RunStatus.CANCELLED if source in live else source)
 
 
 @pytest.mark.parametrize("source", list(RunStatus))
-def test_only_a_queued_run_is_collected_for_a_batch(app, source):
+def test_only_a_queued_or_waiting_run_is_collected_for_a_batch(app, source):
     with app.app_context():
         run_id = run_in(make_task(), source)
         moved = store.collect(run_id, {"prompt": "Say hi", "batch_request": {"model": "fake-model"}})
-        assert moved == (source == RunStatus.QUEUED)
+        assert moved == (source in PENDING)
         assert status_of(run_id) == (RunStatus.SUBMITTED if moved else source)
 
 

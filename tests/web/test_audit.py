@@ -169,7 +169,8 @@ def _(actor):
     with actor.app.app_context():
         base_url = db.session.get(Connection, connection_id).base_url
     actor.form(f"/connections/{connection_id}/edit", name="Renamed endpoint", base_url=base_url, default_model="")
-    return ADMIN, {"connection_id": connection_id, "fields": ["base_url", "default_model", "name"]}
+    return ADMIN, {"connection_id": connection_id, "fields": ["base_url", "default_model", "max_concurrency", "name",
+                                                              "rpm_limit", "tpm_limit"]}
 
 
 @scenario("web", "connection_deleted")

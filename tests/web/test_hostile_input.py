@@ -185,12 +185,14 @@ TASK_KINDS = {
     "batch": Kind.FLAG,
     "budget_usd_day": Kind.NUMBER, "budget_usd_month": Kind.NUMBER, "budget_tokens_day": Kind.NUMBER,
     "budget_tokens_month": Kind.NUMBER, "pause_on_budget": Kind.FLAG,
+    "jitter_seconds": Kind.NUMBER, "first_run_delay_seconds": Kind.NUMBER,
 }
 TASK_REQUIRED = {"name", "prompt"}
 CHANNEL_KINDS = {"name": Kind.LINE, "kind": Kind.CHOICE, "url": Kind.URL, "secret": Kind.SIGNING_SECRET,
                  "to": Kind.ADDRESSES}
 CONNECTION_KINDS = {"name": Kind.LINE, "base_url": Kind.URL, "api_key": Kind.SECRET, "default_model": Kind.LINE,
-                    "extra_headers": Kind.HEADERS, "fallbacks": Kind.FALLBACKS}
+                    "extra_headers": Kind.HEADERS, "fallbacks": Kind.FALLBACKS, "rpm_limit": Kind.NUMBER,
+                    "tpm_limit": Kind.NUMBER, "max_concurrency": Kind.NUMBER}
 FORM_KINDS = {
     "task": {**TASK_KINDS, "enabled": Kind.CHECKBOX, "batch": Kind.CHECKBOX, "pause_on_budget": Kind.CHECKBOX,
              "ignore_patterns": Kind.PATTERN_LINES, "fallbacks": Kind.FALLBACK_LINES},

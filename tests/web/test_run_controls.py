@@ -1,4 +1,4 @@
-"""Operator controls: cancel a queued or running run, retry a failed, lost or cancelled one (API and task page)."""
+"""Operator controls: cancel a queued, waiting or running run, retry a failed, lost or cancelled one (API and task page)."""
 import re
 from datetime import timedelta
 
@@ -13,7 +13,7 @@ from tests.conftest import csrf_token, issue_api_token
 from tests.services import role_env, start_worker, wait_for
 from tests.web.test_api import queued_messages
 
-CANCELLABLE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUBMITTED)
+CANCELLABLE = (RunStatus.QUEUED, RunStatus.WAITING, RunStatus.RUNNING, RunStatus.SUBMITTED)
 NOT_RETRYABLE = sorted(set(RunStatus) - RETRYABLE)
 VIEWER, VIEWER_PASSWORD = "viewer@example.com", "viewer password 1"
 
@@ -84,7 +84,8 @@ def test_cancel_of_a_finished_run_is_409_and_changes_nothing(app, api, status):
     assert response.status_code == 409
     body = response.get_json()
     assert body["error"] == "conflict"
-    assert f"already ended ({status})" in body["message"] and "queued, running or submitted" in body["message"]
+    assert f"already ended ({status})" in body["message"]
+    assert "queued, waiting, running or submitted" in body["message"]
     after = reload(app, run_id)
     assert (after.status, after.finished_at, after.error) == (before.status, before.finished_at, before.error)
 

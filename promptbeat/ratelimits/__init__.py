@@ -1,0 +1,1 @@
+"""Per-connection request, token and concurrency limits, shared by every worker through Redis."""
