@@ -126,7 +126,7 @@ def test_a_search_without_words_or_with_control_characters_is_refused(ctx):
 @pytest.mark.parametrize("field, value, message", [
     ("task_id", "abc", "task id"), ("task_id", "0", "task id"), ("task_id", "2147483648", "task id"),
     ("task_id", "-1", "task id"), ("task_id", "1e3", "task id"), ("task_id", "١٢", "task id"),
-    ("status", "done", "Must be one of: queued, running"), ("changed", "true", "Must be one of: yes, no, first"),
+    ("status", "done", "Must be one of: queued, waiting, running, submitted"), ("changed", "true", "Must be one of: yes, no, first"),
     ("trigger", "cron", "Must be one of: immediate"), ("since", "yesterday", "ISO 8601"),
     ("since", "0000-01-01", "ISO 8601"), ("until", "9999-12-31T24:00", "ISO 8601"),
     ("until", "2030-02-30", "ISO 8601"), ("since", "2030-01-01T09:00+25:00", "ISO 8601"),
