@@ -350,6 +350,9 @@ class Execution(db.Model):
     # and the chat request its line of the batch file carries.
     batch_id: Mapped[str | None] = mapped_column(String(100))
     batch_request: Mapped[dict | None] = mapped_column(JSON, deferred=True)
+    # A batch-mode run's budget hold (promptbeat.runs.budget.to_record), charged when it was collected and
+    # settled when its result arrives, in another process hours later.
+    budget_hold: Mapped[dict | None] = mapped_column(JSON, deferred=True)
     # The output's words for full-text search, kept by PostgreSQL from the output (promptbeat.runs.search);
     # stored rather than an expression index so that checking a phrase match reads it instead of
     # re-parsing each candidate output. Never loaded with the row.
