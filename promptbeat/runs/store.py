@@ -266,11 +266,12 @@ def fail_unqueued(run_id, error):
 
 
 def cancel(run_id):
-    """Move a queued, running or submitted run to cancelled; returns whether it moved (False: gone or already final).
+    """Move a queued, running or submitted run to cancelled; returns whether it moved (False: gone or final).
 
     A queued run's message is dropped when it arrives; a running run's worker abandons the call
-    (promptbeat.runs.liveness) and writes nothing more to it. A submitted run gives its budget hold back in the same transaction: whatever its batch answers is
-    discarded (as a running run's abandoned call is).
+    (promptbeat.runs.liveness) and writes nothing more to it. A submitted run gives its budget hold
+    back in the same transaction: whatever its batch answers for it is discarded (as a running run's
+    abandoned call is).
     """
     params = _params(run_id, {"finished_at": utcnow(), "error": CANCELLED_MESSAGE, "error_class": "Cancelled"})
     with budget.transaction() as connection:
