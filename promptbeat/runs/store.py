@@ -118,6 +118,10 @@ RESEND_QUEUED = (update(EXECUTIONS)
 LOSE_QUEUED = transition_statement(RunStatus.LOST, _LOST_VALUES, (RunStatus.QUEUED,)).where(_UNCOUNTED)
 
 
+HELD_BY_SUBMITTED = (select(EXECUTIONS.c.budget_hold)
+                     .where(EXECUTIONS.c.task_id == bindparam("task_id"), EXECUTIONS.c.status == RunStatus.SUBMITTED,
+                            EXECUTIONS.c.budget_hold.is_not(None))
+                     .order_by(EXECUTIONS.c.id).with_for_update())
 # A cancel returns the run's budget hold, kept only by a submitted batch-mode run (promptbeat.runs.budget).
 CANCEL = (transition_statement(RunStatus.CANCELLED, ("error", "error_class", "finished_at"))
           .returning(EXECUTIONS.c.budget_hold))
@@ -314,7 +318,14 @@ def mark_lost(cutoff, now):
 
 
 def delete_runs_of(task_id):
-    """Delete a task's runs in the caller's Session; the caller deletes the task and commits."""
+    """Delete a task's runs in the caller's Session; the caller deletes the task and commits.
+
+    Its submitted runs give their budget holds back first (the global budget's share would otherwise stay
+    charged); locked, so that a batch result finishing one meanwhile finds it gone and settles nothing.
+    """
+    connection = db.session.connection()
+    for record in connection.execute(HELD_BY_SUBMITTED, {"task_id": task_id}).scalars():
+        budget.give_back(connection, budget.from_record(record))
     db.session.execute(delete(EXECUTIONS).where(EXECUTIONS.c.task_id == task_id))
 
 

@@ -6,7 +6,7 @@ from sqlalchemy import select, update
 
 from promptbeat.batches import results
 from promptbeat.extensions import db
-from promptbeat.models import Connection, Execution, Spend, Task, Trigger, utcnow
+from promptbeat.models import GLOBAL_SCOPE, Connection, Execution, Spend, Task, Trigger, utcnow
 from promptbeat.runs import budget, store
 from promptbeat.runs.states import RunStatus
 from tests.runner import run_and_reload
@@ -123,3 +123,14 @@ def test_a_cancelled_submitted_run_gives_its_estimate_back_and_a_lost_one_keeps_
         for run_id, hold in holds.items():
             assert not results.finish(task, run_id, None, Trigger.MANUAL, result, settings, hold, "fake-model")
         assert day_spend(task_id) == (ESTIMATE_USD, ESTIMATE_TOKENS)
+
+
+def test_a_deleted_task_gives_its_submitted_runs_estimates_back_to_the_global_budget(app, api, swap_settings):
+    swap_settings(budget_tokens_day=10 * ESTIMATE_TOKENS)
+    with app.app_context():
+        task_id = batch_task()
+        run_and_reload(task_id, trigger=Trigger.MANUAL)
+        assert ledger()[(GLOBAL_SCOPE, "day")] == (ESTIMATE_USD, ESTIMATE_TOKENS)
+    assert api.delete(f"/tasks/{task_id}").status_code == 204
+    with app.app_context():
+        assert ledger()[(GLOBAL_SCOPE, "day")] == (0, 0)
