@@ -361,6 +361,9 @@ class Execution(db.Model):
     # A waiting run: why (promptbeat.ratelimits.limits.WaitReason) and the moment it is to run.
     wait_reason: Mapped[str | None] = mapped_column(String(32))
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A batch-mode run's budget hold (promptbeat.runs.budget.to_record), charged when it was collected and
+    # settled when its result arrives, in another process hours later.
+    budget_hold: Mapped[dict | None] = mapped_column(JSON, deferred=True)
     # The output's words for full-text search, kept by PostgreSQL from the output (promptbeat.runs.search);
     # stored rather than an expression index so that checking a phrase match reads it instead of
     # re-parsing each candidate output. Never loaded with the row.

@@ -11,13 +11,14 @@ from promptbeat.llm import crypto
 from promptbeat.extensions import db
 from promptbeat.models import Execution, utcnow
 from promptbeat.notify import dispatch
-from promptbeat.runs import store
+from promptbeat.runs import budget, store
 from promptbeat.runs.states import RunStatus
 
 logger = logging.getLogger(__name__)
 EXECUTIONS = Execution.__table__
 ENDED = frozenset({"completed", "expired", "failed", "cancelled"})
-RUNS_OF_BATCH = (select(EXECUTIONS.c.id, EXECUTIONS.c.task_id, EXECUTIONS.c.trigger, EXECUTIONS.c.started_at)
+RUNS_OF_BATCH = (select(EXECUTIONS.c.id, EXECUTIONS.c.task_id, EXECUTIONS.c.trigger, EXECUTIONS.c.started_at,
+                        EXECUTIONS.c.budget_hold)
                  .where(EXECUTIONS.c.batch_id == bindparam("batch_id"), EXECUTIONS.c.status == RunStatus.SUBMITTED))
 # Submitted runs past their deadline (the batch window plus PROMPTBEAT_BATCH_GRACE_SECONDS), bounded per tick.
 STRANDED = (select(EXECUTIONS.c.id, EXECUTIONS.c.task_id, EXECUTIONS.c.batch_id)
@@ -65,7 +66,8 @@ def _poll_one(settings, row):
         line = lines.get(custom_id(run.id))
         result = (results.from_line(line, settings, row.model, duration_ms) if line is not None
                   else results.failed(message, "Batch" + remote.status.title(), duration_ms))
-        results.finish(tasks[run.task_id], run.id, row.provider_id, run.trigger, result)
+        results.finish(tasks[run.task_id], run.id, row.provider_id, run.trigger, result, settings,
+                       budget.from_record(run.budget_hold), row.model)
     ledger.end(row.id, remote.status, None if remote.status == "completed" else message)
     logger.info("batch %s %s: %d run(s) finished", row.provider_id, remote.status, len(runs))
     return 1

@@ -5,7 +5,7 @@ from promptbeat.llm import client as llm
 from promptbeat.models import utcnow
 from promptbeat.notify import dispatch
 from promptbeat.outputs import answers
-from promptbeat.runs import lifecycle, pipeline, store
+from promptbeat.runs import budget, lifecycle, pipeline, store
 from promptbeat.runs.attempts import estimate_cost
 from promptbeat.runs.plan import Result
 from promptbeat.runs.states import RunStatus
@@ -18,12 +18,14 @@ STATUS_CLASSES = {400: "BadRequestError", 401: "AuthenticationError", 403: "Perm
 CODE_CLASSES = {"batch_expired": "BatchExpired", "batch_cancelled": "BatchCancelled"}
 
 
-def finish(task, run_id, batch_id, trigger, result):
-    """Settle (structured output, change detection) and record a submitted run's result, count it, stop its
-    task if it was the last, and queue its notifications; returns whether it was written."""
+def finish(task, run_id, batch_id, trigger, result, settings, hold, model):
+    """Settle (structured output, change detection) and record a submitted run's result, count it, settle its
+    budget hold (a Hold or None) for model at the batch discount in the same transaction, stop its task if it
+    was the last, and queue its notifications; returns whether it was written."""
     answers.settle(task, run_id, result)
+    settle = budget.settlement(hold, settings.prices, model, result, settings.batch_discount)
     written, counters = store.finish_submitted(run_id, batch_id, {"finished_at": utcnow(), **result.columns()},
-                                               result.failed, counted=lifecycle.counts(trigger))
+                                               result.failed, counted=lifecycle.counts(trigger), also=settle)
     if not written:
         logger.info("run %s was cancelled or ended before its batch %s did; its result is discarded", run_id, batch_id)
         return False

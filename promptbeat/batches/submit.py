@@ -10,7 +10,7 @@ from promptbeat.extensions import db
 from promptbeat.llm import client as llm
 from promptbeat.llm import crypto
 from promptbeat.models import Execution, Task
-from promptbeat.runs import store
+from promptbeat.runs import budget, store
 from promptbeat.runs.retry import is_retryable
 from promptbeat.runs.states import RunStatus
 
@@ -22,7 +22,8 @@ _WAITING = (EXECUTIONS.c.status == RunStatus.SUBMITTED, EXECUTIONS.c.batch_id.is
 GROUPS = (select(TASKS.c.connection_id, EXECUTIONS.c.model).join(TASKS, TASKS.c.id == EXECUTIONS.c.task_id)
           .where(*_WAITING).group_by(TASKS.c.connection_id, EXECUTIONS.c.model)
           .order_by(TASKS.c.connection_id, EXECUTIONS.c.model).limit(bindparam("limit")))
-GROUP_RUNS = (select(EXECUTIONS.c.id, EXECUTIONS.c.task_id, EXECUTIONS.c.trigger, EXECUTIONS.c.batch_request)
+GROUP_RUNS = (select(EXECUTIONS.c.id, EXECUTIONS.c.task_id, EXECUTIONS.c.trigger, EXECUTIONS.c.batch_request,
+                     EXECUTIONS.c.budget_hold)
               .join(TASKS, TASKS.c.id == EXECUTIONS.c.task_id)
               .where(*_WAITING, TASKS.c.connection_id.is_not_distinct_from(bindparam("connection_id")),
                      EXECUTIONS.c.model == bindparam("model"))
@@ -59,13 +60,13 @@ def _submit_group(settings, connection_id, model):
                                 completion_window=COMPLETION_WINDOW, metadata={"source": "promptbeat"},
                                 timeout=settings.llm_timeout_seconds)
     except crypto.CryptoError as exc:
-        return _fail(runs, str(exc), "CryptoError")
+        return _fail(settings, model, runs, str(exc), "CryptoError")
     except llm.LLMError as exc:
         if is_retryable(exc):
             logger.warning("batch of %d run(s) for %s could not be sent (%s); trying again at the next tick",
                            len(runs), model, exc)
             return 0
-        return _fail(runs, str(exc), exc.error_class)
+        return _fail(settings, model, runs, str(exc), exc.error_class)
     ledger.record(batch.id, connection_id, model, len(runs))
     sent = store.mark_batched([run.id for run in runs], batch.id)
     logger.info("sent %d run(s) for %s in batch %s", sent, model, batch.id)
@@ -80,10 +81,12 @@ def tasks_of(runs):
         return {task.id: task for task in connection.execute(READ_TASKS, {"task_ids": list({r.task_id for r in runs})})}
 
 
-def _fail(runs, message, error_class):
-    """Fail runs whose batch the provider refused (a permanent error: bad key, unknown model...)."""
+def _fail(settings, model, runs, message, error_class):
+    """Fail runs whose batch the provider refused (a permanent error: bad key, unknown model...); without usage,
+    their budget holds are given back."""
     logger.warning("batch of %d run(s) refused: %s", len(runs), message)
     tasks = tasks_of(runs)
     for run in runs:
-        results.finish(tasks[run.task_id], run.id, None, run.trigger, results.failed(message, error_class, 0))
+        results.finish(tasks[run.task_id], run.id, None, run.trigger, results.failed(message, error_class, 0),
+                       settings, budget.from_record(run.budget_hold), model)
     return 0

@@ -7,6 +7,10 @@ limit; its finish replaces the estimate with its usage (nothing, for a call that
 transaction that records its result; a run cancelled mid-call gives its estimate back. A run whose
 worker dies keeps its estimate charged: its call may have been paid for, and the ledger errs towards
 stopping runs rather than overspending.
+
+A batch-mode run (promptbeat.batches) is charged when its worker collects it, and its answer arrives
+hours later in another process: its hold is kept on its execution (to_record / from_record) and settled
+at the batch discount when its result is recorded, or given back when it is cancelled.
 """
 import math
 from contextlib import contextmanager
@@ -109,37 +113,40 @@ def limits(task, settings, now):
     return found
 
 
-def estimate(plan, template, prices):
-    """The run's estimate: its prompts' length over CHARS_PER_TOKEN plus max_tokens, priced from the price table.
+def estimate(plan, template, prices, discount=0.0):
+    """The run's estimate: its prompts' length over CHARS_PER_TOKEN plus max_tokens, priced from the price table
+    (less discount, a fraction off: a batch's).
 
     A prompt rendered only after the claim is estimated from its template.
     """
     prompt = plan.prompt if plan.prompt is not None else template
     prompt_tokens = math.ceil((len(prompt or "") + len(plan.system_prompt or "")) / CHARS_PER_TOKEN)
     completion_tokens = plan.max_tokens or DEFAULT_COMPLETION_TOKENS
-    return Estimate(usd=price(prices, plan.model, prompt_tokens, completion_tokens),
+    return Estimate(usd=price(prices, plan.model, prompt_tokens, completion_tokens, discount),
                     tokens=prompt_tokens + completion_tokens)
 
 
-def price(prices, model, prompt_tokens, completion_tokens):
-    """USD for the tokens at the model's price (per million), 0 for a model without one."""
+def price(prices, model, prompt_tokens, completion_tokens, discount=0.0):
+    """USD for the tokens at the model's price (per million) less discount (a fraction off), 0 for a model
+    without one."""
     pair = prices.get(model)
     if pair is None:
         return Decimal(0)
     cost = (Decimal(prompt_tokens or 0) * Decimal(str(pair[0])) + Decimal(completion_tokens or 0)
             * Decimal(str(pair[1]))) / Decimal(1_000_000)
-    return cost.quantize(_USD_PLACES)
+    return (cost * (1 - Decimal(str(discount)))).quantize(_USD_PLACES)
 
 
-def reserve(task, plan, settings, now):
-    """Charge the run's estimate to every budget that applies; returns a Hold, a Stop, or None (no budget applies).
+def reserve(task, plan, settings, now, discount=0.0):
+    """Charge the run's estimate (priced less discount) to every budget that applies; returns a Hold, a Stop,
+    or None (no budget applies).
 
     All or nothing: the rows are locked in key order, checked, and charged only if every budget has room.
     """
     applicable = limits(task, settings, now)
     if not applicable:
         return None
-    wanted = estimate(plan, task.prompt, settings.prices)
+    wanted = estimate(plan, task.prompt, settings.prices, discount)
     keys = sorted({limit.key for limit in applicable})
     with transaction() as connection:
         connection.execute(insert(SPEND).values([dict(zip(("scope", "period", "period_start"), key))
@@ -165,15 +172,16 @@ def _over(limit, row, wanted):
     return None
 
 
-def settlement(hold, prices, model, result):
+def settlement(hold, prices, model, result, discount=0.0):
     """What settles hold in the caller's transaction: a function of a connection (for promptbeat.runs.store.finish).
 
-    The estimate is replaced with the usage the answer reported; a call without usage costs nothing.
+    The estimate is replaced with the usage the answer reported, priced less discount (a batch's); a call
+    without usage costs nothing.
     """
     if hold is None:
         return None
     tokens = (result.prompt_tokens or 0) + (result.completion_tokens or 0)
-    usd = price(prices, model, result.prompt_tokens, result.completion_tokens)
+    usd = price(prices, model, result.prompt_tokens, result.completion_tokens, discount)
     return lambda connection: _apply(connection, hold, usd - hold.estimate.usd, tokens - hold.estimate.tokens)
 
 
@@ -182,7 +190,29 @@ def release(hold):
     if hold is None:
         return
     with transaction() as connection:
-        _apply(connection, hold, -hold.estimate.usd, -hold.estimate.tokens)
+        give_back(connection, hold)
+
+
+def give_back(connection, hold):
+    """Give back a hold's estimate in the caller's transaction (promptbeat.runs.store.cancel)."""
+    _apply(connection, hold, -hold.estimate.usd, -hold.estimate.tokens)
+
+
+def to_record(hold):
+    """A hold as its execution keeps it (JSON), or None."""
+    if hold is None:
+        return None
+    return {"keys": [[scope, period, start.isoformat()] for scope, period, start in hold.keys],
+            "usd": str(hold.estimate.usd), "tokens": hold.estimate.tokens}
+
+
+def from_record(record):
+    """The Hold an execution keeps (to_record's output), or None."""
+    if not record:
+        return None
+    keys = tuple((int(scope), str(BudgetPeriod(period)), date.fromisoformat(start))
+                 for scope, period, start in record["keys"])
+    return Hold(keys, Estimate(usd=Decimal(record["usd"]), tokens=int(record["tokens"])))
 
 
 @contextmanager

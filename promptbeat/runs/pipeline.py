@@ -102,7 +102,7 @@ def _claim_and_run(request, settings, task, run_id, sleep, exclusive=False):
              if exclusive else None)
     hold = budget.reserve(task, plan, settings, started)
     if isinstance(hold, budget.Stop):
-        return _stop_for_budget(run_id, task, hold.message)
+        return stop_for_budget(run_id, task, hold.message)
     if not store.claim(run_id, start, guard=guard):
         budget.release(hold)
         return _unclaimed(run_id, exclusive)
@@ -143,7 +143,7 @@ def _unclaimed(run_id, exclusive):
     return run_id
 
 
-def _stop_for_budget(run_id, task, message):
+def stop_for_budget(run_id, task, message):
     """Skip a run a budget stops before its call, pause its task if it asks for that, and tell its channels."""
     db.session.remove()
     if not store.skip(run_id, message, error_class=budget.ERROR_CLASS):

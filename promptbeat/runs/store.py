@@ -119,6 +119,15 @@ RESEND_QUEUED = (update(EXECUTIONS)
 LOSE_QUEUED = transition_statement(RunStatus.LOST, _LOST_VALUES, PENDING).where(_UNCOUNTED)
 
 
+HELD_BY_SUBMITTED = (select(EXECUTIONS.c.budget_hold)
+                     .where(EXECUTIONS.c.task_id == bindparam("task_id"), EXECUTIONS.c.status == RunStatus.SUBMITTED,
+                            EXECUTIONS.c.budget_hold.is_not(None))
+                     .order_by(EXECUTIONS.c.id).with_for_update())
+# A cancel returns the run's budget hold, kept only by a submitted batch-mode run (promptbeat.runs.budget).
+CANCEL = (transition_statement(RunStatus.CANCELLED, ("error", "error_class", "finished_at"))
+          .returning(EXECUTIONS.c.budget_hold))
+
+
 def create(task_id, trigger, model):
     """Record a queued run of a task (Run now, an interval task's immediate run); returns its id."""
     return _insert(INSERT_RUN, _run_row(task_id, trigger, model))
@@ -192,11 +201,15 @@ def mark_batched(run_ids, batch_id):
         return connection.execute(MARK_BATCHED, {"run_ids": list(run_ids), "v_batch_id": batch_id}).rowcount
 
 
-def finish_submitted(run_id, batch_id, values, failed, counted):
+def finish_submitted(run_id, batch_id, values, failed, counted, also=None):
     """Move a submitted run of batch_id (None: one not yet sent) to success or failed with its result, as
-    finish does for a running run; returns (written, counters)."""
+    finish does for a running run; returns (written, counters).
+
+    also(connection) (its budget hold's settlement) runs in the same transaction only if the result was
+    written: a run cancelled meanwhile gave its hold back, and a run marked lost keeps it charged.
+    """
     return _finish(run_id, RunStatus.FAILED if failed else RunStatus.SUCCESS, values, counted, RunStatus.SUBMITTED,
-                   {"in_batch": batch_id})
+                   {"in_batch": batch_id}, also, settle_unwritten=False)
 
 
 def lose_submitted(run_id, batch_id, message, now):
@@ -219,7 +232,7 @@ def finish(run_id, values, failed, counted, claim=None, also=None):
                    {"claim": claim}, also)
 
 
-def _finish(run_id, target, values, counted, source, held, also=None):
+def _finish(run_id, target, values, counted, source, held, also=None, settle_unwritten=True):
     names = tuple(sorted(values))
     params = {**_params(run_id, values), **held}
     if not counted and also is None:
@@ -232,7 +245,7 @@ def _finish(run_id, target, values, counted, source, held, also=None):
         else:
             counters = None
             written = bool(connection.execute(_finish_statement(target, names, source), params).rowcount)
-        if also is not None:
+        if also is not None and (written or settle_unwritten):
             also(connection)
     return written, counters
 
@@ -265,13 +278,19 @@ def fail_unqueued(run_id, error):
 
 
 def cancel(run_id):
-    """Move a queued, waiting or running run to cancelled; returns whether it moved (False: gone or already final).
+    """Move a queued, waiting, running or submitted run to cancelled; returns whether it moved (False: it had ended).
 
     A queued run's message is dropped when it arrives; a running run's worker abandons the call
-    (promptbeat.runs.liveness) and writes nothing more to it.
+    (promptbeat.runs.liveness) and writes nothing more to it. A submitted run gives its budget hold
+    back in the same transaction: whatever its batch answers for it is discarded (as a running run's
+    abandoned call is).
     """
-    return transition(run_id, RunStatus.CANCELLED, finished_at=utcnow(), error=CANCELLED_MESSAGE,
-                      error_class="Cancelled")
+    params = _params(run_id, {"finished_at": utcnow(), "error": CANCELLED_MESSAGE, "error_class": "Cancelled"})
+    with budget.transaction() as connection:
+        row = connection.execute(CANCEL, params).one_or_none()
+        if row is not None and row.budget_hold:
+            budget.give_back(connection, budget.from_record(row.budget_hold))
+    return row is not None
 
 
 def requeue_dead(run_id, claim):
@@ -310,7 +329,14 @@ def mark_lost(cutoff, now):
 
 
 def delete_runs_of(task_id):
-    """Delete a task's runs in the caller's Session; the caller deletes the task and commits."""
+    """Delete a task's runs in the caller's Session; the caller deletes the task and commits.
+
+    Its submitted runs give their budget holds back first (the global budget's share would otherwise stay
+    charged); locked, so that a batch result finishing one meanwhile finds it gone and settles nothing.
+    """
+    connection = db.session.connection()
+    for record in connection.execute(HELD_BY_SUBMITTED, {"task_id": task_id}).scalars():
+        budget.give_back(connection, budget.from_record(record))
     db.session.execute(delete(EXECUTIONS).where(EXECUTIONS.c.task_id == task_id))
 
 

@@ -1,11 +1,17 @@
 """Batch mode end to end: a real worker collects runs, real beat's fixed jobs send them through the fake
 server's Batch API with the official SDK, poll, and finish them from the results."""
 import json
+from decimal import Decimal
 
+import openai
 import pytest
+from sqlalchemy import select
 
+from promptbeat.extensions import db
 from promptbeat.fakellm import BATCH_EXPIRED_MESSAGE
+from promptbeat.models import Spend
 from tests import services
+from tests.conftest import TEST_API_KEY
 from tests.receivers import Receiver
 from tests.services import wait_for
 
@@ -137,3 +143,59 @@ def test_a_batch_the_provider_no_longer_knows_marks_its_runs_lost(app, api, fake
     finished = wait_for(ended(api, [(task, run_id)]), 60, "the run given up")[run_id]
     assert (finished["status"], finished["error_class"]) == ("lost", "BatchLost")
     assert "no longer knows batch" in finished["error"]
+
+
+def day_spend(app, task_id):
+    """The task's spend today in the ledger: (usd, tokens)."""
+    with app.app_context():
+        row = db.session.execute(select(Spend).where(Spend.scope == task_id, Spend.period == "day")).scalar_one()
+        return row.usd, row.tokens
+
+
+def batch_lines(fake_llm, batch_id):
+    """The custom_ids of a batch's input file, read back through the SDK as any client of the provider would."""
+    with openai.OpenAI(base_url=fake_llm.url, api_key=TEST_API_KEY, max_retries=0) as client:
+        file_id = client.batches.retrieve(batch_id).input_file_id
+        return [json.loads(line)["custom_id"] for line in client.files.content(file_id).text.splitlines()]
+
+
+# "Summarise item 0" is 16 characters (4 tokens) and the answer at most 10: 14 tokens a run.
+ESTIMATE_TOKENS = 14
+
+
+def test_a_budget_lets_only_the_runs_it_has_room_for_into_a_batch(app, api, fake_llm, live):
+    # The batches stay in progress until every run was collected, so no settlement makes room meanwhile.
+    fake_llm.script_batches([{"seconds": 8}] * 2)
+    task = batch_task(api, "Budgeted batch", "Summarise item 0", max_tokens=10, budget_tokens_day=2 * ESTIMATE_TOKENS)
+    run_ids = [run_now(api, task) for _ in range(3)]
+
+    def collected():
+        found = {run_id: run_of(api, task, run_id) for run_id in run_ids}
+        return found if all(run["status"] != "queued" for run in found.values()) else None
+
+    statuses = {run_id: run["status"] for run_id, run in wait_for(collected, 60, "the runs collected").items()}
+    assert sorted(statuses.values()) == ["skipped", "submitted", "submitted"]
+    (skipped,) = [run_id for run_id, status in statuses.items() if status == "skipped"]
+    assert run_of(api, task, skipped)["error_class"] == "budget_exceeded"
+    sent = [run_id for run_id in run_ids if run_id != skipped]
+    finished = wait_for(ended(api, [(task, run_id) for run_id in sent]), 60, "the batch's runs finished")
+    answered = [finished[run_id] for run_id in sent]
+    assert [run["status"] for run in answered] == ["success", "success"]
+    # The skipped run never reached the provider's batch files; the provider answered only the two lines.
+    lines = [line for batch_id in {run["batch_id"] for run in answered} for line in batch_lines(fake_llm, batch_id)]
+    assert sorted(lines) == sorted(f"run-{run_id}" for run_id in sent)
+    assert len(fake_llm.requests) == 2
+    # The ledger holds what the answered runs really cost: their tokens, at the discounted price.
+    usd, tokens = day_spend(app, task["id"])
+    assert tokens == sum(run["prompt_tokens"] + run["completion_tokens"] for run in answered) == 14
+    assert usd == sum(Decimal(str(run["cost_usd"])) for run in answered) == Decimal("0.00001100")
+
+
+def test_an_expired_batch_gives_its_runs_estimates_back(app, api, fake_llm, live):
+    fake_llm.script_batches([{"outcome": "expired"}] * 2)
+    task = batch_task(api, "Budgeted expiry", "Summarise item 0", max_tokens=10, budget_tokens_day=10 * ESTIMATE_TOKENS,
+                      budget_usd_day=1.0)
+    runs = [(task, run_now(api, task)) for _ in range(2)]
+    finished = wait_for(ended(api, runs), 60, "the expired batch's runs failed")
+    assert {run["error_class"] for run in finished.values()} == {"BatchExpired"}
+    assert day_spend(app, task["id"]) == (0, 0)

@@ -103,7 +103,8 @@ def test_a_result_line_is_settled_against_the_schema_and_compared_like_a_called_
                                 for _ in range(3))
         for run_id, content in ((first, '{"a": 1}'), (second, '{"a": 2}'), (third, "not JSON")):
             assert results.finish(task, run_id, "batch_z", "scheduled",
-                                  results.from_line(result_line(content), settings, "fake-model", 5))
+                                  results.from_line(result_line(content), settings, "fake-model", 5), settings,
+                                  None, "fake-model")
         ok, changed, invalid = reread(first), reread(second), reread(third)
         assert (ok.status, ok.parsed_output, ok.changed) == (RunStatus.SUCCESS, {"a": 1}, None)
         assert (changed.status, changed.parsed_output, changed.changed) == (RunStatus.SUCCESS, {"a": 2}, True)
@@ -113,4 +114,5 @@ def test_a_result_line_is_settled_against_the_schema_and_compared_like_a_called_
         assert db.session.get(Task, task_id).run_count == 3
         # A second result for a run already finished writes nothing.
         assert not results.finish(task, first, "batch_z", "scheduled",
-                                  results.from_line(result_line('{"a": 3}'), settings, "fake-model", 5))
+                                  results.from_line(result_line('{"a": 3}'), settings, "fake-model", 5), settings,
+                                  None, "fake-model")

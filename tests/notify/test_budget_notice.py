@@ -54,3 +54,17 @@ def test_a_budget_stop_is_mailed_with_the_budget_named(app, api, fake_llm, smtp_
     assert recipients == ["ops@example.com"] and message["Subject"] == "[promptbeat] Notified: skipped"
     text = message.get_body(("plain",)).get_content()
     assert "Notified on: budget" in text and "the task's daily budget" in text and "in USD" in text
+
+
+def test_a_batch_runs_budget_stop_is_delivered_too(app, api, fake_llm, receivers, redis_client):
+    fake_llm.reset()
+    hook = receivers()
+    channel = create_channel(api, name="Batch spend", kind="webhook", url=hook.url + "/hook")
+    task_id = make_task(app, [channel["id"]], notify_on=["budget"], budget_tokens_day=10, batch=True)
+    run_id, status = run_once(app, task_id)
+    assert status == "skipped"
+    drain(app, redis_client)
+    (request,) = hook.requests
+    body = Webhook(channel["secret"]).verify(request.body, request.headers)
+    assert (body["run"]["id"], body["error_class"], body["notify"]) == (run_id, "budget_exceeded", ["budget"])
+    assert fake_llm.requests == []

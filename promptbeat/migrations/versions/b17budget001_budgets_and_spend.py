@@ -1,4 +1,4 @@
-"""budgets: per-task spend limits, auto-pause on a budget stop, and the spend ledger
+"""budgets: per-task spend limits, auto-pause on a budget stop, the spend ledger and batch runs' holds
 
 Revision ID: b17budget001
 Revises: batch17mode01
@@ -22,6 +22,7 @@ def upgrade():
         batch_op.add_column(sa.Column('budget_tokens_day', sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column('budget_tokens_month', sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column('pause_on_budget', sa.Boolean(), server_default=sa.false(), nullable=False))
+    op.add_column('executions', sa.Column('budget_hold', sa.JSON(), nullable=True))
     op.create_table(
         'spend',
         sa.Column('scope', sa.Integer(), nullable=False),
@@ -35,6 +36,7 @@ def upgrade():
 
 def downgrade():
     op.drop_table('spend')
+    op.drop_column('executions', 'budget_hold')
     with op.batch_alter_table('tasks') as batch_op:
         batch_op.drop_column('pause_on_budget')
         batch_op.drop_column('budget_tokens_month')
