@@ -12,7 +12,6 @@ A batch-mode run (promptbeat.batches) is charged when its worker collects it, an
 hours later in another process: its hold is kept on its execution (to_record / from_record) and settled
 at the batch discount when its result is recorded, or given back when it is cancelled.
 """
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -24,14 +23,11 @@ from sqlalchemy.dialects.postgresql import insert
 
 from promptbeat.extensions import db
 from promptbeat.models import GLOBAL_SCOPE, BudgetPeriod, Spend
+from promptbeat.ratelimits.estimate import prompt_tokens
 
 SPEND = Spend.__table__
 BUDGET_FIELDS = ("budget_usd_day", "budget_usd_month", "budget_tokens_day", "budget_tokens_month")
 ERROR_CLASS = "budget_exceeded"
-# Tokens estimated for an answer when the task sets no max_tokens.
-DEFAULT_COMPLETION_TOKENS = 1024
-# A rough tokenizer-free estimate, as the providers' own guidance for English text.
-CHARS_PER_TOKEN = 4
 _KEY = (SPEND.c.scope, SPEND.c.period, SPEND.c.period_start)
 # The ledger keeps USD to 8 places, as the executions keep cost_usd.
 _USD_PLACES = Decimal("0.00000001")
@@ -113,17 +109,18 @@ def limits(task, settings, now):
     return found
 
 
-def estimate(plan, template, prices, discount=0.0):
-    """The run's estimate: its prompts' length over CHARS_PER_TOKEN plus max_tokens, priced from the price table
+def estimate(plan, template, settings, discount=0.0):
+    """The run's estimate, as its connection's rate limits count it (promptbeat.ratelimits.estimate): its
+    prompts' tokens plus max_tokens or PROMPTBEAT_ESTIMATED_COMPLETION_TOKENS, priced from the price table
     (less discount, a fraction off: a batch's).
 
     A prompt rendered only after the claim is estimated from its template.
     """
     prompt = plan.prompt if plan.prompt is not None else template
-    prompt_tokens = math.ceil((len(prompt or "") + len(plan.system_prompt or "")) / CHARS_PER_TOKEN)
-    completion_tokens = plan.max_tokens or DEFAULT_COMPLETION_TOKENS
-    return Estimate(usd=price(prices, plan.model, prompt_tokens, completion_tokens, discount),
-                    tokens=prompt_tokens + completion_tokens)
+    asked = prompt_tokens(prompt, plan.system_prompt)
+    completion_tokens = plan.max_tokens or settings.estimated_completion_tokens
+    return Estimate(usd=price(settings.prices, plan.model, asked, completion_tokens, discount),
+                    tokens=asked + completion_tokens)
 
 
 def price(prices, model, prompt_tokens, completion_tokens, discount=0.0):
@@ -146,7 +143,7 @@ def reserve(task, plan, settings, now, discount=0.0):
     applicable = limits(task, settings, now)
     if not applicable:
         return None
-    wanted = estimate(plan, task.prompt, settings.prices, discount)
+    wanted = estimate(plan, task.prompt, settings, discount)
     keys = sorted({limit.key for limit in applicable})
     with transaction() as connection:
         connection.execute(insert(SPEND).values([dict(zip(("scope", "period", "period_start"), key))

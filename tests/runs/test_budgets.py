@@ -9,12 +9,14 @@ from sqlalchemy import select
 from promptbeat.extensions import db
 from promptbeat.models import GLOBAL_SCOPE, BudgetPeriod, Execution, Spend, Task, Trigger
 from promptbeat.runs import budget, pipeline
+from promptbeat.settings import Settings
 from promptbeat.runs.plan import RunRequest
 from tests.runner import run_and_reload
 
-# "Hello there" is 11 characters (3 tokens); without max_tokens the answer is estimated at 1024 tokens.
+# "Hello there" is 11 characters (3 tokens); without max_tokens the answer is estimated at
+# PROMPTBEAT_ESTIMATED_COMPLETION_TOKENS.
 PROMPT = "Hello there"
-ESTIMATE_TOKENS = 3 + budget.DEFAULT_COMPLETION_TOKENS
+ESTIMATE_TOKENS = 3 + Settings.estimated_completion_tokens
 
 
 def make_task(app, **values):
@@ -73,7 +75,7 @@ def test_a_failed_call_gives_its_estimate_back(app, fake_llm):
 def test_usd_budgets_are_priced_from_the_price_table(app, fake_llm):
     fake_llm.reset()
     # fake-model costs $1 per million prompt tokens and $2 per million completion tokens.
-    estimate = Decimal(3 * 1 + budget.DEFAULT_COMPLETION_TOKENS * 2) / 1_000_000
+    estimate = Decimal(3 * 1 + Settings.estimated_completion_tokens * 2) / 1_000_000
     task_id = make_task(app, budget_usd_month=float(estimate) / 2)
     execution = run(app, task_id)
     assert execution.error_class == "budget_exceeded" and "monthly budget" in execution.error

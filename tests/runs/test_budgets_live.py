@@ -4,6 +4,7 @@ from sqlalchemy import select
 
 from promptbeat.extensions import db
 from promptbeat.models import Spend
+from promptbeat.settings import Settings
 from tests import services
 from tests.services import wait_for
 
@@ -71,7 +72,8 @@ def test_a_run_cancelled_mid_call_gives_its_estimate_back(app, api, fake_llm, tw
         with app.app_context():
             return {row.tokens for row in db.session.execute(select(Spend)).scalars()}
 
-    assert held() == {5 + 1024}  # "Long [[sleep:20]]": 17 characters, 5 tokens; 1,024 for the answer
+    # "Long [[sleep:20]]": 17 characters, 5 tokens, and the answer's allowance.
+    assert held() == {5 + Settings.estimated_completion_tokens}
     assert api.post(f"/executions/{run_id}/cancel").status_code == 202
     wait_for(lambda: held() == {0}, 30, "the estimate given back")
     assert api.get(f"/tasks/{task['id']}").get_json()["last_run"]["status"] == "cancelled"
