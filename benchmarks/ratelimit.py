@@ -78,7 +78,7 @@ def limiter_cost(options):
         finally:
             private.stop()
     print(f"\nlimiter alone: {commands / options.tasks:.2f} Redis round trips and "
-          f"{cpu / options.tasks * 1e6:.0f} us of CPU per run (reserve, then settle)", flush=True)
+          f"{cpu / options.tasks * 1e6:.0f} us of CPU per run (reserve, admit, settle)", flush=True)
 
 
 def round_trips(client):

@@ -38,7 +38,7 @@ class Admission(enum.Enum):
 
 def _keys(settings, limits):
     base = f"{settings.redbeat_key_prefix}rl:{limits.key}:"
-    return {name: base + name for name in ("requests", "tokens", "blocked", "leases")}
+    return {name: base + name for name in ("requests", "tokens", "blocked", "leases", "sent")}
 
 
 def _per(limit):
@@ -95,20 +95,23 @@ class Call:
             if reservation.wait_seconds:
                 logger.info("call on %s waits %.2f s (%s)", limits.key, reservation.wait_seconds, reservation.reason)
                 self.sleep(reservation.wait_seconds)
-        if not (check_block or limits.max_concurrency):
+        if not (check_block or limits.max_concurrency or limits.rpm):
             return self
         keys = _keys(self.settings, limits)
         lease = secrets.token_hex(8) if limits.max_concurrency else ""
         lease_ms = int((self.settings.llm_timeout_seconds * 2 + 60) * 1000)
         while True:
-            waited = _run(self.settings, scripts.ADMIT, [keys["blocked"], keys["leases"]],
-                          [int(check_block), limits.max_concurrency or 0, lease_ms, lease])
-            if waited == 0:
+            outcome, wait_ms = _run(self.settings, scripts.ADMIT, [keys["blocked"], keys["leases"], keys["sent"]],
+                                    [int(check_block), limits.max_concurrency or 0, lease_ms, lease,
+                                     _per(limits.rpm)])
+            if outcome == scripts.ADMITTED:
                 break
-            if waited > 0:
-                logger.info("calls on %s held %.2f s: the provider asked to slow down", limits.key, waited / 1000)
-                self.sleep(waited / 1000)
+            if outcome == scripts.PROVIDER_HOLD:
+                logger.info("calls on %s held %.2f s: the provider asked to slow down", limits.key, wait_ms / 1000)
+                self.sleep(wait_ms / 1000)
                 check_block = False
+            elif outcome == scripts.SPACING:
+                self.sleep(wait_ms / 1000)
             else:
                 self.sleep(CONCURRENCY_POLL_SECONDS)
         self.lease = lease

@@ -63,20 +63,32 @@ end
 return 1
 """
 
-# Just before a call. KEYS: blocked until, leases. ARGV: check the block (1/0), max concurrency (0:
-# none), lease ms, lease id. Returns ms to wait for the provider, -1 if the concurrency is full, 0 when
-# admitted (holding a lease if there is a concurrency limit).
+# Just before a call. KEYS: blocked until, leases, next send. ARGV: check the block (1/0), max
+# concurrency (0: none), lease ms, lease id, ms between sends (0: no requests-per-minute limit).
+# Returns {ADMITTED, 0}, {PROVIDER_HOLD, ms}, {SPACING, ms} or {CONCURRENCY_FULL, 0}; admitted, it
+# holds a lease if there is a concurrency limit. Sends are spaced apart as well as reserved ahead:
+# calls whose moments came while their workers were busy would otherwise leave together.
+ADMITTED, PROVIDER_HOLD, SPACING, CONCURRENCY_FULL = 0, 1, 2, 3
 ADMIT = _NOW + """
 if ARGV[1] == '1' then
   local blocked = tonumber(redis.call('get', KEYS[1]) or '0')
-  if blocked > now then return blocked - now end
+  if blocked > now then return {1, blocked - now} end
 end
 local cap = tonumber(ARGV[2])
 if cap > 0 then
   redis.call('zremrangebyscore', KEYS[2], '-inf', now)
-  if redis.call('zcard', KEYS[2]) >= cap then return -1 end
+  if redis.call('zcard', KEYS[2]) >= cap then return {3, 0} end
+end
+local spacing = tonumber(ARGV[5])
+if spacing > 0 then
+  local next_send = tonumber(redis.call('get', KEYS[3]) or '0')
+  -- The clock counts whole milliseconds: a send less than one early goes.
+  if next_send - now >= 1 then return {2, next_send - now} end
+  redis.call('set', KEYS[3], now + spacing, 'PX', math.ceil(spacing) + 1000)
+end
+if cap > 0 then
   redis.call('zadd', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
   redis.call('pexpire', KEYS[2], ARGV[3])
 end
-return 0
+return {0, 0}
 """

@@ -59,7 +59,8 @@ def test_a_429s_retry_after_holds_every_call_on_the_connection(settings):
     sleeps = Sleeps()
     with Call(settings, limits, 1, Admission.CHECK, sleeps):
         pass
-    assert len(sleeps) == 1 and 2.5 < sleeps[0] <= 3
+    # Held for the provider, then at most a send's spacing (10 ms at 6,000 rpm) after the call before.
+    assert 2.5 < sleeps[0] <= 3 and all(wait <= 0.011 for wait in sleeps[1:])
 
 
 def test_remaining_requests_at_zero_holds_the_connection_until_the_reset(settings):
@@ -108,3 +109,14 @@ def test_a_provider_hint_is_bounded_and_needs_remaining_at_zero():
 def test_the_estimate_is_the_prompt_at_four_characters_a_token_plus_the_completion_allowance():
     assert estimated_tokens("x" * 400, "y" * 40, 100, 500) == 210
     assert estimated_tokens("hi", None, None, 500) == 501
+
+
+def test_sends_are_spaced_by_the_rpm_even_when_their_moments_came_together(settings):
+    limits = RateLimits("connection:9", rpm=600)  # a send every 100 ms, and a little more
+    first, second = Sleeps(), Sleeps()
+    with Call(settings, limits, 1, Admission.CHECK, first):
+        pass
+    # A run whose reserved moment came while its worker was busy goes no sooner than the spacing allows.
+    with Call(settings, limits, 1, Admission.CHECK, second):
+        pass
+    assert first == [] and len(second) >= 1 and 0.09 < second[0] <= 0.11
