@@ -10,8 +10,9 @@ scenario: the most requests in any 10-second window (the limit allows rpm / 6), 
 or unfinished runs, the time from the slot to the last run's end against the time the limit implies
 (plus 10%), and the workers' CPU per run. The limiter's own cost per run is measured apart, on a
 private redis-server where nothing else runs: the commands Redis processed and this process's CPU
-for --tasks acquisitions as a run makes them (reserve, then settle with the answer's usage: the
-settle costs a round trip only when it changes something, as a tokens-per-minute correction does).
+for --tasks acquisitions as a run makes them (reserve its place, admit it just before the call, then
+settle with the answer's usage: the settle costs a round trip only when it changes something, as a
+tokens-per-minute correction does).
 
     python -m benchmarks.ratelimit --database-url postgresql://postgres@127.0.0.1:5432/pb_bench \\
         --redis-url redis://127.0.0.1:6379/9
