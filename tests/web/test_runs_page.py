@@ -230,7 +230,8 @@ def test_api_refuses_bad_limits_and_unknown_parameters(api, runs, query):
 
 def test_the_api_cursor_is_refused_when_tampered(api, runs):
     cursor = api.get("/runs?limit=1").get_json()["next_cursor"]
-    tampered = cursor[:-1] + ("A" if cursor[-1] != "A" else "B")
+    # The first character, every bit of which counts: the last one's low bits are padding in base64.
+    tampered = ("x" if cursor[0] != "x" else "y") + cursor[1:]
     response = api.get(f"/runs?limit=1&cursor={tampered}")
     assert response.status_code == 400
     assert response.get_json()["fields"] == {"cursor": "The cursor is not valid; start again from the first page."}
